@@ -1,0 +1,46 @@
+# spikeforge: `make demo` runs the main job, `make test` runs every test.
+# Each target that needs Python depends on the stamp file, so a fresh clone needs no other step.
+
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.spikeforge-installed
+TORCH   := torch==2.13.0
+JOBS    ?= 2
+BOARD   ?= icebreaker
+OUT     ?= out
+
+.PHONY: setup test test-long demo bench lint synth clean
+
+setup: $(STAMP)
+
+# torch is pinned and installed first: the CPU wheel is on disk, and once it is present the
+# project's own torch range is satisfied, so pip never downloads a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[test,synth,lint]'
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -m "not slow" tests
+
+test-long: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) tests
+
+demo: $(STAMP)
+	$(VENV)/bin/spikeforge demo --out $(OUT)/demo
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check hw sw sim tests bench
+
+synth: $(STAMP)
+	$(VENV)/bin/spikeforge demo --out $(OUT)/demo --no-sim
+	$(VENV)/bin/spikeforge synth $(OUT)/demo/export --board $(BOARD) --out $(OUT)/synth-$(BOARD)
+
+clean:
+	rm -rf $(OUT) sim_build build .pytest_cache

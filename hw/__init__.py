@@ -1,0 +1,1 @@
+"""spikeforge gateware (Amaranth HDL): neuron core array, layer engine, accelerator, board tops."""

@@ -1,0 +1,1 @@
+"""spikeforge simulation: cycle model, cocotb testbenches and the Verilator/Amaranth runners."""
