@@ -37,11 +37,6 @@ __all__ = [
     "saturate",
 ]
 
-#: Integer sums are formed with float64 matrix products (BLAS speed) and are exact while every
-#: partial sum stays below 2**53; :class:`DenseLayer` checks the bound it needs.
-_EXACT_FLOAT64 = 2**53
-
-
 class ContractError(ValueError):
     """A parameter breaks the integer contract. The message names the offending field."""
 
@@ -197,48 +192,80 @@ class DenseLayer:
         fields.update(changes)
         return DenseLayer(**fields)
 
+    @property
+    def _max_row_weight(self) -> int:
+        return int(self.weight.abs().sum(1).max())
+
+    def _compute_dtype(self, s_in: torch.Tensor, peak: int | None = None) -> torch.dtype:
+        """The narrowest dtype in which every value of a run is an exactly represented integer.
+
+        float32 holds every integer below 2**24, float64 below 2**53; membranes, currents and
+        their sums must stay below that, and floor division by 2**k is then exact too. ``peak``
+        bounds ``|s_in|`` when the caller knows it (1 for spikes).
+        """
+        if peak is None:
+            peak = max(int(s_in.max()), -int(s_in.min())) if s_in.numel() else 0
+        bound = peak * self._max_row_weight + int(self.bias.abs().max()) + (1 << (self.v_bits - 1))
+        if bound < 2**23:
+            return torch.float32
+        if bound < 2**52:
+            return torch.float64
+        return torch.int64
+
     def current(self, s_in: torch.Tensor) -> torch.Tensor:
         """Exact synaptic current ``s_in @ weight.T`` for integer input ``[..., in]``."""
-        bound = int(s_in.abs().max()) * int(self.weight.abs().sum(1).max()) if s_in.numel() else 0
-        if bound >= _EXACT_FLOAT64:
-            return s_in @ self.weight.T  # slow integer path; exact for any size
-        return (s_in.to(torch.float64) @ self.weight.T.to(torch.float64)).to(torch.int64)
+        dtype = self._compute_dtype(s_in)
+        return (s_in.to(dtype) @ self.weight.T.to(dtype)).to(torch.int64)
 
-    def run(self, s_in: torch.Tensor, trace: bool = False):
+    def run(self, s_in: torch.Tensor, trace: bool = False, *, _peak: int | None = None,
+            _raw: bool = False):
         """Run all timesteps.
 
         ``s_in`` is ``int[batch, T, fan_in]`` (binary spikes, or integer currents for a direct-
         coded first layer). Returns ``(spikes, v_final, membranes)``: spikes ``int[batch, T,
         fan_out]`` (zeros for a non-firing layer), the final membrane ``int[batch, fan_out]``,
         and, if ``trace``, the membrane at the end of every timestep ``int[batch, T, fan_out]``
-        (else ``None``).
+        (else ``None``). The arithmetic runs in the narrowest exact dtype (see
+        :meth:`_compute_dtype`), so it is integer arithmetic at BLAS speed.
         """
+        if _raw:  # already time-major [T, batch, fan_in]
+            s_in = s_in.transpose(0, 1)
         if s_in.dim() != 3 or s_in.shape[2] != self.fan_in or s_in.shape[1] != self.timesteps:
             raise ContractError(
                 f"{self.name}: input must be [batch, T={self.timesteps}, fan_in={self.fan_in}], "
                 f"got {tuple(s_in.shape)}")
         batch, steps, _ = s_in.shape
+        dtype = self._compute_dtype(s_in, _peak)
+        exact_int = dtype == torch.int64
         low, high = signed_range(self.v_bits)
-        currents = self.current(s_in) + self.bias
-        v = torch.full((batch, self.fan_out), self.v_init, dtype=torch.int64)
-        spikes = torch.zeros((batch, steps, self.fan_out), dtype=torch.int64)
+        # Time-major, so that every per-step slice below is contiguous.
+        currents = s_in.transpose(0, 1).reshape(steps * batch, -1).to(dtype) @ self.weight.T.to(dtype)
+        currents = currents.reshape(steps, batch, -1).add_(self.bias.to(dtype))
+        v = torch.full((batch, self.fan_out), self.v_init, dtype=dtype)
+        spikes = torch.zeros((steps, batch, self.fan_out), dtype=dtype)
         membranes = torch.empty_like(spikes) if trace else None
+        divisor = float(1 << self.leak_shift)
         theta = self.theta.tolist()
         for t in range(steps):
             if t > 0 and self.leak_shift:
-                v = v >> self.leak_shift
-            v = (v + currents[:, t]).clamp_(low, high)
+                v = v >> self.leak_shift if exact_int else torch.floor_divide(v, divisor)
+            v.add_(currents[t]).clamp_(low, high)
             if self.fires:
+                s = spikes[t]
                 if self.fire_mode is FireMode.RADIX:
-                    s = v & 1
-                    v = v - s
+                    s.copy_(v & 1 if exact_int else torch.remainder(v, 2))
+                    v.sub_(s)
                 else:
-                    s = (v >= theta[t]).to(torch.int64)
-                    v = v - s * theta[t]
-                spikes[:, t] = s
+                    torch.ge(v, theta[t], out=s) if not exact_int else s.copy_(v >= theta[t])
+                    v.sub_(s, alpha=theta[t])
             if trace:
-                membranes[:, t] = v
-        return spikes, v, membranes
+                membranes[t] = v
+        membranes = membranes.transpose(0, 1) if trace else None
+        if _raw:  # time-major spikes in the compute dtype, for Network.trace_frames
+            return spikes, v.to(torch.int64), membranes.to(torch.int64) if trace else None
+        spikes = spikes.transpose(0, 1)
+        as_int = (lambda x: x) if exact_int else (lambda x: x.to(torch.int64))
+        return as_int(spikes), as_int(v), as_int(membranes) if trace else None
 
     def readout(self, spikes: torch.Tensor, v_final: torch.Tensor) -> torch.Tensor:
         """The layer's output value per neuron, as the network readout uses it.
@@ -378,13 +405,15 @@ class Network:
         """Run already-encoded input frames ``int[batch, T, n_in]`` through every layer."""
         frames = _as_int_tensor("frames", frames, 3)
         layer_traces = []
-        x = frames
+        x, peak = frames.transpose(0, 1), None  # time-major between layers: contiguous steps
+        events = (frames != 0).sum((1, 2))
         v_final = spikes = None
         for layer in self.layers:
-            spikes, v_final, membranes = layer.run(x, trace=trace)
-            events = (x != 0).sum((1, 2))
+            raw_spikes, v_final, membranes = layer.run(x, trace=trace, _peak=peak, _raw=True)
+            spikes = raw_spikes.to(torch.int64).transpose(0, 1)
             layer_traces.append(LayerTrace(spikes, membranes, events, events * layer.fan_out))
-            x = spikes
+            x, peak = raw_spikes, 1
+            events = raw_spikes.sum((0, 2)).to(torch.int64)
         output = self.layers[-1].readout(spikes, v_final)
         return Trace(frames, layer_traces, output, argmax_lowest(output))
 

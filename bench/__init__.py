@@ -1,0 +1,1 @@
+"""Benchmarks: speed, size and accuracy figures, printed as tables (``make bench``)."""

@@ -1,0 +1,32 @@
+"""Run every benchmark module (``bench/bench_*.py``) in turn, or those named on the command line.
+
+    python -m bench                  # all of them
+    python -m bench golden array     # bench_golden.py and bench_array.py only
+"""
+
+import importlib
+import pkgutil
+import sys
+import time
+
+import bench
+
+
+def main(argv: list[str]) -> int:
+    names = sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_"))
+    wanted = [f"bench_{a.removeprefix('bench_')}" for a in argv] or names
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(names)}")
+        return 2
+    for name in wanted:
+        print(f"\n=== {name} ===", flush=True)
+        start = time.perf_counter()
+        module = importlib.import_module(f"bench.{name}")
+        module.main([])
+        print(f"({name} took {time.perf_counter() - start:.1f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
