@@ -1,0 +1,61 @@
+"""The ``spikeforge`` command line: one subcommand per step of the flow.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
+this file only wires them together, so ``spikeforge --help`` shows the whole flow in order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: name -> (module, one-line help), in the order a user meets them.
+COMMANDS = {
+    "demo": ("sw.demo", "train on digits, export, run the network on the RTL, report"),
+    "train": ("sw.train.command", "train and quantize a spiking network"),
+    "export": ("sw.export_command", "write weight ROMs and a manifest from a checkpoint"),
+    "rtl": ("hw.rtl_command", "generate Verilog for an exported network"),
+    "sim": ("sim.network_command", "run an exported network on the RTL in Verilator"),
+    "synth": ("sw.synth_command", "build a bitstream for a board with yosys/nextpnr"),
+    "run": ("sw.run_command", "classify images on a board over the UART link"),
+}
+
+
+def build_parser(available: dict[str, object]) -> argparse.ArgumentParser:
+    from sw import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="spikeforge", description="Spiking neural networks from training to bitstream, "
+                                       "bit-exact at every step.")
+    parser.add_argument("--version", action="version", version=f"spikeforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in available.items():
+        command = sub.add_parser(name, help=COMMANDS[name][1], description=COMMANDS[name][1])
+        module.add_arguments(command)
+        command.set_defaults(handler=module.run)
+    return parser
+
+
+def _available_commands() -> dict[str, object]:
+    modules = {}
+    for name, (module_name, _) in COMMANDS.items():
+        try:
+            modules[name] = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if not module_name.startswith(str(error.name)):  # a real missing dependency
+                raise
+    return modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser(_available_commands()).parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
