@@ -70,10 +70,10 @@ def main(argv: list[str] | None = None) -> None:
         frames = network.encode(pixels)
         model = sinabs_model(network)
 
-        def ours():
+        def ours(network=network, frames=frames):
             return network.trace_frames(frames, trace=False)
 
-        def theirs():
+        def theirs(model=model, frames=frames):
             for module in model:
                 if hasattr(module, "reset_states"):
                     module.reset_states()
@@ -82,8 +82,9 @@ def main(argv: list[str] | None = None) -> None:
 
         equal = torch.equal(ours().layers[-1].spikes, theirs().to(torch.int64))
         t_ours, t_theirs = best_of(ours, args.repeats), best_of(theirs, args.repeats)
-        table.add_row(str(timesteps), f"{args.batch / t_ours:,.0f}", f"{args.batch / t_theirs:,.0f}",
-                      f"{t_theirs / t_ours:.2f}", "yes" if equal else "NO")
+        table.add_row(str(timesteps), f"{args.batch / t_ours:,.0f}",
+                      f"{args.batch / t_theirs:,.0f}", f"{t_theirs / t_ours:.2f}",
+                      "yes" if equal else "NO")
     Console().print(table)
 
 

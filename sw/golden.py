@@ -19,8 +19,8 @@ Tensors are laid out ``[batch, time, neurons]`` and hold ``torch.int64``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
@@ -73,7 +73,8 @@ def _as_int_tensor(name: str, value, dims: int) -> torch.Tensor:
         raise ContractError(f"{name} must hold integers, not {tensor.dtype}")
     tensor = tensor.to(torch.int64)
     if tensor.dim() != dims:
-        raise ContractError(f"{name} must have {dims} dimension(s), got shape {tuple(tensor.shape)}")
+        raise ContractError(
+            f"{name} must have {dims} dimension(s), got shape {tuple(tensor.shape)}")
     return tensor
 
 
@@ -186,7 +187,7 @@ class DenseLayer:
     def timesteps(self) -> int:
         return self.theta.shape[0]
 
-    def with_(self, **changes) -> "DenseLayer":
+    def with_(self, **changes) -> DenseLayer:
         """A copy with some fields replaced (validated again)."""
         fields = {k: getattr(self, k) for k in self.__dataclass_fields__}
         fields.update(changes)
@@ -239,7 +240,8 @@ class DenseLayer:
         exact_int = dtype == torch.int64
         low, high = signed_range(self.v_bits)
         # Time-major, so that every per-step slice below is contiguous.
-        currents = s_in.transpose(0, 1).reshape(steps * batch, -1).to(dtype) @ self.weight.T.to(dtype)
+        flat = s_in.transpose(0, 1).reshape(steps * batch, -1).to(dtype)
+        currents = flat @ self.weight.T.to(dtype)
         currents = currents.reshape(steps, batch, -1).add_(self.bias.to(dtype))
         v = torch.full((batch, self.fan_out), self.v_init, dtype=dtype)
         spikes = torch.zeros((steps, batch, self.fan_out), dtype=dtype)
