@@ -11,7 +11,7 @@ its weight memories, so both sides share this module and cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -61,7 +61,7 @@ def pack_weights(weight: torch.Tensor, lanes: int, w_bits: int) -> list[int]:
     if weight.dim() != 2 or weight.shape[0] == 0 or weight.shape[1] == 0:
         raise RomLayoutError(f"weight must be a non-empty [fan_out, fan_in] matrix, "
                              f"got shape {tuple(weight.shape)}")
-    fan_out, fan_in = weight.shape
+    fan_out = weight.shape[0]
     groups = rom_groups(fan_out, lanes)
     _check_positive("w_bits", w_bits)
     low, high = -(1 << (w_bits - 1)), (1 << (w_bits - 1)) - 1

@@ -251,7 +251,7 @@ def _network_difference(a: Network, b: Network) -> str | None:
         return "encoder"
     if len(a.layers) != len(b.layers):
         return "layers"
-    for k, (x, y) in enumerate(zip(a.layers, b.layers)):
+    for k, (x, y) in enumerate(zip(a.layers, b.layers, strict=True)):
         for name in x.__dataclass_fields__:
             u, v = getattr(x, name), getattr(y, name)
             same = torch.equal(u, v) if isinstance(u, torch.Tensor) else u == v
@@ -415,7 +415,7 @@ def _read_text(folder: Path, name: str) -> str:
 
 def _first_difference(name: str, found: str, expected: str) -> str:
     found_lines, expected_lines = found.splitlines(), expected.splitlines()
-    for number, (a, b) in enumerate(zip(found_lines, expected_lines), start=1):
+    for number, (a, b) in enumerate(zip(found_lines, expected_lines, strict=False), start=1):
         if a != b:
             return f"{name}: line {number} is {a[:60]!r}, expected {b[:60]!r} (the word in the hex)"
     return (f"{name}: has {len(found_lines)} lines, expected {len(expected_lines)} "
@@ -472,7 +472,8 @@ def _load_layer(folder: Path, raw, k: int, lanes: int,
                    v_bits=v_bits, name=f"layers[{k}]")
     except ContractError as error:
         raise ExportError(f"{where}: {error}") from None
-    return dense, LayerManifest(name=name, fan_in=fan_in, fan_out=fan_out, w_bits=w_bits, v_bits=v_bits,
+    return dense, LayerManifest(name=name, fan_in=fan_in, fan_out=fan_out, w_bits=w_bits,
+                                v_bits=v_bits,
                          bias=tuple(bias), theta=tuple(theta), leak_shift=leak_shift,
                          fire_mode=fire_mode, v_init=v_init, fires=fires,
                          scale=None if scale is None else float(scale), rom_width=width,
@@ -556,8 +557,8 @@ def load_manifest(folder) -> Manifest:
         Network(dense, timesteps, encoder)
     except ContractError as error:
         raise ExportError(f"{where}: {error}") from None
-    network = Network([layer.with_(name=entry.name) for layer, entry in zip(dense, layers)],
-                      timesteps, encoder)
+    renamed = [layer.with_(name=entry.name) for layer, entry in zip(dense, layers, strict=True)]
+    network = Network(renamed, timesteps, encoder)
     return Manifest(folder=folder, schema_version=version, spikeforge_version=spikeforge_version,
                     timesteps=timesteps, encoder=encoder, lanes=lanes, layers=tuple(layers),
                     files=dict(hashes), metadata=metadata, network=network)
@@ -586,7 +587,7 @@ def network_to_json(network: Network) -> dict:
 
 
 def network_from_json(data: Mapping) -> Network:
-    """Inverse of :func:`network_to_json`; golden's checks apply (errors as :class:`ExportError`)."""
+    """Inverse of :func:`network_to_json`; golden's checks apply, failures as ExportError."""
     keys = {"name", "weight", "bias", "theta", "leak_shift", "fire_mode", "v_init", "fires",
             "w_bits", "v_bits"}
     try:

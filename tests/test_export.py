@@ -21,15 +21,25 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import sw.export
 from hw.rom import RomLayoutError, pack_weights, parse_hex, unpack_weights
 from sim import toolchain
 from sw import __version__, export_command
-from sw.export import (MANIFEST_NAME, SCHEMA_VERSION, ExportError, export_network, format_coe,
-                       format_mif, load_manifest, load_network, network_from_json,
-                       network_to_json)
+from sw.export import (
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    ExportError,
+    export_network,
+    format_coe,
+    format_mif,
+    load_manifest,
+    load_network,
+    network_from_json,
+    network_to_json,
+)
 from sw.golden import DenseLayer, Encoder, EncoderKind, Network, signed_range
 
 # --- independent references ------------------------------------------------------------------
@@ -81,7 +91,7 @@ def assert_same_network(a: Network, b: Network):
     assert a.timesteps == b.timesteps
     assert a.encoder.kind == b.encoder.kind and a.encoder.pixel_bits == b.encoder.pixel_bits
     assert len(a.layers) == len(b.layers)
-    for x, y in zip(a.layers, b.layers):
+    for x, y in zip(a.layers, b.layers, strict=True):
         assert x.weight.tolist() == y.weight.tolist()
         assert x.bias.tolist() == y.bias.tolist()
         assert x.theta.tolist() == y.theta.tolist()
@@ -113,7 +123,9 @@ def random_network(rng: random.Random, *, depth, widths, timesteps, encoder, las
             theta=[rng.randint(1, v_high) for _ in range(timesteps)],
             leak_shift=rng.randint(0, vb), fire_mode=rng.choice(["threshold", "radix"]),
             v_init=rng.randint(v_low, v_high), fires=last_fires or k < depth - 1,
-            w_bits=wb, v_bits=vb, name=rng.choice(["fc", "hidden", "out", "l\u00e9 \"x\"\n"]) + str(k)))
+            w_bits=wb, v_bits=vb,
+            name=rng.choice(["fc", "hidden", "out", "l\u00e9 \"x\"\n"]) + str(k),
+        ))
     return Network(layers, timesteps, encoder)
 
 
@@ -253,13 +265,14 @@ def test_verilator_readmemh_reads_the_words(tmp_path):
             words = naive_words(layer.weight.tolist(), lanes, w_bits)
             roms.append((folder / f"layer{k}.hex", lanes * w_bits, len(words), words))
     body = []
-    for r, (path, width, depth, _) in enumerate(roms):
+    for r, (_, width, depth, _) in enumerate(roms):
         body.append(f"  reg [{width - 1}:0] m{r} [0:{depth - 1}];")
     body.append("  integer i;")
     body.append("  initial begin")
-    for r, (path, width, depth, _) in enumerate(roms):
+    for r, (path, _, depth, _) in enumerate(roms):
         body.append(f'    $readmemh("{path}", m{r});')
-        body.append(f'    for (i = 0; i < {depth}; i = i + 1) $display("W {r} %0d %h", i, m{r}[i]);')
+        body.append(f'    for (i = 0; i < {depth}; i = i + 1)')
+        body.append(f'      $display("W {r} %0d %h", i, m{r}[i]);')
     body.append("    $finish;")
     body.append("  end")
     source = tmp_path / "readback.v"
@@ -383,7 +396,7 @@ def test_truncated_hex(good):
 
 
 def test_too_long_hex(good):
-    replace_file(good, "layer1.hex", "\n".join(hex_lines(good, 1) + ["000"]) + "\n")
+    replace_file(good, "layer1.hex", "\n".join([*hex_lines(good, 1), "000"]) + "\n")
     refused(good, "layer1.hex", "holds 5 words", "ROM depth is 4")
 
 
@@ -483,7 +496,7 @@ def test_bad_export_arguments(tmp_path):
         export_network(network, tmp_path / "x", lanes=2, scales=[1.0])
     with pytest.raises(ExportError, match=r"scales\[1\] must be a finite number"):
         export_network(network, tmp_path / "x", lanes=2, scales=[1.0, float("inf")])
-    with pytest.raises(ExportError, match="must be a sw.golden.Network"):
+    with pytest.raises(ExportError, match=r"must be a sw\.golden\.Network"):
         export_network([1], tmp_path / "x", lanes=2)
     assert not list(tmp_path.iterdir())
 
@@ -491,14 +504,14 @@ def test_bad_export_arguments(tmp_path):
 # --- atomicity -------------------------------------------------------------------------------
 
 
-def failing_after(monkeypatch, calls: int, error=OSError("disk full")):
+def failing_after(monkeypatch, calls: int, error: BaseException | None = None):
     real = sw.export._write_text
     count = [0]
 
     def write(path, text):
         count[0] += 1
         if count[0] > calls:
-            raise error
+            raise error or OSError("disk full")
         real(path, text)
     monkeypatch.setattr(sw.export, "_write_text", write)
 
@@ -549,11 +562,11 @@ def test_successful_export_replaces_a_previous_export(tmp_path):
 def test_refuses_to_replace_a_folder_that_is_not_an_export(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("precious")
-    with pytest.raises(ExportError, match="holds no manifest.json; refusing to replace"):
+    with pytest.raises(ExportError, match=r"holds no manifest\.json; refusing to replace"):
         export_network(small_network(), tmp_path / "mine", lanes=3)
     folder = export_network(small_network(), tmp_path / "e", lanes=3)
     (folder / "notes.txt").write_text("precious")
-    with pytest.raises(ExportError, match="holds 'notes.txt', which is not part of an export"):
+    with pytest.raises(ExportError, match=r"holds 'notes\.txt', which is not part of an export"):
         export_network(small_network(), folder, lanes=3)
     (tmp_path / "file").write_text("x")
     with pytest.raises(ExportError, match="exists and is not a folder"):
