@@ -13,6 +13,8 @@ shapes, ranges) and refuses with an :class:`ExportError` that names the field or
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import json
 import math
@@ -20,6 +22,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,8 +265,9 @@ def _network_difference(a: Network, b: Network) -> str | None:
 
 def _check_replaceable(folder: Path) -> None:
     """An existing folder is replaced only if it is empty or holds nothing but an export."""
-    if not folder.is_dir() or folder.is_symlink():
-        raise ExportError(f"{folder} exists and is not a folder; refusing to replace it")
+    if folder.is_symlink() or not folder.is_dir():
+        raise ExportError(f"{folder} exists and is not a folder (or is a symbolic link); "
+                          "refusing to replace it")
     entries = sorted(p.name for p in folder.iterdir())
     if entries and MANIFEST_NAME not in entries:
         raise ExportError(f"{folder} is not empty and holds no {MANIFEST_NAME}; refusing to "
@@ -308,25 +312,72 @@ def export_network(network: Network, folder, *, lanes: int, metadata: Mapping | 
             _write_text(temporary / name, files[name])
         loaded = load_manifest(temporary)
         difference = _network_difference(loaded.network, network)
-        if difference is not None or loaded.scales != _check_scales(scales, network):
+        if difference is None and loaded.scales != _check_scales(scales, network):
+            difference = "scales"
+        if difference is None and loaded.metadata != json.loads(json.dumps(metadata or {})):
+            difference = "metadata"
+        if difference is not None:
             raise ExportError(f"{temporary}: the written export does not load back to the same "
-                              f"network ({difference or 'scales'} differs); nothing was written")
-        if folder.exists():
+                              f"network ({difference} differs); nothing was written")
+        if not folder.exists():
+            os.rename(temporary, folder)
+        elif _exchange(temporary, folder):
+            old = temporary  # now holds the previous export
+        else:  # two renames; a crash between them leaves the old export at `old`
             old = folder.parent / f".{folder.name}.old-{secrets.token_hex(4)}"
             os.rename(folder, old)
-        try:
-            os.rename(temporary, folder)
-        except BaseException:
-            if old is not None:
+            try:
+                os.rename(temporary, folder)
+            except BaseException:
                 os.rename(old, folder)
                 old = None
-            raise
+                raise
     except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
+        if old is not temporary:
+            shutil.rmtree(temporary, ignore_errors=True)
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    _sync_folder(folder.parent)
     return folder
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False where the system or file system cannot, and the caller falls back to two
+    renames.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename durable (best effort: not every system can open a folder)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -366,6 +417,8 @@ class _Fields:
         value = self.get(key)
         if not _is_int(value):
             self.fail(key, f"must be an integer, not {value!r}")
+        if not -(1 << 63) <= value < (1 << 63):
+            self.fail(key, f"= {value} is beyond the 64-bit integer range")
         if minimum is not None and value < minimum:
             self.fail(key, f"must be >= {minimum}, got {value}")
         return value
@@ -389,6 +442,8 @@ class _Fields:
         for i, item in enumerate(value):
             if not _is_int(item):
                 self.fail(f"{key}[{i}]", f"must be an integer, not {item!r}")
+            if not -(1 << 63) <= item < (1 << 63):
+                self.fail(f"{key}[{i}]", f"= {item} is beyond the 64-bit integer range")
         return value
 
     def file_name(self, key: str) -> str:
@@ -397,6 +452,19 @@ class _Fields:
                 or value == MANIFEST_NAME:
             self.fail(key, f"= {value!r} must be a plain file name inside the export folder")
         return value
+
+
+def _refuse_constant(name: str):
+    raise ExportError(f"{MANIFEST_NAME}: {name} is not a JSON number (JSON holds finite numbers)")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise ExportError(f"{MANIFEST_NAME}: key {key!r} appears twice in one object")
+        result[key] = value
+    return result
 
 
 def _read_text(folder: Path, name: str) -> str:
@@ -496,7 +564,7 @@ def load_manifest(folder) -> Manifest:
         raise ExportError(f"{folder}: export folder is missing")
     text = _read_text(folder, MANIFEST_NAME)
     try:
-        raw = json.loads(text)
+        raw = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as error:
         raise ExportError(f"{where}: not valid JSON ({error})") from None
     if not isinstance(raw, dict):

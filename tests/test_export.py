@@ -434,6 +434,10 @@ def test_vendor_file_disagrees_with_hex(good, kind):
     (set_field("layers", 1, "bias", 2, 1 << 40),
      ["layers[1].bias[2] = 1099511627776 does not fit v_bits"]),
     (set_field("layers", 0, "v_init", -(1 << 40)), ["layers[0].v_init", "does not fit v_bits"]),
+    (set_field("layers", 0, "v_init", 1 << 70), ["layers[0].v_init = 1180591620717411303424 is "
+                                                 "beyond the 64-bit integer range"]),
+    (set_field("layers", 0, "theta", 0, -(1 << 64)), ["layers[0].theta[0] = ", "64-bit"]),
+    (set_field("layers", 0, "scale", float("nan")), ["NaN is not a JSON number"]),
     (set_field("layers", 0, "v_bits", 40), ["layers[0].v_bits must be <= 32, got 40"]),
     (set_field("layers", 0, "leak_shift", -1), ["layers[0].leak_shift must be >= 0"]),
     (set_field("layers", 0, "w_bits", 9), ["layers[0].w_bits must lie in 2..8, got 9"]),
@@ -464,6 +468,12 @@ def test_inconsistent_manifest(good, change, fragments):
     edit_manifest(good, change)
     message = refused(good, *fragments)
     assert MANIFEST_NAME in message
+
+
+def test_duplicate_keys(good):
+    text = (good / MANIFEST_NAME).read_text()
+    (good / MANIFEST_NAME).write_text(text.replace('"lanes": 3,', '"lanes": 3, "lanes": 2,', 1))
+    refused(good, "key 'lanes' appears twice")
 
 
 def test_shapes_must_chain(good):
@@ -557,6 +567,27 @@ def test_successful_export_replaces_a_previous_export(tmp_path):
     (tmp_path / "empty").mkdir()
     export_network(other, tmp_path / "empty", lanes=5)
     assert_same_network(load_network(tmp_path / "empty"), other)
+
+
+def test_replacement_without_an_atomic_exchange(tmp_path, monkeypatch):
+    """Where renameat2 is missing, two renames replace the folder; a failure restores it."""
+    monkeypatch.setattr(sw.export, "_exchange", lambda a, b: False)
+    folder = export_network(small_network(), tmp_path / "e", lanes=3)
+    other = small_network(depth=1, widths=[6, 2], last_fires=True)
+    export_network(other, folder, lanes=5)
+    assert_same_network(load_network(folder), other)
+    before = folder_bytes(folder)
+    real_rename = os.rename
+
+    def rename(a, b):
+        if ".tmp-" in str(a):
+            raise OSError("rename failed")
+        real_rename(a, b)
+    monkeypatch.setattr(sw.export.os, "rename", rename)
+    with pytest.raises(OSError, match="rename failed"):
+        export_network(small_network(), folder, lanes=3)
+    assert folder_bytes(folder) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["e"]
 
 
 def test_refuses_to_replace_a_folder_that_is_not_an_export(tmp_path):
