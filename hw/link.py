@@ -1,0 +1,370 @@
+"""Gateware side of the host link: frame decoder, command executor and reply encoder.
+
+The protocol is specified in docs/link-protocol.md; its constants live in :mod:`sw.link` so
+that host and gateware can never disagree. :class:`LinkBridge` sits between a byte stream
+(the UART) and the accelerator's host interface (docs/host-interface.md): its ``bus``,
+``pixels``, ``results`` and ``busy`` members connect one to one to ``NetworkAccelerator``'s.
+
+A request is only acted on once its CRC has been checked: the image of a RUN frame is held in
+the bridge's own pixel buffer until then, so a bad frame never reaches the accelerator.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Signal, Cat, C, Mux, Const, signed, unsigned
+from amaranth.lib import wiring, stream, data
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from sw.link import (
+    SYNC_REQUEST,
+    SYNC_REPLY,
+    LINK_VERSION,
+    MAX_READ,
+    Command,
+    ErrorCode,
+)
+
+__all__ = ["ResultLayout", "RegisterBusSignature", "LinkBridge", "crc16_update"]
+
+#: One entry of the accelerator's ``results`` stream (docs/host-interface.md).
+ResultLayout = data.StructLayout({"value": signed(32), "last": unsigned(1)})
+
+
+class RegisterBusSignature(wiring.Signature):
+    """The register bus as the host (the bridge) sees it; the accelerator has its flip."""
+
+    def __init__(self):
+        super().__init__({
+            "addr": Out(16),
+            "w_data": Out(32),
+            "w_en": Out(1),
+            "r_en": Out(1),
+            "r_data": In(32),
+        })
+
+
+def crc16_update(m, crc, byte):
+    """CRC-16/CCITT-FALSE of one more byte (MSB first): combinational logic added to ``m``,
+    returned as a 16-bit signal. Each bit step is its own signal, so the expression stays
+    linear in size."""
+    for i in range(8):
+        step = Signal(16, name=f"crc_step{i}")
+        feedback = crc[15] ^ byte[7 - i]
+        m.d.comb += step.eq(Cat(C(0, 1), crc[:15]) ^ Mux(feedback, C(0x1021, 16), C(0, 16)))
+        crc = step
+    return crc
+
+
+class LinkBridge(wiring.Component):
+    """Frame decoder/encoder between a byte stream and the accelerator's host interface.
+
+    Parameters
+    ----------
+    n_inputs, n_outputs, pixel_bits : int
+        The accelerator's image size, result count (scores, without the prediction) and pixel
+        width. A RUN payload carries ``n_inputs`` pixels of one byte (``pixel_bits <= 8``) or
+        two bytes (big-endian).
+    timeout_cycles : int
+        Inter-byte timeout: a frame whose next byte does not arrive within this many cycles is
+        abandoned and answered with ``TIMEOUT``; after any other error the bridge waits for
+        the line to stay quiet this long before it sends the error reply.
+
+    Members
+    -------
+    rx : In(stream.Signature(8)), tx : Out(stream.Signature(8))
+        Bytes from and to the host.
+    bus : Out(RegisterBusSignature())
+    pixels : Out(stream.Signature(16))
+    results : In(stream.Signature(ResultLayout))
+    busy : In(1)
+    error : Out(1)
+        Pulses once per error reply (for an LED or a counter).
+    """
+
+    def __init__(self, *, n_inputs: int, n_outputs: int, pixel_bits: int, timeout_cycles: int):
+        for name, value, low, high in (
+            ("n_inputs", n_inputs, 1, 0xFFFF),
+            ("n_outputs", n_outputs, 1, 0xFFFF),
+            ("pixel_bits", pixel_bits, 1, 16),
+            ("timeout_cycles", timeout_cycles, 2, 1 << 32),
+        ):
+            if not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{name} must be an integer in {low}..{high}, not {value!r}")
+        pixel_bytes = 1 if pixel_bits <= 8 else 2
+        if n_inputs * pixel_bytes > 0xFFFF:
+            raise ValueError(f"An image of {n_inputs} pixels does not fit a 16-bit frame length")
+        if (n_outputs + 1) * 4 > 0xFFFF:
+            raise ValueError(f"{n_outputs} results do not fit a 16-bit frame length")
+        self._n_inputs = n_inputs
+        self._n_outputs = n_outputs
+        self._pixel_bits = pixel_bits
+        self._pixel_bytes = pixel_bytes
+        self._timeout_cycles = timeout_cycles
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "bus": Out(RegisterBusSignature()),
+            "pixels": Out(stream.Signature(16)),
+            "results": In(stream.Signature(ResultLayout)),
+            "busy": In(1),
+            "error": Out(1),
+        })
+
+    n_inputs = property(lambda self: self._n_inputs)
+    n_outputs = property(lambda self: self._n_outputs)
+    pixel_bits = property(lambda self: self._pixel_bits)
+    pixel_bytes = property(lambda self: self._pixel_bytes)
+    timeout_cycles = property(lambda self: self._timeout_cycles)
+
+    def elaborate(self, platform):
+        m = Module()
+
+        n_in, n_out = self._n_inputs, self._n_outputs
+        run_len = n_in * self._pixel_bytes
+        pixel_max = (1 << self._pixel_bits) - 1
+
+        m.submodules.buffer = buffer = Memory(shape=self._pixel_bits, depth=n_in, init=[])
+        wp = buffer.write_port()
+        rp = buffer.read_port(transparent_for=())
+
+        got = Signal()  # a byte is taken from rx this cycle
+        byte = self.rx.payload
+        m.d.comb += got.eq(self.rx.valid & self.rx.ready)
+
+        idle = Signal(range(self._timeout_cycles + 1))
+        timed_out = Signal()
+        m.d.comb += timed_out.eq(idle == self._timeout_cycles)
+        with m.If(got):
+            m.d.sync += idle.eq(0)
+        with m.Elif(~timed_out):
+            m.d.sync += idle.eq(idle + 1)
+
+        crc = Signal(16)
+        rx_crc = crc16_update(m, crc, byte)
+        cmd = Signal(8)
+        length = Signal(16)
+        count = Signal(16)
+        code = Signal(8)
+        args = Signal(48)
+        high = Signal(8)  # first byte of a two-byte pixel
+        pix = Signal(range(n_in + 1))
+        bad_pixel = Signal()
+
+        rsp_len = Signal(16)
+        words = Signal(16)  # words of the reply payload still to send
+        word = Signal(32)
+        nbyte = Signal(2)
+        waddr = Signal(16)
+
+        tx_byte = Signal(8)
+        tx_valid = Signal()
+        m.d.comb += [self.tx.payload.eq(tx_byte), self.tx.valid.eq(tx_valid)]
+        with m.If(self.tx.ready):
+            m.d.sync += tx_valid.eq(0)
+        tx_free = Signal()
+        m.d.comb += tx_free.eq(~tx_valid | self.tx.ready)
+
+        tx_next = Signal(8)
+        tx_crc = crc16_update(m, crc, tx_next)
+
+        def send(value, *, in_crc=True):
+            m.d.comb += tx_next.eq(value)
+            m.d.sync += [tx_byte.eq(tx_next), tx_valid.eq(1)]
+            if in_crc:
+                m.d.sync += crc.eq(tx_crc)
+
+        read_addr, read_count = args[8:24], args[0:8]
+        write_addr, write_data = args[32:48], args[0:32]
+        info_words = [
+            (LINK_VERSION << 24) | (self._pixel_bits << 16) | n_in,
+            (n_out << 16) | MAX_READ,
+        ]
+
+        def fail(error_code, next_state):
+            m.d.sync += code.eq(error_code)
+            m.next = next_state
+
+        def expected_length(command):
+            return {Command.INFO: 0, Command.READ: 3, Command.WRITE: 6, Command.RUN: run_len}[command]
+
+        m.d.sync += self.error.eq(0)
+        # Bytes are always taken: outside the receive states they are dropped (the protocol is
+        # request/response, so a host never sends while a reply is pending).
+        m.d.comb += self.rx.ready.eq(1)
+
+        with m.FSM():
+            # ---- receive -----------------------------------------------------------------
+            with m.State("IDLE"):
+                with m.If(got):
+                    m.d.sync += [crc.eq(0xFFFF), cmd.eq(0), bad_pixel.eq(0), pix.eq(0), count.eq(0)]
+                    with m.If(byte == SYNC_REQUEST):
+                        m.next = "CMD"
+                    with m.Else():
+                        fail(ErrorCode.SYNC, "DISCARD")
+
+            def receive(next_state, action=None):
+                with m.If(got):
+                    m.d.sync += crc.eq(rx_crc)
+                    if action is not None:
+                        action()
+                    if next_state is not None:
+                        m.next = next_state
+                with m.Elif(timed_out):
+                    fail(ErrorCode.TIMEOUT, "REPLY_ERROR")
+
+            with m.State("CMD"):
+                def take_cmd():
+                    m.d.sync += cmd.eq(byte)
+                receive("LEN_HI", take_cmd)
+            with m.State("LEN_HI"):
+                def take_len_hi():
+                    m.d.sync += length[8:].eq(byte)
+                receive("LEN_LO", take_len_hi)
+            with m.State("LEN_LO"):
+                def check_header():
+                    full = Cat(byte, length[8:])
+                    m.d.sync += length[:8].eq(byte)
+                    with m.Switch(cmd):
+                        for command in Command:
+                            with m.Case(command):
+                                with m.If(full != expected_length(command)):
+                                    fail(ErrorCode.LENGTH, "DISCARD")
+                                with m.Elif(full == 0):
+                                    m.next = "CRC_HI"
+                                with m.Else():
+                                    m.next = "PAYLOAD"
+                        with m.Default():
+                            fail(ErrorCode.COMMAND, "DISCARD")
+                receive(None, check_header)
+            with m.State("PAYLOAD"):
+                def take_payload():
+                    m.d.sync += [args.eq(Cat(byte, args[:40])), count.eq(count + 1)]
+                    with m.If(cmd == Command.RUN):
+                        if self._pixel_bytes == 1:
+                            value, complete = byte, C(1, 1)
+                        else:
+                            value, complete = Cat(byte, high), count[0]
+                            m.d.sync += high.eq(byte)
+                        with m.If(complete):
+                            m.d.comb += [wp.addr.eq(pix), wp.data.eq(value), wp.en.eq(1)]
+                            m.d.sync += pix.eq(pix + 1)
+                            with m.If(value > pixel_max):
+                                m.d.sync += bad_pixel.eq(1)
+                    with m.If(count == length - 1):
+                        m.next = "CRC_HI"
+                receive(None, take_payload)
+            with m.State("CRC_HI"):
+                receive("CRC_LO")
+            with m.State("CRC_LO"):
+                def check_crc():
+                    with m.If(rx_crc != 0):
+                        fail(ErrorCode.CRC, "DISCARD")
+                    with m.Elif((cmd == Command.RUN) & bad_pixel):
+                        fail(ErrorCode.PIXEL, "REPLY_ERROR")
+                    with m.Elif((cmd == Command.WRITE) & self.busy):
+                        fail(ErrorCode.BUSY, "REPLY_ERROR")
+                    with m.Elif((cmd == Command.READ) & ((read_count == 0) | (read_count > MAX_READ))):
+                        fail(ErrorCode.ARGUMENT, "REPLY_ERROR")
+                    with m.Else():
+                        m.d.sync += [code.eq(ErrorCode.OK), pix.eq(0), waddr.eq(read_addr)]
+                        with m.Switch(cmd):
+                            with m.Case(Command.INFO):
+                                m.d.sync += [rsp_len.eq(8), words.eq(2)]
+                                m.next = "REPLY"
+                            with m.Case(Command.READ):
+                                m.d.sync += [rsp_len.eq(read_count << 2), words.eq(read_count)]
+                                m.next = "REPLY"
+                            with m.Case(Command.WRITE):
+                                m.d.sync += [rsp_len.eq(0), words.eq(0)]
+                                m.next = "WRITE"
+                            with m.Case(Command.RUN):
+                                m.d.sync += [rsp_len.eq((n_out + 1) * 4), words.eq(n_out + 1)]
+                                m.next = "PIXEL_ADDR"
+                receive(None, check_crc)
+            with m.State("DISCARD"):
+                # Swallow the rest of a bad frame (and any garbage) until the line is quiet.
+                with m.If(timed_out & ~got):
+                    m.next = "REPLY_ERROR"
+
+            # ---- execute -----------------------------------------------------------------
+            with m.State("WRITE"):
+                m.d.comb += [
+                    self.bus.addr.eq(write_addr),
+                    self.bus.w_data.eq(write_data),
+                    self.bus.w_en.eq(1),
+                ]
+                m.next = "REPLY"
+            with m.State("PIXEL_ADDR"):
+                m.d.comb += [rp.addr.eq(pix), rp.en.eq(1)]
+                m.next = "PIXEL_SEND"
+            with m.State("PIXEL_SEND"):
+                m.d.comb += [self.pixels.valid.eq(1), self.pixels.payload.eq(rp.data)]
+                with m.If(self.pixels.ready):
+                    m.d.sync += pix.eq(pix + 1)
+                    with m.If(pix == n_in - 1):
+                        m.next = "REPLY"
+                    with m.Else():
+                        m.next = "PIXEL_ADDR"
+
+            # ---- reply -------------------------------------------------------------------
+            with m.State("REPLY_ERROR"):
+                m.d.sync += [rsp_len.eq(0), words.eq(0), self.error.eq(1)]
+                m.next = "REPLY"
+            with m.State("REPLY"):
+                with m.If(tx_free):
+                    send(SYNC_REPLY, in_crc=False)
+                    m.d.sync += crc.eq(0xFFFF)
+                    m.next = "H_CMD"
+            for state, value, following in (
+                ("H_CMD", cmd, "H_CODE"),
+                ("H_CODE", code, "H_LEN_HI"),
+                ("H_LEN_HI", rsp_len[8:], "H_LEN_LO"),
+            ):
+                with m.State(state):
+                    with m.If(tx_free):
+                        send(value)
+                        m.next = following
+            with m.State("H_LEN_LO"):
+                with m.If(tx_free):
+                    send(rsp_len[:8])
+                    with m.If(words == 0):
+                        m.next = "T_CRC_HI"
+                    with m.Else():
+                        m.next = "FETCH"
+            with m.State("FETCH"):
+                with m.Switch(cmd):
+                    with m.Case(Command.INFO):
+                        m.d.sync += word.eq(Mux(words == 2, info_words[0], info_words[1]))
+                        m.next = "WORD"
+                    with m.Case(Command.READ):
+                        m.d.comb += [self.bus.addr.eq(waddr), self.bus.r_en.eq(1)]
+                        m.d.sync += waddr.eq(waddr + 1)
+                        m.next = "READ_DATA"
+                    with m.Case(Command.RUN):
+                        m.d.comb += self.results.ready.eq(1)
+                        with m.If(self.results.valid):
+                            m.d.sync += word.eq(self.results.payload.value)
+                            m.next = "WORD"
+            with m.State("READ_DATA"):
+                m.d.sync += word.eq(self.bus.r_data)
+                m.next = "WORD"
+            with m.State("WORD"):
+                with m.If(tx_free):
+                    send(word[24:])
+                    m.d.sync += [word.eq(word << 8), nbyte.eq(nbyte + 1)]
+                    with m.If(nbyte == 3):
+                        m.d.sync += words.eq(words - 1)
+                        with m.If(words == 1):
+                            m.next = "T_CRC_HI"
+                        with m.Else():
+                            m.next = "FETCH"
+            with m.State("T_CRC_HI"):
+                with m.If(tx_free):
+                    send(crc[8:], in_crc=False)
+                    m.next = "T_CRC_LO"
+            with m.State("T_CRC_LO"):
+                with m.If(tx_free):
+                    send(crc[:8], in_crc=False)
+                    m.next = "IDLE"
+        return m
