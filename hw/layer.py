@@ -1,0 +1,547 @@
+"""The neuron core array and the layer engine that runs one dense layer over ``T`` timesteps.
+
+:class:`LayerEngine` takes a stream of input spike addresses, one timestep after another, and
+returns the layer's output spike addresses in the same stream format, so engines chain through
+spike buffers into a network. ``docs/microarchitecture.md`` describes the lanes, the pipeline, the
+memories, the stream protocol and the cycle formula that :mod:`sim.cycle_model` implements.
+"""
+
+from __future__ import annotations
+
+import enum as py_enum
+
+import torch
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from hw.neuron import FireMode, NeuronDatapath, check_width, signed_bits_for
+from hw.rom import pack_weights
+
+__all__ = [
+    "spike_layout",
+    "membrane_layout",
+    "ConfigSignature",
+    "LoadSignature",
+    "Reg",
+    "LayerEngine",
+    "current_bits",
+]
+
+#: Largest timestep count: thresholds sit at register words 0x10 .. 0xff.
+MAX_TIMESTEPS = 0xF0
+
+
+def spike_layout(addr_bits: int = 16) -> data.StructLayout:
+    """Payload of every spike stream: a spike address or an end-of-timestep marker.
+
+    ``eot = 0``: a spike of neuron (or input) ``addr``. ``eot = 1``: the current timestep has no
+    more spikes (``addr`` is ignored and should be 0). A timestep is zero or more spikes followed
+    by exactly one marker, so an empty timestep is a single marker.
+    """
+    return data.StructLayout({"addr": unsigned(addr_bits), "eot": unsigned(1)})
+
+
+def membrane_layout(lanes: int, v_bits: int, groups: int, timesteps: int) -> data.StructLayout:
+    """Payload of the membrane port: the ``lanes`` membranes of one group at the end of a step."""
+    return data.StructLayout({
+        "timestep": unsigned(max(1, ceil_log2(timesteps))),
+        "group": unsigned(max(1, ceil_log2(groups))),
+        "v": data.ArrayLayout(signed(v_bits), lanes),
+    })
+
+
+class ConfigSignature(wiring.Signature):
+    """Register access, as the host drives it (the engine takes the flipped view).
+
+    ``addr`` selects a word (:class:`Reg`); ``w_en`` writes ``w_data`` at the next clock edge;
+    ``r_en`` makes ``r_data`` hold the word in the following cycle.
+    """
+
+    def __init__(self):
+        super().__init__({
+            "addr": Out(unsigned(8)),
+            "w_data": Out(unsigned(32)),
+            "w_en": Out(1),
+            "r_en": Out(1),
+            "r_data": In(unsigned(32)),
+        })
+
+
+class LoadSignature(wiring.Signature):
+    """A memory write port as the host drives it: ``en`` writes ``data`` at word ``addr``."""
+
+    def __init__(self, addr_bits: int, data_bits: int):
+        super().__init__({
+            "addr": Out(unsigned(addr_bits)),
+            "data": Out(unsigned(data_bits)),
+            "en": Out(1),
+        })
+
+
+class Reg(py_enum.IntEnum):
+    """Word addresses of the engine's registers (the per-layer block of docs/host-interface.md)."""
+
+    LEAK_SHIFT = 0x00  #: RW, 0 .. v_bits
+    V_INIT = 0x01      #: RW, signed v_bits (sign-extended on read)
+    SYNOPS = 0x02      #: R, synaptic operations of the last inference
+    SPIKES = 0x03      #: R, output spikes of the last inference
+    FIRE = 0x04        #: RW, bit 0 = radix mode, bit 1 = fires
+    CYCLES = 0x05      #: R, busy cycles of the last inference
+    STATUS = 0x06      #: R, write 1 to clear: bit 0 bad_addr, bit 1 busy_write
+    THETA = 0x10       #: RW, THETA + t = threshold of timestep t (signed v_bits)
+
+
+def current_bits(fan_in: int, w_bits: int) -> int:
+    """Width of the exact per-timestep synaptic current of a neuron with ``fan_in`` inputs."""
+    return signed_bits_for(-fan_in << (w_bits - 1), fan_in * ((1 << (w_bits - 1)) - 1))
+
+
+class _State(enum.Enum, shape=unsigned(2)):
+    IDLE = 0
+    CLEAR = 1
+    RUN = 2
+
+
+class LayerEngine(wiring.Component):
+    """One dense layer of ``fan_out`` neurons on ``lanes`` parallel neuron datapaths.
+
+    Neuron ``i`` lives in lane ``i % lanes`` at group ``i // lanes``; the weights are one ROM in
+    the layout of ``docs/rom-layout.md``. An inference starts with a ``start`` strobe and consumes
+    exactly ``timesteps`` end-of-timestep markers from ``inputs``; it emits each timestep's output
+    spikes on ``outputs`` (ascending addresses) followed by one marker.
+
+    Parameters
+    ----------
+    fan_in, fan_out : int
+        Inputs and neurons, 1 .. 2**addr_bits.
+    timesteps : int
+        ``T``, 1 .. 240.
+    lanes : int
+        ``P``, parallel datapaths, 1 .. 64.
+    w_bits, v_bits : int
+        Weight width 2..8 and membrane width 2..32 (signed).
+    weight : int[fan_out, fan_in] or None
+        Initial contents of the weight ROM (zeros if None).
+    bias : int[fan_out] or None
+        Initial contents of the bias ROM (zeros if None).
+    theta : sequence of int, or None
+        Reset values of the ``T`` threshold registers (all 1 if None).
+    leak_shift, v_init, fire_mode, fires :
+        Reset values of the corresponding registers.
+    addr_bits : int
+        Width of the spike address in both streams, 1..32.
+    loadable : bool
+        Add ``weight_load`` and ``bias_load`` write ports to the weight and bias memories (for
+        testbenches that run many layers on one build). Without them both memories are ROMs.
+
+    Members
+    -------
+    inputs : In(stream.Signature(spike_layout(addr_bits)))
+        Input spikes. ``ready`` does not depend on ``valid`` or ``payload``.
+    outputs : Out(stream.Signature(spike_layout(addr_bits)))
+        Output spikes.
+    membranes : Out(wiring.Signature({"valid": Out(1), "payload": Out(membrane_layout(...))}))
+        One beat per group and timestep with the ``lanes`` membranes at the end of the
+        timestep (lanes past ``fan_out`` hold don't-care values); a stream without ``ready``
+        (no backpressure): whoever listens must take every beat.
+    start : In(1)
+        Strobe: begin an inference (aborting one in flight). Counters and status clear.
+    busy : Out(1)
+        High from the cycle after ``start`` until the last output marker is transferred.
+    done : Out(1)
+        High for the one cycle after an inference completes.
+    cfg : In(ConfigSignature())
+        Register access (:class:`Reg`). Writes while ``busy`` are ignored and set
+        ``busy_write``.
+    cycles, synops, spikes : Out(unsigned(32))
+        Counters of the current or last inference.
+    bad_addr : Out(1)
+        Sticky: an input spike with ``addr >= fan_in`` was dropped.
+    busy_write : Out(1)
+        Sticky: a register write arrived while busy and was ignored.
+    weight_load, bias_load : In(LoadSignature(...))
+        Only when ``loadable``.
+    """
+
+    def __init__(self, *, fan_in: int, fan_out: int, timesteps: int, lanes: int,
+                 w_bits: int = 8, v_bits: int = 16, weight=None, bias=None, theta=None,
+                 leak_shift: int = 0, v_init: int = 0, fire_mode=FireMode.THRESHOLD,
+                 fires: bool = True, addr_bits: int = 16, loadable: bool = False):
+        check_width("Address width addr_bits", addr_bits, 1, 32)
+        check_width("Fan-in", fan_in, 1, 1 << addr_bits)
+        check_width("Fan-out", fan_out, 1, 1 << addr_bits)
+        check_width("Timestep count", timesteps, 1, MAX_TIMESTEPS)
+        check_width("Lane count", lanes, 1, 64)
+        check_width("Weight width w_bits", w_bits, 2, 8)
+        check_width("Membrane width v_bits", v_bits, 2, 32)
+        v_low, v_high = -(1 << (v_bits - 1)), (1 << (v_bits - 1)) - 1
+        check_width("leak_shift", leak_shift, 0, v_bits)
+        check_width("v_init", v_init, v_low, v_high)
+        fire_mode = FireMode(fire_mode) if not isinstance(fire_mode, str) else \
+            FireMode[fire_mode.upper()]
+        if not isinstance(fires, bool):
+            raise TypeError(f"fires must be a bool, not {fires!r}")
+        if theta is None:
+            theta = [1] * timesteps
+        theta = [int(x) for x in torch.as_tensor(theta).tolist()]
+        if len(theta) != timesteps:
+            raise ValueError(f"theta must have {timesteps} entries (one per timestep), "
+                             f"not {len(theta)}")
+        for t, value in enumerate(theta):
+            check_width(f"theta[{t}]", value, v_low, v_high)
+
+        self._fan_in, self._fan_out, self._timesteps = fan_in, fan_out, timesteps
+        self._lanes, self._w_bits, self._v_bits = lanes, w_bits, v_bits
+        self._addr_bits, self._loadable = addr_bits, bool(loadable)
+        self._groups = -(-fan_out // lanes)
+        self._current_bits = current_bits(fan_in, w_bits)
+        self._reset = {"theta": theta, "leak_shift": leak_shift, "v_init": v_init,
+                       "fire_mode": fire_mode, "fires": fires}
+
+        if weight is None:
+            weight = torch.zeros((fan_out, fan_in), dtype=torch.int64)
+        weight = torch.as_tensor(weight)
+        if tuple(weight.shape) != (fan_out, fan_in):
+            raise ValueError(f"weight must have shape ({fan_out}, {fan_in}), "
+                             f"not {tuple(weight.shape)}")
+        if bias is None:
+            bias = torch.zeros(fan_out, dtype=torch.int64)
+        bias = torch.as_tensor(bias)
+        if tuple(bias.shape) != (fan_out,):
+            raise ValueError(f"bias must have shape ({fan_out},), not {tuple(bias.shape)}")
+        self._weight_words = pack_weights(weight, lanes, w_bits)
+        self._bias_words = pack_bias(bias, lanes, v_bits)
+
+        members = {
+            "inputs": In(stream.Signature(spike_layout(addr_bits))),
+            "outputs": Out(stream.Signature(spike_layout(addr_bits))),
+            "membranes": Out(wiring.Signature({
+                "valid": Out(1),
+                "payload": Out(membrane_layout(lanes, v_bits, self._groups, timesteps)),
+            })),
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "cfg": In(ConfigSignature()),
+            "cycles": Out(unsigned(32)),
+            "synops": Out(unsigned(32)),
+            "spikes": Out(unsigned(32)),
+            "bad_addr": Out(1),
+            "busy_write": Out(1),
+        }
+        if loadable:
+            members["weight_load"] = In(LoadSignature(
+                max(1, ceil_log2(fan_in * self._groups)), lanes * w_bits))
+            members["bias_load"] = In(LoadSignature(
+                max(1, ceil_log2(self._groups)), lanes * v_bits))
+        super().__init__(members)
+
+    @classmethod
+    def from_layer(cls, layer, lanes: int, **kwargs) -> "LayerEngine":
+        """An engine for a :class:`sw.golden.DenseLayer`, every reset value taken from it."""
+        params = dict(fan_in=layer.fan_in, fan_out=layer.fan_out, timesteps=layer.timesteps,
+                      lanes=lanes, w_bits=layer.w_bits, v_bits=layer.v_bits,
+                      weight=layer.weight, bias=layer.bias, theta=layer.theta,
+                      leak_shift=layer.leak_shift, v_init=layer.v_init,
+                      fire_mode=FireMode[layer.fire_mode.name], fires=layer.fires)
+        params.update(kwargs)
+        return cls(**params)
+
+    fan_in = property(lambda self: self._fan_in)
+    fan_out = property(lambda self: self._fan_out)
+    timesteps = property(lambda self: self._timesteps)
+    lanes = property(lambda self: self._lanes)
+    groups = property(lambda self: self._groups)
+    w_bits = property(lambda self: self._w_bits)
+    v_bits = property(lambda self: self._v_bits)
+    addr_bits = property(lambda self: self._addr_bits)
+    loadable = property(lambda self: self._loadable)
+    current_bits = property(lambda self: self._current_bits)
+
+    @property
+    def parameters(self) -> dict:
+        """The elaboration parameters (written into the RTL metadata)."""
+        return {
+            "fan_in": self._fan_in, "fan_out": self._fan_out, "timesteps": self._timesteps,
+            "lanes": self._lanes, "groups": self._groups, "w_bits": self._w_bits,
+            "v_bits": self._v_bits, "current_bits": self._current_bits,
+            "addr_bits": self._addr_bits, "loadable": self._loadable,
+            "reset": {**self._reset, "fire_mode": self._reset["fire_mode"].name.lower()},
+        }
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        P, G, M, N, T = self._lanes, self._groups, self._fan_in, self._fan_out, self._timesteps
+        VB, WB, CB = self._v_bits, self._w_bits, self._current_bits
+        v_lanes = data.ArrayLayout(signed(VB), P)
+        w_lanes = data.ArrayLayout(signed(WB), P)
+        c_lanes = data.ArrayLayout(signed(CB), P)
+
+        # ---- memories ------------------------------------------------------------------------
+        m.submodules.weights = weights = Memory(
+            shape=unsigned(P * WB), depth=M * G, init=self._weight_words)
+        m.submodules.biases = biases = Memory(
+            shape=unsigned(P * VB), depth=G, init=self._bias_words)
+        m.submodules.vmem = vmem = Memory(shape=unsigned(P * VB), depth=G, init=[])
+        w_rd = weights.read_port()
+        b_rd = biases.read_port()
+        v_rd = vmem.read_port()
+        v_wr = vmem.write_port()
+        acc_rd, acc_wr = [], []
+        for b in range(2):
+            bank = Memory(shape=unsigned(P * CB), depth=G, init=[])
+            m.submodules[f"acc{b}"] = bank
+            wr = bank.write_port()
+            acc_wr.append(wr)
+            acc_rd.append(bank.read_port(transparent_for=(wr,)))
+        if self._loadable:
+            w_wr = weights.write_port()
+            b_wr = biases.write_port()
+            m.d.comb += [
+                w_wr.addr.eq(self.weight_load.addr), w_wr.data.eq(self.weight_load.data),
+                w_wr.en.eq(self.weight_load.en & (self.weight_load.addr < M * G)),
+                b_wr.addr.eq(self.bias_load.addr), b_wr.data.eq(self.bias_load.data),
+                b_wr.en.eq(self.bias_load.en & (self.bias_load.addr < G)),
+            ]
+
+        # ---- run-time registers --------------------------------------------------------------
+        reset = self._reset
+        theta = Array(Signal(signed(VB), init=value, name=f"theta{t}")
+                      for t, value in enumerate(reset["theta"]))
+        leak_shift = Signal(range(VB + 1), init=reset["leak_shift"])
+        v_init = Signal(signed(VB), init=reset["v_init"])
+        fire_mode = Signal(FireMode, init=reset["fire_mode"])
+        fires = Signal(init=reset["fires"])
+
+        # ---- control -------------------------------------------------------------------------
+        state = Signal(_State)
+        clear_g = Signal(range(G))
+        busy = Signal()
+        m.d.comb += [busy.eq(state != _State.IDLE), self.busy.eq(busy)]
+        with m.If(busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+        m.d.sync += self.done.eq(0)
+
+        # ---- integration unit: one input spike -> G reads -> G * P accumulates ----------------
+        iu_t = Signal(range(T + 1))         # markers accepted
+        iu_bank = Signal()                  # accumulator bank of the timestep being integrated
+        eot_pending = Signal()              # marker accepted, waiting to hand the bank over
+        ev_valid = Signal()                 # an event is issuing reads
+        ev_addr = Signal(range(M * G))      # weight word j * G + g
+        ev_g = Signal(range(G))
+        ev_last = ev_g == G - 1
+        wb_valid = Signal()
+        wb_bank = Signal()
+        wb_g = Signal(range(G))
+
+        accept = Signal()
+        m.d.comb += [
+            self.inputs.ready.eq((state == _State.RUN) & (iu_t < T) & ~eot_pending
+                                 & (~ev_valid | ev_last)),
+            accept.eq(self.inputs.valid & self.inputs.ready),
+        ]
+        m.d.sync += [wb_valid.eq(ev_valid), wb_bank.eq(iu_bank), wb_g.eq(ev_g)]
+        with m.If(ev_valid):
+            m.d.sync += [ev_addr.eq(ev_addr + 1), ev_g.eq(ev_g + 1)]
+            with m.If(ev_last):
+                m.d.sync += ev_valid.eq(0)
+        in_addr = self.inputs.payload.addr
+        with m.If(accept):
+            with m.If(self.inputs.payload.eot):
+                m.d.sync += [eot_pending.eq(1), iu_t.eq(iu_t + 1)]
+            with m.Elif(in_addr < M):
+                m.d.sync += [
+                    ev_valid.eq(1), ev_addr.eq(in_addr * G), ev_g.eq(0),
+                    self.synops.eq(self.synops + N),
+                ]
+            with m.Else():
+                m.d.sync += self.bad_addr.eq(1)
+        m.d.comb += [w_rd.addr.eq(ev_addr), w_rd.en.eq(ev_valid)]
+
+        # ---- fire unit: walk the groups, close the timestep, serialize spikes ------------------
+        fu_busy = Signal()
+        fu_bank = Signal()
+        fu_t = Signal(range(T))
+        fu_g = Signal(range(G + 2))         # next item to read; item G is the marker
+        fu_base = Signal(range(G * P + 1))  # fu_g * P
+        c_valid = Signal()
+        c_g = Signal(range(G + 1))
+        c_base = Signal(range(G * P + 1))
+        c_eot = Signal()
+        s_mask = Signal(P)
+        s_base = Signal(range(G * P + 1))
+        s_eot = Signal()
+
+        with m.If(eot_pending & ~fu_busy & ~ev_valid):
+            m.d.sync += [
+                eot_pending.eq(0), fu_busy.eq(1), fu_bank.eq(iu_bank), iu_bank.eq(~iu_bank),
+                fu_g.eq(0), fu_base.eq(0),
+            ]
+
+        s_single = (s_mask & (s_mask - 1))[:P] == 0
+        out_valid = s_eot | (s_mask != 0)
+        out_take = out_valid & self.outputs.ready
+        s_free = ~out_valid | (self.outputs.ready & (s_eot | s_single))
+        c_advance = Signal()
+        r_advance = Signal()
+        m.d.comb += [
+            c_advance.eq(c_valid & s_free),
+            r_advance.eq(fu_busy & (fu_g <= G) & (~c_valid | c_advance)),
+        ]
+        fu_read = r_advance & (fu_g < G)
+        m.d.comb += [
+            v_rd.addr.eq(fu_g), v_rd.en.eq(fu_read),
+            b_rd.addr.eq(fu_g), b_rd.en.eq(fu_read),
+        ]
+        with m.If(r_advance):
+            m.d.sync += [
+                c_valid.eq(1), c_g.eq(fu_g), c_base.eq(fu_base), c_eot.eq(fu_g == G),
+                fu_g.eq(fu_g + 1), fu_base.eq(fu_base + P),
+            ]
+        with m.Elif(c_advance):
+            m.d.sync += c_valid.eq(0)
+
+        # The accumulator banks: the integration unit owns bank iu_bank, the fire unit the other.
+        current = data.View(c_lanes, Mux(fu_bank, acc_rd[1].data, acc_rd[0].data))
+        acc_sum = Signal(c_lanes)
+        weight_in = data.View(w_lanes, w_rd.data)
+        wb_data = data.View(c_lanes, Mux(wb_bank, acc_rd[1].data, acc_rd[0].data))
+        for lane in range(P):
+            m.d.comb += acc_sum[lane].eq(wb_data[lane] + weight_in[lane])
+        fu_clear = c_advance & ~c_eot
+        for b, (rd, wr) in enumerate(zip(acc_rd, acc_wr)):
+            iu_owns = iu_bank == b
+            m.d.comb += [
+                rd.addr.eq(Mux(iu_owns, ev_g, fu_g)),
+                rd.en.eq(Mux(iu_owns, ev_valid, fu_read & (fu_bank == b))),
+            ]
+            with m.If(wb_valid & (wb_bank == b)):
+                m.d.comb += [wr.addr.eq(wb_g), wr.data.eq(acc_sum.as_value()), wr.en.eq(1)]
+            with m.Elif(fu_clear & (fu_bank == b)):
+                m.d.comb += [wr.addr.eq(c_g), wr.data.eq(0), wr.en.eq(1)]
+            with m.Elif(state == _State.CLEAR):
+                m.d.comb += [wr.addr.eq(clear_g), wr.data.eq(0), wr.en.eq(1)]
+
+        # P neuron datapaths on the group in stage C.
+        v_old = data.View(v_lanes, v_rd.data)
+        bias_in = data.View(v_lanes, b_rd.data)
+        v_new = Signal(v_lanes)
+        fired = Signal(P)
+        lanes_in_last = N - (G - 1) * P
+        for lane in range(P):
+            dp = NeuronDatapath(VB, CB)
+            m.submodules[f"lane{lane}"] = dp
+            m.d.comb += [
+                dp.v.eq(v_old[lane]), dp.first.eq(fu_t == 0), dp.v_init.eq(v_init),
+                dp.leak_shift.eq(leak_shift), dp.bias.eq(bias_in[lane]),
+                dp.current.eq(current[lane]), dp.theta.eq(theta[fu_t]),
+                dp.fire_mode.eq(fire_mode), dp.fires.eq(fires),
+                v_new[lane].eq(dp.v_next),
+            ]
+            exists = Const(1) if lane < lanes_in_last else (c_g != G - 1)
+            m.d.comb += fired[lane].eq(dp.spike & exists)
+        m.d.comb += [
+            v_wr.addr.eq(c_g), v_wr.data.eq(v_new.as_value()), v_wr.en.eq(fu_clear),
+        ]
+
+        # Stage S: one output beat per cycle, lowest address first.
+        lowest = Signal(range(max(P, 2)))
+        for lane in reversed(range(P)):
+            with m.If(s_mask[lane]):
+                m.d.comb += lowest.eq(lane)
+        m.d.comb += [
+            self.outputs.valid.eq(out_valid),
+            self.outputs.payload.eot.eq(s_eot),
+            self.outputs.payload.addr.eq(Mux(s_eot, 0, s_base + lowest)),
+        ]
+        with m.If(out_take):
+            with m.If(s_eot):
+                m.d.sync += [s_eot.eq(0), fu_busy.eq(0), fu_t.eq(fu_t + 1)]
+                with m.If(fu_t == T - 1):
+                    m.d.sync += [state.eq(_State.IDLE), self.done.eq(1), fu_t.eq(0)]
+            with m.Else():
+                m.d.sync += [s_mask.eq(s_mask & (s_mask - 1)), self.spikes.eq(self.spikes + 1)]
+        with m.If(c_advance):
+            with m.If(c_eot):
+                m.d.sync += [s_eot.eq(1), s_mask.eq(0)]
+            with m.Else():
+                m.d.sync += [s_mask.eq(fired), s_base.eq(c_base)]
+
+        # Membrane port: registered copy of the group just closed.
+        m.d.sync += self.membranes.valid.eq(fu_clear)
+        with m.If(fu_clear):
+            m.d.sync += [
+                self.membranes.payload.timestep.eq(fu_t),
+                self.membranes.payload.group.eq(c_g),
+                self.membranes.payload.v.eq(v_new),
+            ]
+
+        # ---- start / clear pass ----------------------------------------------------------------
+        with m.If(state == _State.CLEAR):
+            m.d.sync += clear_g.eq(clear_g + 1)
+            with m.If(clear_g == G - 1):
+                m.d.sync += state.eq(_State.RUN)
+        with m.If(self.start):
+            m.d.sync += [
+                state.eq(_State.CLEAR), clear_g.eq(0), iu_t.eq(0), iu_bank.eq(0),
+                eot_pending.eq(0), ev_valid.eq(0), wb_valid.eq(0), fu_busy.eq(0), fu_t.eq(0),
+                c_valid.eq(0), s_mask.eq(0), s_eot.eq(0), self.cycles.eq(0),
+                self.synops.eq(0), self.spikes.eq(0), self.bad_addr.eq(0), self.busy_write.eq(0),
+            ]
+
+        # ---- register access -------------------------------------------------------------------
+        cfg = self.cfg
+        with m.If(cfg.r_en):
+            with m.Switch(cfg.addr):
+                with m.Case(Reg.LEAK_SHIFT):
+                    m.d.sync += cfg.r_data.eq(leak_shift)
+                with m.Case(Reg.V_INIT):
+                    m.d.sync += cfg.r_data.eq(v_init.as_signed())
+                with m.Case(Reg.SYNOPS):
+                    m.d.sync += cfg.r_data.eq(self.synops)
+                with m.Case(Reg.SPIKES):
+                    m.d.sync += cfg.r_data.eq(self.spikes)
+                with m.Case(Reg.FIRE):
+                    m.d.sync += cfg.r_data.eq(Cat(fire_mode.as_value(), fires))
+                with m.Case(Reg.CYCLES):
+                    m.d.sync += cfg.r_data.eq(self.cycles)
+                with m.Case(Reg.STATUS):
+                    m.d.sync += cfg.r_data.eq(Cat(self.bad_addr, self.busy_write))
+                for t in range(T):
+                    with m.Case(Reg.THETA + t):
+                        m.d.sync += cfg.r_data.eq(theta[t])
+                with m.Default():
+                    m.d.sync += cfg.r_data.eq(0)
+        with m.If(cfg.w_en):
+            with m.If(cfg.addr == Reg.STATUS):
+                with m.If(cfg.w_data[0]):
+                    m.d.sync += self.bad_addr.eq(0)
+                with m.If(cfg.w_data[1]):
+                    m.d.sync += self.busy_write.eq(0)
+            with m.Elif(busy):
+                m.d.sync += self.busy_write.eq(1)
+            with m.Else():
+                with m.Switch(cfg.addr):
+                    with m.Case(Reg.LEAK_SHIFT):
+                        m.d.sync += leak_shift.eq(Mux(cfg.w_data > VB, VB, cfg.w_data))
+                    with m.Case(Reg.V_INIT):
+                        m.d.sync += v_init.eq(cfg.w_data)
+                    with m.Case(Reg.FIRE):
+                        m.d.sync += [fire_mode.as_value().eq(cfg.w_data[0]), fires.eq(cfg.w_data[1])]
+                    for t in range(T):
+                        with m.Case(Reg.THETA + t):
+                            m.d.sync += theta[t].eq(cfg.w_data)
+        return m
+
+
+def pack_bias(bias, lanes: int, v_bits: int) -> list[int]:
+    """Bias memory words: word ``g`` holds ``bias[g * lanes + lane]`` in ``v_bits``-bit fields.
+
+    The same layout as one input's row of the weight ROM (``docs/rom-layout.md``) with
+    ``w_bits = v_bits``.
+    """
+    bias = torch.as_tensor(bias, dtype=torch.int64)
+    return pack_weights(bias.reshape(-1, 1), lanes, v_bits)

@@ -1,0 +1,134 @@
+"""One lane of the neuron core: the combinational datapath that closes a timestep.
+
+The array (:mod:`hw.layer`) integrates a timestep's input events exactly into a wide accumulator
+and then, once per neuron and timestep, runs this datapath on the accumulated current. It
+implements steps 1-4 of ``docs/contract.md`` for one neuron::
+
+    base   = v_init                  if first else  v >> leak_shift      (arithmetic shift)
+    v_sat  = sat(base + bias + current)                                  (exact, one clamp)
+    spike  = v_sat >= theta          (threshold)   or  v_sat[0]  (radix)  (0 if not fires)
+    v_next = v_sat - theta * spike   (threshold)   or  v_sat - spike       (radix)
+"""
+
+from __future__ import annotations
+
+from amaranth.lib import enum
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["FireMode", "NeuronDatapath", "check_width", "signed_bits_for"]
+
+
+class FireMode(enum.Enum, shape=unsigned(1)):
+    """How a neuron turns its saturated membrane into a spike (``docs/contract.md`` step 3)."""
+
+    THRESHOLD = 0  #: spike when ``V >= theta[t]``, soft reset by ``theta[t]``
+    RADIX = 1      #: spike is the least significant bit of ``V``, reset by subtracting it
+
+
+def check_width(name: str, value, minimum: int, maximum: int) -> int:
+    """``value`` if it is an integer in ``minimum .. maximum``, else ``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be in {minimum}..{maximum}, not {value}")
+    return value
+
+
+def signed_bits_for(low: int, high: int) -> int:
+    """Smallest two's complement width that holds every integer in ``low .. high``."""
+    bits = 1
+    while not (-(1 << (bits - 1)) <= low and high <= (1 << (bits - 1)) - 1):
+        bits += 1
+    return bits
+
+
+class NeuronDatapath(wiring.Component):
+    """Leak, exact integration with one saturation, fire and soft reset of one neuron.
+
+    Purely combinational: every output follows the inputs in the same cycle.
+
+    Parameters
+    ----------
+    v_bits : int
+        Membrane width (signed), 2..32. ``v``, ``v_init``, ``bias``, ``theta`` and ``v_next``
+        have this width.
+    current_bits : int
+        Width (signed) of the accumulated synaptic current of one timestep, 1..64.
+
+    Members
+    -------
+    v : In(signed(v_bits))
+        Membrane at the end of the previous timestep (ignored when ``first``).
+    first : In(1)
+        This is timestep 0: start from ``v_init`` and do not leak.
+    v_init : In(signed(v_bits))
+    leak_shift : In(range(v_bits + 1))
+        Arithmetic right shift applied to ``v`` (not to ``v_init``).
+    bias : In(signed(v_bits))
+    current : In(signed(current_bits))
+        Exact sum of the timestep's weights.
+    theta : In(signed(v_bits))
+        Threshold of this timestep, ``>= 1`` by contract.
+    fire_mode : In(FireMode)
+    fires : In(1)
+        0: integrate only (no spike, no reset).
+    spike : Out(1)
+    v_next : Out(signed(v_bits))
+        Membrane at the end of this timestep (after soft reset).
+    saturated : Out(1)
+        The exact sum lay outside the ``v_bits`` range and was clamped.
+    """
+
+    def __init__(self, v_bits: int = 16, current_bits: int = 16):
+        self._v_bits = check_width("Membrane width v_bits", v_bits, 2, 32)
+        self._current_bits = check_width("Current width current_bits", current_bits, 1, 64)
+        super().__init__({
+            "v": In(signed(v_bits)),
+            "first": In(1),
+            "v_init": In(signed(v_bits)),
+            "leak_shift": In(range(v_bits + 1)),
+            "bias": In(signed(v_bits)),
+            "current": In(signed(current_bits)),
+            "theta": In(signed(v_bits)),
+            "fire_mode": In(FireMode),
+            "fires": In(1),
+            "spike": Out(1),
+            "v_next": Out(signed(v_bits)),
+            "saturated": Out(1),
+        })
+
+    @property
+    def v_bits(self) -> int:
+        return self._v_bits
+
+    @property
+    def current_bits(self) -> int:
+        return self._current_bits
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        low, high = -(1 << (self._v_bits - 1)), (1 << (self._v_bits - 1)) - 1
+
+        base = Signal(signed(self._v_bits))
+        m.d.comb += base.eq(Mux(self.first, self.v_init, self.v >> self.leak_shift))
+        # Amaranth widens every addition, so this sum is exact.
+        total = base + self.bias + self.current
+        v_sat = Signal(signed(self._v_bits))
+        with m.If(total > high):
+            m.d.comb += [v_sat.eq(high), self.saturated.eq(1)]
+        with m.Elif(total < low):
+            m.d.comb += [v_sat.eq(low), self.saturated.eq(1)]
+        with m.Else():
+            m.d.comb += v_sat.eq(total)
+
+        m.d.comb += self.v_next.eq(v_sat)
+        with m.If(self.fires):
+            with m.If(self.fire_mode == FireMode.RADIX):
+                m.d.comb += [self.spike.eq(v_sat[0]), self.v_next.eq(v_sat - v_sat[0])]
+            with m.Elif(v_sat >= self.theta):
+                m.d.comb += [self.spike.eq(1), self.v_next.eq(v_sat - self.theta)]
+        return m
+
