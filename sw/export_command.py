@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lanes", required=True, type=int, metavar="P",
                         help="parallel lanes of the neuron array (ROM word = P * w_bits bits)")
     parser.add_argument("--from-json", action="store_true",
-                        help="SOURCE is a JSON network (sw.export.network_to_json form)")
+                        help="the source is a JSON network (sw.export.network_to_json form)")
 
 
 def _load_source(args):
@@ -77,6 +77,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"exported {len(manifest.layers)} layer(s), T={manifest.timesteps}, "
           f"encoder={manifest.encoder.kind.value}, lanes={manifest.lanes} -> {folder}")
     for k, layer in enumerate(manifest.layers):
-        print(f"  layer{k} {layer.name}: {layer.fan_in} -> {layer.fan_out}, "
+        print(f"  layer{k} {layer.name!r}: {layer.fan_in} -> {layer.fan_out}, "
               f"ROM {layer.rom_depth} x {layer.rom_width} bits")
     return 0

@@ -438,6 +438,8 @@ def test_vendor_file_disagrees_with_hex(good, kind):
                                                  "beyond the 64-bit integer range"]),
     (set_field("layers", 0, "theta", 0, -(1 << 64)), ["layers[0].theta[0] = ", "64-bit"]),
     (set_field("layers", 0, "scale", float("nan")), ["NaN is not a JSON number"]),
+    (set_field("layers", 0, "theta", 2, 1 << 40), ["layers[0].theta[2] = 1099511627776 does "
+                                                   "not fit v_bits"]),
     (set_field("layers", 0, "v_bits", 40), ["layers[0].v_bits must be <= 32, got 40"]),
     (set_field("layers", 0, "leak_shift", -1), ["layers[0].leak_shift must be >= 0"]),
     (set_field("layers", 0, "w_bits", 9), ["layers[0].w_bits must lie in 2..8, got 9"]),
