@@ -301,7 +301,9 @@ def export_network(network: Network, folder, *, lanes: int, metadata: Mapping | 
     nothing but a previous export; on any failure nothing is left behind.
     """
     files = _build(network, lanes, metadata, scales)
-    folder = Path(folder)
+    folder = Path(os.path.abspath(folder))  # "." and ".." resolved; symbolic links are not
+    if not folder.name:
+        raise ExportError(f"{folder} cannot be an export folder (it has no parent)")
     if folder.exists() or folder.is_symlink():
         _check_replaceable(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)

@@ -592,6 +592,18 @@ def test_replacement_without_an_atomic_exchange(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["e"]
 
 
+def test_relative_folder_names(tmp_path, monkeypatch):
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    assert export_network(small_network(), "e/.", lanes=3) == tmp_path / "here" / "e"
+    assert export_network(small_network(), "../there/", lanes=3) == tmp_path / "there"
+    assert_same_network(load_network(tmp_path / "there"), small_network())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "there"]
+    assert [p.name for p in (tmp_path / "here").iterdir()] == ["e"]
+    with pytest.raises(ExportError, match="cannot be an export folder"):
+        export_network(small_network(), "/", lanes=3)
+
+
 def test_refuses_to_replace_a_folder_that_is_not_an_export(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("precious")
