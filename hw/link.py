@@ -90,8 +90,11 @@ class LinkBridge(wiring.Component):
             ("timeout_cycles", timeout_cycles, 2, 1 << 32),
         ):
             if not isinstance(value, int) or not low <= value <= high:
+                self._MustUse__silence = True  # refused: not an unused elaboratable
                 raise ValueError(f"{name} must be an integer in {low}..{high}, not {value!r}")
         pixel_bytes = 1 if pixel_bits <= 8 else 2
+        if n_inputs * pixel_bytes > 0xFFFF or (n_outputs + 1) * 4 > 0xFFFF:
+            self._MustUse__silence = True
         if n_inputs * pixel_bytes > 0xFFFF:
             raise ValueError(f"An image of {n_inputs} pixels does not fit a 16-bit frame length")
         if (n_outputs + 1) * 4 > 0xFFFF:

@@ -28,8 +28,9 @@ def uart_divisor(clk_freq: float, baud: int) -> int:
     return divisor
 
 
-def _check_divisor(divisor):
+def _check_divisor(component, divisor):
     if not isinstance(divisor, int) or divisor < 4:
+        component._MustUse__silence = True  # refused: not an unused elaboratable
         raise ValueError(f"UART divisor must be an integer >= 4, not {divisor!r}")
 
 
@@ -56,7 +57,7 @@ class UARTRx(wiring.Component):
     overrun: Out(1)
 
     def __init__(self, divisor: int):
-        _check_divisor(divisor)
+        _check_divisor(self, divisor)
         self._divisor = divisor
         super().__init__()
 
@@ -134,7 +135,7 @@ class UARTTx(wiring.Component):
     busy: Out(1)
 
     def __init__(self, divisor: int):
-        _check_divisor(divisor)
+        _check_divisor(self, divisor)
         self._divisor = divisor
         super().__init__()
 

@@ -1,0 +1,221 @@
+"""cocotb testbench of the board top (:class:`hw.boards.LinkTop`: UART in, accelerator, UART out).
+
+The host side is the real host client, :class:`sw.link.LinkClient`, unchanged: it runs in a
+thread started with :func:`cocotb.task.bridge`, and its transport, :class:`CocotbUartTransport`,
+hands each ``write``/``read`` back to the simulation with :func:`cocotb.task.resume`, where the
+cocotbext-uart models ``UartSource``/``UartSink`` drive and watch the serial lines. The fault
+injection uses the same UART models with hand-made bad frames.
+
+The test is configured through the ``SPIKEFORGE_TB`` environment variable (JSON written by
+tests/test_board_sim.py): ``divisor``, ``clock_ns``, ``timeout_cycles``, ``images`` and
+``expected`` (``[[scores...], prediction]`` per image, from the Python model of the
+accelerator under test), ``threshold_address`` (a read/write register whose reset value is
+``threshold_reset``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.task import bridge, resume
+from cocotb.triggers import ClockCycles, Timer
+from cocotbext.uart import UartSink, UartSource
+
+from sw.link import (
+    Command,
+    ErrorCode,
+    ID_MAGIC,
+    LinkClient,
+    decode_reply,
+    encode_request,
+    register_address,
+)
+
+__all__ = ["CocotbUartTransport"]
+
+
+class CocotbUartTransport:
+    """:class:`sw.link.Transport` over cocotbext-uart models, for a client in a bridged thread.
+
+    ``time_scale`` maps the client's timeouts (seconds of a real 115200-baud link) onto
+    simulated time: ``sim_ns = timeout_s * 1e9 * time_scale``.
+    """
+
+    def __init__(self, source: UartSource, sink: UartSink, *, time_scale: float):
+        self.source = source
+        self.sink = sink
+        self.time_scale = time_scale
+
+    # Each method runs in the client's thread and blocks it until the simulation is done.
+    def write(self, data: bytes) -> None:
+        resume(self._write)(bytes(data))
+
+    def read(self, n: int, timeout: float) -> bytes:
+        return resume(self._read)(n, max(1, int(timeout * 1e9 * self.time_scale)))
+
+    def reset_input(self) -> None:
+        resume(self._reset_input)()
+
+    async def _write(self, data: bytes) -> None:
+        await self.source.write(data)
+        await self.source.wait()
+
+    async def _read(self, n: int, timeout_ns: int) -> bytes:
+        out = bytearray()
+        while len(out) < n:
+            if self.sink.empty():
+                await self.sink.wait(timeout=timeout_ns, timeout_unit="ns")
+                if self.sink.empty():
+                    break
+            out += self.sink.read_nowait(min(n - len(out), self.sink.count()))
+        return bytes(out)
+
+    async def _reset_input(self) -> None:
+        self.sink.clear()
+
+
+class TB:
+    def __init__(self, dut):
+        self.dut = dut
+        self.cfg = json.loads(os.environ["SPIKEFORGE_TB"])
+        clock_ns = self.cfg["clock_ns"]
+        self.baud = 1e9 / (clock_ns * self.cfg["divisor"])
+        self.byte_ns = 10 * clock_ns * self.cfg["divisor"]
+        self.timeout_ns = self.cfg["timeout_cycles"] * clock_ns
+        Clock(dut.clk, clock_ns, unit="ns").start()
+        self.source = UartSource(dut.rx, baud=self.baud)
+        self.sink = UartSink(dut.tx, baud=self.baud)
+        # One client second = 200 byte times of the simulated line (>> the device timeout).
+        scale = 200 * self.byte_ns / 1e9
+        self.transport = CocotbUartTransport(self.source, self.sink, time_scale=scale)
+        self.client = LinkClient(self.transport, timeout=1.0, retries=2)
+
+    async def reset(self):
+        self.dut.rst.value = 1
+        await ClockCycles(self.dut.clk, 5)
+        self.dut.rst.value = 0
+        await ClockCycles(self.dut.clk, 5)
+
+    async def host(self, function, *args):
+        """Run ``function(client, *args)`` in a thread, as a host program would."""
+        return await bridge(function)(self.client, *args)
+
+    async def send_raw(self, data: bytes):
+        await self.source.write(data)
+        await self.source.wait()
+
+    async def raw_reply(self):
+        """One reply frame read straight off the line (for fault injection)."""
+        data = bytearray()
+        limit = self.timeout_ns + 60 * self.byte_ns
+        while True:
+            await self.sink.wait(timeout=int(limit), timeout_unit="ns")
+            if self.sink.empty():
+                raise AssertionError(f"no reply; got {bytes(data).hex()}")
+            data += self.sink.read_nowait()
+            if len(data) >= 5 and len(data) >= 7 + struct.unpack(">H", data[3:5])[0]:
+                return decode_reply(bytes(data))
+
+    async def quiet(self):
+        """Wait until the line has been idle longer than the device's timeout."""
+        await Timer(int(self.timeout_ns + 4 * self.byte_ns), unit="ns")
+
+
+def _classify_all(client, images):
+    return [client.classify(image) for image in images]
+
+
+@cocotb.test()
+async def test_classify_matches_model(dut):
+    """The real host client classifies every test image through UART, bridge and accelerator."""
+    tb = TB(dut)
+    await tb.reset()
+    assert await tb.host(lambda c: c.identify()) == ID_MAGIC
+    info = await tb.host(lambda c: c.info())
+    assert (info.n_inputs, info.n_outputs) == (tb.cfg["n_inputs"], tb.cfg["n_outputs"])
+    results = await tb.host(_classify_all, tb.cfg["images"])
+    expected = [(scores, best) for scores, best in tb.cfg["expected"]]
+    assert results == expected
+    counters = await tb.host(lambda c: c.read_counters())
+    assert counters.cycles > 0 and counters.status == 0
+
+
+def _bad_frames(cfg):
+    address, value = cfg["threshold_address"], 0x1234
+    good = encode_request(Command.WRITE, struct.pack(">HI", address, value))
+    frames = []
+    for bit in (0, 9, 17, 26, 40, 60, len(good) * 8 - 1):  # SYNC, cmd, len, payload, CRC
+        flipped = bytearray(good)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        frames.append((f"bit {bit} flipped", bytes(flipped), None))
+    frames += [
+        ("truncated", good[:6], ErrorCode.TIMEOUT),
+        ("wrong length", good[:2] + b"\x00\x05" + good[4:9] + good[10:], ErrorCode.LENGTH),
+        ("length too long", good[:2] + b"\xff\xff" + good[4:], ErrorCode.LENGTH),
+        ("unknown command", encode_request(0x66, b""), ErrorCode.COMMAND),
+        ("garbage", bytes([0x00, 0xFF, 0x13, 0x5A, 0x37]), ErrorCode.SYNC),
+        ("bad CRC", good[:-2] + bytes([good[-2] ^ 0xFF, good[-1]]), ErrorCode.CRC),
+    ]
+    return frames
+
+
+@cocotb.test()
+async def test_fault_injection(dut):
+    """Every bad frame gets an error reply, none changes state, the next good frame works."""
+    tb = TB(dut)
+    await tb.reset()
+    cfg = tb.cfg
+    address = cfg["threshold_address"]
+    image, (scores, best) = cfg["images"][0], cfg["expected"][0]
+    for name, frame, code in _bad_frames(cfg):
+        await tb.send_raw(frame)
+        reply = await tb.raw_reply()
+        assert reply.code != ErrorCode.OK, f"{name}: accepted"
+        if code is not None:
+            assert reply.code == code, f"{name}: error {reply.code}, expected {code}"
+        await tb.quiet()
+        assert tb.sink.empty(), f"{name}: more than one reply"
+        # State intact, link alive: the very next good frames are answered correctly.
+        assert await tb.host(lambda c: c.read_register(address)) == cfg["threshold_reset"], name
+        assert await tb.host(lambda c: c.classify(image)) == (scores, best), name
+
+    # Garbage right before a good frame, with no pause: the client sees the error and resends.
+    await tb.source.write(b"\x11\x22")
+    assert await tb.host(lambda c: c.read_register(address)) == cfg["threshold_reset"]
+    await tb.quiet()
+    tb.sink.clear()
+
+    # The host dies half way through a RUN frame: the device times out and says so.
+    run = encode_request(Command.RUN, bytes(image) if cfg["pixel_bytes"] == 1
+                         else struct.pack(f">{len(image)}H", *image))
+    await tb.send_raw(run[: len(run) // 2])
+    assert (await tb.raw_reply()).code == ErrorCode.TIMEOUT
+    assert await tb.host(lambda c: c.classify(image)) == (scores, best)
+
+    # The board is reset in the middle of a frame: it comes back answering good frames.
+    await tb.send_raw(run[: len(run) // 2])
+    await tb.reset()
+    await tb.quiet()
+    tb.sink.clear()
+    assert await tb.host(lambda c: c.classify(image)) == (scores, best)
+    status = await tb.host(lambda c: c.read_register(register_address("STATUS")))
+    assert status == 0
+
+
+@cocotb.test()
+async def test_thresholds_over_the_link(dut):
+    """Thresholds and leak shifts are written and read back through the link."""
+    tb = TB(dut)
+    await tb.reset()
+    address = tb.cfg["threshold_address"]
+
+    def program(client):
+        client.write_register(address, 77)
+        client.write_leak_shift(0, 1)
+        return client.read_register(address), client.read_leak_shift(0)
+
+    assert await tb.host(program) == (77, 1)
