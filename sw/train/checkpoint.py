@@ -1,0 +1,137 @@
+"""Checkpoints: written atomically, loaded with validation, convertible to the golden model."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..golden import DenseLayer, Encoder, Network
+from .config import ConfigError, TrainConfig
+
+__all__ = ["Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint",
+           "integer_network", "FORMAT", "VERSION"]
+
+FORMAT = "spikeforge-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, of an unknown version, or unfinished."""
+
+
+@dataclass
+class Checkpoint:
+    """A training run's state. ``network`` holds the integer network once training finished."""
+
+    config: TrainConfig
+    model_state: dict
+    n_in: int
+    n_out: int
+    pixel_bits: int
+    phase: int = 0  # index into the run's phase list
+    epoch: int = 0  # epochs done in that phase
+    state: dict = field(default_factory=dict)  # optimizer, best model, patience, ...
+    history: list = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    network: dict | None = None
+    finished: bool = False
+    path: Path | None = None
+
+    def model(self):
+        """The :class:`~sw.train.model.SpikingMLP` with this checkpoint's parameters."""
+        from .model import SpikingMLP
+        model = SpikingMLP(self.config, self.n_in, self.n_out, self.pixel_bits)
+        model.load_state_dict(self.model_state)
+        return model
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "config": self.config.to_dict(),
+                "model_state": self.model_state, "n_in": self.n_in, "n_out": self.n_out,
+                "pixel_bits": self.pixel_bits, "phase": self.phase, "epoch": self.epoch,
+                "state": self.state, "history": self.history, "metrics": self.metrics,
+                "network": self.network, "finished": self.finished}
+
+
+def network_to_dict(network: Network) -> dict:
+    return {"timesteps": network.timesteps,
+            "encoder": {"kind": network.encoder.kind.value,
+                        "pixel_bits": network.encoder.pixel_bits},
+            "layers": [{"weight": layer.weight.clone(), "bias": layer.bias.clone(),
+                        "theta": layer.theta.clone(), "leak_shift": layer.leak_shift,
+                        "fire_mode": layer.fire_mode.value, "v_init": layer.v_init,
+                        "fires": layer.fires, "w_bits": layer.w_bits, "v_bits": layer.v_bits,
+                        "name": layer.name} for layer in network.layers]}
+
+
+def network_from_dict(data: dict) -> Network:
+    layers = [DenseLayer(**spec) for spec in data["layers"]]
+    return Network(layers, data["timesteps"], Encoder(**data["encoder"]))
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
+    """Write ``checkpoint`` to ``path`` atomically: a temporary file in the same folder, then a
+    rename. A failure leaves the previous file (if any) untouched and no partial file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(checkpoint.to_dict(), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    checkpoint.path = path
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Load a checkpoint written by :func:`save_checkpoint`, or raise :class:`CheckpointError`
+    naming the file and the problem (missing, corrupt, not a spikeforge checkpoint, version)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for damaged zip/pickle data
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a spikeforge "
+                              f"checkpoint (torch.load: {type(exc).__name__})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a spikeforge checkpoint")
+    if data.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {str(path)!r} has version {data.get('version')!r}; "
+                              f"this spikeforge reads version {VERSION}")
+    try:
+        config = TrainConfig.from_dict(data["config"])
+        ckpt = Checkpoint(config=config, model_state=data["model_state"], n_in=data["n_in"],
+                          n_out=data["n_out"], pixel_bits=data["pixel_bits"],
+                          phase=data["phase"], epoch=data["epoch"], state=data["state"],
+                          history=data["history"], metrics=data["metrics"],
+                          network=data["network"], finished=data["finished"], path=path)
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} is incomplete or inconsistent: "
+                              f"{exc}") from None
+    return ckpt
+
+
+def integer_network(checkpoint_or_path) -> Network:
+    """The golden :class:`~sw.golden.Network` (encoder included) of a finished checkpoint."""
+    ckpt = checkpoint_or_path if isinstance(checkpoint_or_path, Checkpoint) \
+        else load_checkpoint(checkpoint_or_path)
+    where = str(ckpt.path) if ckpt.path is not None else "checkpoint"
+    if not ckpt.finished or ckpt.network is None:
+        raise CheckpointError(f"{where!r} is an unfinished training run (phase {ckpt.phase}, "
+                              f"epoch {ckpt.epoch}); resume it with `spikeforge train --resume`")
+    try:
+        return network_from_dict(ckpt.network)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where!r} holds an invalid integer network: {exc}") from None

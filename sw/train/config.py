@@ -1,0 +1,141 @@
+"""Training configuration: one dataclass, loadable from JSON/TOML files and command-line flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["METHODS", "ENCODERS", "TrainConfig", "ConfigError", "load_config"]
+
+#: Training methods. ``ann`` is the float ANN baseline (converted by Threshold LayerNorm only).
+METHODS = ("ann", "if", "atif-u", "atif-nu", "radix", "qrelu", "ptl")
+ENCODERS = ("direct", "rate", "radix")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (with the seed, it determines the result).
+
+    The defaults are ``make demo``'s network: ATIF-u (seed 000) at T = 4 with 4-bit weights,
+    direct (analog) input coding, a 64-128-10 network read out by the last layer's membrane.
+    """
+
+    method: str = "atif-u"
+    timesteps: int = 4
+    w_bits: int = 4
+    hidden: tuple[int, ...] | None = None  # None: (128,), or () for radix
+    encoder: str | None = None  # None: the method's default (radix for radix, direct otherwise)
+    dataset: str = "digits"
+    data_root: str | None = None
+    epochs: int = 40
+    ann_epochs: int = 30  # float ANN pre-training (ann, ptl, qrelu, radix; init of the others)
+    batch_size: int = 64
+    lr: float = 5e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    surrogate: str = "sigmoid"
+    alpha: float = 4.0
+    v_init_half: bool = True
+    theta_init: float = 1.0
+    percentile: float = 99.9  # Threshold LayerNorm (ptl, ann)
+    patience: int = 3  # PTL's adaptive scheduler
+    synop_target: float | None = None  # S0, synaptic operations per inference (qrelu)
+    synop_weight: float = 1.0  # alpha of the SynOp loss, applied to ((S - S0) / S0)**2
+    v_bits_max: int = 32
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.hidden is None:
+            self.hidden = () if self.method == "radix" else (128,)
+        self.hidden = tuple(int(h) for h in self.hidden)
+        self.validate()
+
+    @property
+    def encoder_kind(self) -> str:
+        if self.encoder is not None:
+            return self.encoder
+        return "radix" if self.method == "radix" else "direct"
+
+    def validate(self) -> None:
+        def bad(name, message):
+            raise ConfigError(f"{name} {message}")
+
+        if self.method not in METHODS:
+            bad("method", f"must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if isinstance(self.w_bits, bool) or not isinstance(self.w_bits, int) \
+                or not 2 <= self.w_bits <= 8:
+            bad("w_bits", f"must be an integer from 2 to 8 (the hardware's weight widths), "
+                          f"not {self.w_bits!r}")
+        if isinstance(self.timesteps, bool) or not isinstance(self.timesteps, int) \
+                or not 1 <= self.timesteps <= 64:
+            bad("timesteps", f"must be an integer from 1 to 64, not {self.timesteps!r}")
+        if self.encoder is not None and self.encoder not in ENCODERS:
+            bad("encoder", f"must be one of {', '.join(ENCODERS)}, not {self.encoder!r}")
+        if self.method == "radix" and self.encoder_kind != "radix":
+            bad("encoder", "must be 'radix' for method 'radix'")
+        if self.method != "radix" and self.encoder_kind == "radix":
+            bad("encoder", f"'radix' needs method 'radix', not {self.method!r}")
+        if any(h < 1 for h in self.hidden):
+            bad("hidden", f"layer widths must be >= 1, got {self.hidden}")
+        if self.method != "radix" and not self.hidden:
+            bad("hidden", f"method {self.method!r} needs at least one hidden layer")
+        for name in ("epochs", "ann_epochs", "patience"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                bad(name, f"must be a non-negative integer, not {getattr(self, name)!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            bad("batch_size", f"must be a positive integer, not {self.batch_size!r}")
+        if not self.lr > 0:
+            bad("lr", f"must be > 0, not {self.lr!r}")
+        if not 50 <= self.percentile <= 100:
+            bad("percentile", f"must lie in 50..100, not {self.percentile!r}")
+        if self.synop_target is not None and not self.synop_target > 0:
+            bad("synop_target", f"must be > 0, not {self.synop_target!r}")
+        if not 2 <= self.v_bits_max <= 32:
+            bad("v_bits_max", f"must lie in 2..32, not {self.v_bits_max!r}")
+        from .neurons import SURROGATES
+        if self.surrogate not in SURROGATES:
+            bad("surrogate", f"must be one of {', '.join(SURROGATES)}, not {self.surrogate!r}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown configuration key(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return self.from_dict({**self.to_dict(), **changes})
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """Read a JSON (``.json``) or TOML (``.toml``) configuration file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+            data = tomllib.loads(text)
+            data = data.get("train", data)
+        else:
+            data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a table of settings")
+    return TrainConfig.from_dict(data)

@@ -1,0 +1,218 @@
+"""Training ends in the integer golden model, bit-exactly, for every method; checkpoints are
+atomic, resumable, deterministic, and refuse bad input with a message that names the problem."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from sw.data import DatasetError, load_dataset
+from sw.golden import Network
+from sw.train import (METHODS, CheckpointError, ConfigError, TrainConfig, integer_network,
+                      load_checkpoint, train)
+from sw.train.checkpoint import save_checkpoint
+from sw.train.command import main as command_main
+from sw.train.model import run_integer
+
+TINY = dict(ann_epochs=1, epochs=1, hidden=(16,))
+
+
+def tiny(method, **changes):
+    extra = {} if method != "radix" else {"hidden": ()}
+    return TrainConfig(method=method, **{**TINY, **extra, **changes})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("train")
+    return {m: train(tiny(m), out=folder / f"{m}.pt") for m in METHODS}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_hardware_mode_equals_golden_on_whole_test_set(trained, method):
+    ckpt = load_checkpoint(trained[method])
+    network = integer_network(ckpt)
+    assert isinstance(network, Network)
+    model = ckpt.model()
+    x, y = load_dataset("digits", split="test")
+    assert len(y) == 360
+    frames = model.encode(x)
+    assert torch.equal(frames.to(torch.int64), network.encode(x))
+    hw_out, _ = run_integer(model.compile(), frames, model.timesteps)
+    trace = network.run(x)
+    assert torch.equal(hw_out, trace.output)  # every output membrane / count, not only argmax
+    hw_pred = model(frames, mode="hardware")
+    best = hw_pred.max(1, keepdim=True).values
+    pred = torch.where(hw_pred == best, torch.arange(hw_pred.shape[1]), 99).min(1).values
+    assert torch.equal(pred, network.predict(x))
+    assert ckpt.metrics["test_int"] == ckpt.metrics["test_hardware"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_integer_network_respects_contract_widths(trained, method):
+    network = integer_network(trained[method])
+    for layer in network.layers:
+        assert layer.w_bits == 4
+        low = -(1 << (layer.w_bits - 1)) + 1
+        assert int(layer.weight.min()) >= low and int(layer.weight.max()) <= -low
+        assert layer.v_bits <= 24 and int(layer.theta.min()) >= 1
+    assert not network.layers[-1].fires
+    if method == "radix":
+        assert all(layer.leak_shift == 1 for layer in network.layers)
+        assert network.encoder.kind.value == "radix"
+    else:
+        assert network.encoder.kind.value == "direct"
+
+
+@pytest.mark.parametrize("bits", [2, 3, 6, 8])
+def test_weight_widths(tmp_path, bits):
+    path = train(tiny("atif-u", w_bits=bits), out=tmp_path / "c.pt")
+    network = integer_network(path)
+    qmax = (1 << (bits - 1)) - 1
+    assert all(layer.w_bits == bits and int(layer.weight.abs().max()) <= qmax
+               for layer in network.layers)
+
+
+def test_atif_nu_thresholds_differ_per_timestep(trained):
+    theta = integer_network(trained["atif-nu"]).layers[0].theta
+    assert theta.shape == (4,)
+
+
+def test_deterministic_with_seed(tmp_path):
+    a = load_checkpoint(train(tiny("atif-u"), out=tmp_path / "a.pt"))
+    b = load_checkpoint(train(tiny("atif-u"), out=tmp_path / "b.pt"))
+    for key in a.model_state:
+        assert torch.equal(a.model_state[key], b.model_state[key]), key
+    c = load_checkpoint(train(tiny("atif-u", seed=1), out=tmp_path / "c.pt"))
+    assert not torch.equal(a.model_state["linears.0.weight"], c.model_state["linears.0.weight"])
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resume_gives_the_uninterrupted_result(tmp_path):
+    config = tiny("atif-u", ann_epochs=2, epochs=3)
+    full = load_checkpoint(train(config, out=tmp_path / "full.pt"))
+
+    seen = []
+
+    def stop_after_three(record):
+        seen.append(record)
+        if len(seen) == 3:  # dies inside the snn phase, after its first epoch
+            raise _Stop
+
+    path = tmp_path / "part.pt"
+    with pytest.raises(_Stop):
+        train(config, out=path, progress=stop_after_three)
+    part = load_checkpoint(path)
+    assert not part.finished and (part.phase, part.epoch) == (1, 1)
+    with pytest.raises(CheckpointError, match="unfinished training run"):
+        integer_network(part)
+    resumed = load_checkpoint(train(out=path, resume=True))
+    assert resumed.finished
+    for key in full.model_state:
+        assert torch.allclose(full.model_state[key], resumed.model_state[key]), key
+    assert full.metrics["test_int"] == resumed.metrics["test_int"]
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path, trained):
+    path = tmp_path / "bad.pt"
+    data = Path(trained["atif-u"]).read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="bad.pt.*corrupt"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="bad.pt.*corrupt"):
+        integer_network(path)
+    path.write_text("hello")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        integer_network(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        integer_network(tmp_path / "missing.pt")
+    torch.save({"format": "something-else"}, path)
+    with pytest.raises(CheckpointError, match="not a spikeforge checkpoint"):
+        load_checkpoint(path)
+    torch.save({"format": "spikeforge-checkpoint", "version": 99}, path)
+    with pytest.raises(CheckpointError, match="version 99"):
+        load_checkpoint(path)
+
+
+def test_save_is_atomic(tmp_path, trained, monkeypatch):
+    ckpt = load_checkpoint(trained["if"])
+    path = tmp_path / "c.pt"
+    save_checkpoint(ckpt, path)
+    before = path.read_bytes()
+
+    def broken(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(ckpt, path)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["c.pt"]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"method": "snn-magic"}, "method must be one of"),
+    ({"w_bits": 1}, "w_bits must be an integer from 2 to 8"),
+    ({"w_bits": 9}, "w_bits must be an integer from 2 to 8"),
+    ({"timesteps": 0}, "timesteps must be"),
+    ({"encoder": "radix"}, "needs method 'radix'"),
+    ({"surrogate": "tanh"}, "surrogate must be one of"),
+])
+def test_bad_config_names_the_field(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**changes)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "bogus"], "method must be one of"),
+    (["--w-bits", "12"], "w_bits must be an integer from 2 to 8"),
+    (["--dataset", "mnist", "--data-root", "{tmp}/none"], "does not exist"),
+    (["--resume"], "does not exist"),
+    (["--config", "{tmp}/missing.toml"], "cannot read config file"),
+])
+def test_command_errors_leave_no_checkpoint(tmp_path, capsys, argv, message):
+    out = tmp_path / "run.pt"
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert command_main([*argv, "--out", str(out), "--quiet"]) == 2
+    assert message in " ".join(capsys.readouterr().err.split())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_command_corrupt_checkpoint_resume(tmp_path, capsys):
+    out = tmp_path / "run.pt"
+    out.write_bytes(b"\x00" * 100)
+    assert command_main(["--resume", "--out", str(out), "--quiet"]) == 2
+    assert "corrupt" in capsys.readouterr().err
+
+
+def test_command_trains_from_config_file(tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text('[train]\nmethod = "if"\nann_epochs = 1\nepochs = 1\nhidden = [8]\n'
+                      "timesteps = 2\nw_bits = 3\n")
+    out = tmp_path / "run.pt"
+    assert command_main(["--config", str(config), "--seed", "3", "--out", str(out)]) == 0
+    ckpt = load_checkpoint(out)
+    assert (ckpt.config.method, ckpt.config.timesteps, ckpt.config.w_bits, ckpt.config.seed) \
+        == ("if", 2, 3, 3)
+    err = capsys.readouterr().err
+    assert "epoch   1/1" in err
+    assert integer_network(out).timesteps == 2
+
+
+def test_unknown_config_key(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{"methd": "if"}')
+    from sw.train import load_config
+    with pytest.raises(ConfigError, match="unknown configuration key.*methd"):
+        load_config(path)
+
+
+def test_missing_dataset_in_train(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        train(tiny("if", dataset="mnist", data_root=str(tmp_path / "x")), out=tmp_path / "c.pt")
+    assert not (tmp_path / "c.pt").exists()
