@@ -147,7 +147,8 @@ class LinkBridge(wiring.Component):
         rx_crc = crc16_update(m, crc, byte)
         cmd = Signal(8)
         length = Signal(16)
-        count = Signal(16)
+        remaining = Signal(16)  # payload bytes still to come after this one
+        odd = Signal()  # the next payload byte is the low byte of a two-byte pixel
         code = Signal(8)
         args = Signal(48)
         high = Signal(8)  # first byte of a two-byte pixel
@@ -192,6 +193,15 @@ class LinkBridge(wiring.Component):
             return {Command.INFO: 0, Command.READ: 3, Command.WRITE: 6, Command.RUN: run_len}[command]
 
         m.d.sync += self.error.eq(0)
+        # The register bus is driven from flip-flops: no path from this FSM reaches into the
+        # accelerator's address decoder in the same cycle.
+        bus_addr = Signal(16)
+        bus_w_data = Signal(32)
+        bus_w_en = Signal()
+        bus_r_en = Signal()
+        m.d.comb += [self.bus.addr.eq(bus_addr), self.bus.w_data.eq(bus_w_data),
+                     self.bus.w_en.eq(bus_w_en), self.bus.r_en.eq(bus_r_en)]
+        m.d.sync += [bus_w_en.eq(0), bus_r_en.eq(0)]
         # Bytes are always taken: outside the receive states they are dropped (the protocol is
         # request/response, so a host never sends while a reply is pending).
         m.d.comb += self.rx.ready.eq(1)
@@ -200,7 +210,7 @@ class LinkBridge(wiring.Component):
             # ---- receive -----------------------------------------------------------------
             with m.State("IDLE"):
                 with m.If(got):
-                    m.d.sync += [crc.eq(0xFFFF), cmd.eq(0), bad_pixel.eq(0), pix.eq(0), count.eq(0)]
+                    m.d.sync += [crc.eq(0xFFFF), cmd.eq(0), bad_pixel.eq(0), pix.eq(0), odd.eq(0)]
                     with m.If(byte == SYNC_REQUEST):
                         m.next = "CMD"
                     with m.Else():
@@ -227,7 +237,7 @@ class LinkBridge(wiring.Component):
             with m.State("LEN_LO"):
                 def check_header():
                     full = Cat(byte, length[8:])
-                    m.d.sync += length[:8].eq(byte)
+                    m.d.sync += [length[:8].eq(byte), remaining.eq(full - 1)]
                     with m.Switch(cmd):
                         for command in Command:
                             with m.Case(command):
@@ -242,19 +252,20 @@ class LinkBridge(wiring.Component):
                 receive(None, check_header)
             with m.State("PAYLOAD"):
                 def take_payload():
-                    m.d.sync += [args.eq(Cat(byte, args[:40])), count.eq(count + 1)]
+                    m.d.sync += [args.eq(Cat(byte, args[:40])), remaining.eq(remaining - 1),
+                                 odd.eq(~odd)]
                     with m.If(cmd == Command.RUN):
                         if self._pixel_bytes == 1:
                             value, complete = byte, C(1, 1)
                         else:
-                            value, complete = Cat(byte, high), count[0]
+                            value, complete = Cat(byte, high), odd
                             m.d.sync += high.eq(byte)
                         with m.If(complete):
                             m.d.comb += [wp.addr.eq(pix), wp.data.eq(value), wp.en.eq(1)]
                             m.d.sync += pix.eq(pix + 1)
                             with m.If(value > pixel_max):
                                 m.d.sync += bad_pixel.eq(1)
-                    with m.If(count == length - 1):
+                    with m.If(remaining == 0):
                         m.next = "CRC_HI"
                 receive(None, take_payload)
             with m.State("CRC_HI"):
@@ -279,8 +290,9 @@ class LinkBridge(wiring.Component):
                                 m.d.sync += [rsp_len.eq(read_count << 2), words.eq(read_count)]
                                 m.next = "REPLY"
                             with m.Case(Command.WRITE):
-                                m.d.sync += [rsp_len.eq(0), words.eq(0)]
-                                m.next = "WRITE"
+                                m.d.sync += [rsp_len.eq(0), words.eq(0), bus_addr.eq(write_addr),
+                                             bus_w_data.eq(write_data), bus_w_en.eq(1)]
+                                m.next = "REPLY"
                             with m.Case(Command.RUN):
                                 m.d.sync += [rsp_len.eq((n_out + 1) * 4), words.eq(n_out + 1)]
                                 m.next = "PIXEL_ADDR"
@@ -291,13 +303,6 @@ class LinkBridge(wiring.Component):
                     m.next = "REPLY_ERROR"
 
             # ---- execute -----------------------------------------------------------------
-            with m.State("WRITE"):
-                m.d.comb += [
-                    self.bus.addr.eq(write_addr),
-                    self.bus.w_data.eq(write_data),
-                    self.bus.w_en.eq(1),
-                ]
-                m.next = "REPLY"
             with m.State("PIXEL_ADDR"):
                 m.d.comb += [rp.addr.eq(pix), rp.en.eq(1)]
                 m.next = "PIXEL_SEND"
@@ -341,15 +346,16 @@ class LinkBridge(wiring.Component):
                         m.d.sync += word.eq(Mux(words == 2, info_words[0], info_words[1]))
                         m.next = "WORD"
                     with m.Case(Command.READ):
-                        m.d.comb += [self.bus.addr.eq(waddr), self.bus.r_en.eq(1)]
-                        m.d.sync += waddr.eq(waddr + 1)
-                        m.next = "READ_DATA"
+                        m.d.sync += [bus_addr.eq(waddr), bus_r_en.eq(1), waddr.eq(waddr + 1)]
+                        m.next = "READ_WAIT"
                     with m.Case(Command.RUN):
                         m.d.comb += self.results.ready.eq(1)
                         with m.If(self.results.valid):
                             m.d.sync += word.eq(self.results.payload.value)
                             m.next = "WORD"
-            with m.State("READ_DATA"):
+            with m.State("READ_WAIT"):  # r_en is at the accelerator
+                m.next = "READ_DATA"
+            with m.State("READ_DATA"):  # r_data is valid the cycle after r_en
                 m.d.sync += word.eq(self.bus.r_data)
                 m.next = "WORD"
             with m.State("WORD"):

@@ -134,10 +134,11 @@ class MockAccelerator(wiring.Component):
         out = Signal(range(n_out + 1))
         best = Signal(range(n_out))
         best_score = Signal(signed(32))
-        fired = Signal(32)
+        fired = Signal(range(n_out + 1))
+        hit = Signal()
+        better = Signal()
+        total = Signal(signed(32))
         score = Signal(signed(32))
-        m.d.comb += score.eq((acc[out] + v_init[0]) >> leak[0])
-
         with m.FSM():
             with m.State("LOAD"):
                 m.d.comb += self.pixels.ready.eq(1)
@@ -164,17 +165,33 @@ class MockAccelerator(wiring.Component):
                     m.next = "LOAD"
                 with m.Else():
                     m.d.sync += [out.eq(0), fired.eq(0)]
-                    m.next = "EMIT"
+                    m.next = "SUM"
+            # Two pipeline stages per score (add, then shift) keep the mock's paths short.
+            with m.State("SUM"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [cycles.eq(cycles + 1), total.eq(acc[out] + v_init[0])]
+                m.next = "SHIFT"
+            with m.State("SHIFT"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [cycles.eq(cycles + 1), score.eq(total >> leak[0])]
+                m.next = "COMPARE"
+            with m.State("COMPARE"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [cycles.eq(cycles + 1), hit.eq(score >= theta[0][0]),
+                             better.eq((out == 0) | (score > best_score))]
+                m.next = "EMIT"
             with m.State("EMIT"):
                 m.d.comb += [self.busy.eq(1), self.results.valid.eq(1),
                              self.results.payload.value.eq(score)]
                 m.d.sync += cycles.eq(cycles + 1)
                 with m.If(self.results.ready):
-                    with m.If((out == 0) | (score > best_score)):
+                    with m.If(better):
                         m.d.sync += [best.eq(out), best_score.eq(score)]
-                    m.d.sync += [out.eq(out + 1), fired.eq(fired + (score >= theta[0][0]))]
+                    m.d.sync += [out.eq(out + 1), fired.eq(fired + hit)]
                     with m.If(out == n_out - 1):
                         m.next = "PREDICT"
+                    with m.Else():
+                        m.next = "SUM"
             with m.State("PREDICT"):
                 m.d.comb += [self.busy.eq(1), self.results.valid.eq(1),
                              self.results.payload.value.eq(best), self.results.payload.last.eq(1)]

@@ -1,0 +1,424 @@
+"""Synthesis for the boards: memory fit check, the yowasp yosys/nextpnr build, the report.
+
+Three steps, each usable alone (``sw/synth_command.py`` chains them):
+
+1. :func:`plan_memories` / :func:`check_fit` map every memory of the network (weight ROMs in the
+   layout of docs/rom-layout.md, the per-lane state memories, the link's image buffer) onto the
+   device's block RAM *before* synthesis. On the UP5K, weight ROMs that do not fit in EBR go to
+   SPRAM (largest first). A network that cannot fit is refused with :class:`FitError`, whose
+   message says which configurations would fit (fewer lanes, narrower weights).
+2. :func:`build_bitstream` elaborates a board top with amaranth-boards and runs yosys, nextpnr
+   and the packer from the yowasp packages, one step at a time, reporting progress.
+3. :func:`parse_reports` reads nextpnr's ``--report`` JSON (utilisation, Fmax) and yosys's
+   statistics (LUTs, flip-flops) into a :class:`SynthReport`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+__all__ = [
+    "LayerShape",
+    "NetworkShape",
+    "MemoryUse",
+    "FitReport",
+    "FitError",
+    "SynthError",
+    "SynthReport",
+    "block_count",
+    "plan_memories",
+    "check_fit",
+    "build_bitstream",
+    "parse_reports",
+]
+
+#: Block RAM aspect ratios (width, depth) a ROM/RAM can be cut into.
+_EBR_SHAPES = {
+    "ice40": ((16, 256), (8, 512), (4, 1024), (2, 2048)),  # SB_RAM40_4K
+    "ecp5": ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)),  # DP16KD
+}
+_SPRAM_SHAPE = (16, 16384)  # SB_SPRAM256KA
+#: Memories below this many bits are left to logic (yosys maps them to LUTs/flip-flops).
+LOGIC_MEMORY_BITS = 512
+
+
+class FitError(ValueError):
+    """The network does not fit the device; the message says what would."""
+
+
+class SynthError(RuntimeError):
+    """A synthesis tool failed; the message holds the tail of its log."""
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    fan_in: int
+    fan_out: int
+    w_bits: int
+    v_bits: int = 16
+
+    def __post_init__(self):
+        for name in ("fan_in", "fan_out", "w_bits", "v_bits"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"Layer {name} must be a positive integer, not {value!r}")
+
+
+@dataclass(frozen=True)
+class NetworkShape:
+    """What the fit check needs to know about a network: an in-memory stand-in for a manifest."""
+
+    layers: tuple[LayerShape, ...]
+    lanes: int
+    pixel_bits: int = 8
+    timesteps: int = 1
+    name: str = "network"
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if not self.layers:
+            raise ValueError("A network needs at least one layer")
+        if not isinstance(self.lanes, int) or self.lanes < 1:
+            raise ValueError(f"Lane count must be a positive integer, not {self.lanes!r}")
+        for k in range(1, len(self.layers)):
+            if self.layers[k].fan_in != self.layers[k - 1].fan_out:
+                raise ValueError(f"Layer {k} fan_in {self.layers[k].fan_in} does not match "
+                                 f"layer {k - 1} fan_out {self.layers[k - 1].fan_out}")
+
+    @property
+    def n_inputs(self) -> int:
+        return self.layers[0].fan_in
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layers[-1].fan_out
+
+    @property
+    def synapses(self) -> int:
+        return sum(layer.fan_in * layer.fan_out for layer in self.layers)
+
+    @classmethod
+    def dense(cls, sizes: Sequence[int], *, lanes: int, w_bits: int, v_bits: int = 16,
+              pixel_bits: int = 8, timesteps: int = 1, name: str = "network") -> "NetworkShape":
+        """``dense([784, 128, 10], lanes=8, w_bits=4)``: a multilayer perceptron."""
+        layers = [LayerShape(a, b, w_bits, v_bits) for a, b in zip(sizes, sizes[1:])]
+        return cls(tuple(layers), lanes, pixel_bits, timesteps, name)
+
+    @classmethod
+    def from_manifest(cls, manifest) -> "NetworkShape":
+        """From a verified export (``sw.export.load_manifest(folder)``)."""
+        layers = tuple(LayerShape(x.fan_in, x.fan_out, x.w_bits, x.v_bits) for x in manifest.layers)
+        return cls(layers, manifest.lanes, manifest.encoder.pixel_bits, manifest.timesteps,
+                   Path(manifest.folder).name)
+
+    def with_(self, **changes) -> "NetworkShape":
+        lanes = changes.get("lanes", self.lanes)
+        w_bits = changes.get("w_bits")
+        layers = self.layers if w_bits is None else tuple(
+            LayerShape(x.fan_in, x.fan_out, min(x.w_bits, w_bits), x.v_bits) for x in self.layers)
+        return NetworkShape(layers, lanes, self.pixel_bits, self.timesteps, self.name)
+
+
+def block_count(family: str, width: int, depth: int, shapes=None) -> int:
+    """Blocks of one kind needed for a ``width`` x ``depth`` memory (best aspect ratio)."""
+    shapes = shapes or _EBR_SHAPES[family]
+    return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in shapes)
+
+
+@dataclass
+class MemoryUse:
+    name: str
+    width: int
+    depth: int
+    kind: str = "EBR"  # "EBR", "SPRAM" or "logic"
+    blocks: int = 0
+    rom: bool = False
+
+    @property
+    def bits(self) -> int:
+        return self.width * self.depth
+
+
+@dataclass
+class FitReport:
+    board: str
+    device: str
+    memories: list[MemoryUse]
+    ebr_used: int
+    ebr_available: int
+    spram_used: int
+    spram_available: int
+    suggestions: list[str] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool:
+        return self.ebr_used <= self.ebr_available and self.spram_used <= self.spram_available
+
+    @property
+    def rom_bits(self) -> int:
+        return sum(x.bits for x in self.memories if x.rom)
+
+    def lines(self) -> list[str]:
+        out = [f"{'memory':<18} {'width':>6} {'depth':>7} {'kbit':>8}  mapped to"]
+        for x in self.memories:
+            where = f"{x.blocks} {x.kind}" if x.kind != "logic" else "logic"
+            out.append(f"{x.name:<18} {x.width:>6} {x.depth:>7} {x.bits / 1024:>8.1f}  {where}")
+        out.append(f"EBR {self.ebr_used}/{self.ebr_available}"
+                   + (f", SPRAM {self.spram_used}/{self.spram_available}"
+                      if self.spram_available else ""))
+        return out
+
+
+def _memories(shape: NetworkShape) -> list[MemoryUse]:
+    """Every memory the design holds (the weight ROMs exactly; state memories as the layer
+    engine of hw/layer.py lays them out)."""
+    P = shape.lanes
+    out = []
+    for k, layer in enumerate(shape.layers):
+        groups = math.ceil(layer.fan_out / P)
+        out.append(MemoryUse(f"layer{k}.weights", P * layer.w_bits, layer.fan_in * groups, rom=True))
+        current = layer.w_bits + max(1, math.ceil(math.log2(layer.fan_in + 1))) + 1
+        out.append(MemoryUse(f"layer{k}.bias", P * layer.v_bits, groups, rom=True))
+        out.append(MemoryUse(f"layer{k}.vmem", P * layer.v_bits, groups))
+        out.append(MemoryUse(f"layer{k}.current", P * current, 2 * groups))
+    out.append(MemoryUse("link.image", shape.pixel_bits, shape.n_inputs))
+    return out
+
+
+def plan_memories(shape: NetworkShape, spec) -> FitReport:
+    """Map the network's memories onto ``spec``'s block RAM (``hw.boards.BoardSpec``)."""
+    family = spec.family
+    memories = _memories(shape)
+    ebr = 0
+    for x in memories:
+        if x.bits < LOGIC_MEMORY_BITS:
+            x.kind, x.blocks = "logic", 0
+        else:
+            x.kind, x.blocks = "EBR", block_count(family, x.width, x.depth)
+            ebr += x.blocks
+    spram = 0
+    spram_available = spec.resources.get("spram", 0)
+    if ebr > spec.resources["ebr"] and spram_available:
+        # Move weight ROMs to SPRAM, largest first, until the rest fits in EBR.
+        for x in sorted((x for x in memories if x.rom and x.kind == "EBR"), key=lambda x: -x.bits):
+            if ebr <= spec.resources["ebr"]:
+                break
+            need = block_count(family, x.width, x.depth, (_SPRAM_SHAPE,))
+            if spram + need > spram_available:
+                continue
+            ebr -= x.blocks
+            spram += need
+            x.kind, x.blocks = "SPRAM", need
+    return FitReport(spec.board, spec.device, memories, ebr, spec.resources["ebr"], spram,
+                     spram_available)
+
+
+def _suggestions(shape: NetworkShape, spec) -> list[str]:
+    found = []
+    lane_options = sorted({p for p in (shape.lanes, 64, 32, 16, 8, 4, 2, 1) if p <= shape.lanes},
+                          reverse=True)
+    top_w = max(x.w_bits for x in shape.layers)
+    for w_bits in range(top_w, 1, -1):
+        for lanes in lane_options:
+            if (lanes, w_bits) == (shape.lanes, top_w):
+                continue
+            if plan_memories(shape.with_(lanes=lanes, w_bits=w_bits), spec).fits:
+                found.append((lanes, w_bits))
+                break  # the most lanes that fit at this width
+    return [f"lanes={p}, w_bits={w}" for p, w in found]
+
+
+def check_fit(shape: NetworkShape, spec) -> FitReport:
+    """:func:`plan_memories`, raising :class:`FitError` (with what would fit) if it does not."""
+    report = plan_memories(shape, spec)
+    if report.fits:
+        return report
+    report.suggestions = _suggestions(shape, spec)
+    need = f"{report.ebr_used} EBR"
+    if report.spram_available:
+        need += f" + {report.spram_used} SPRAM"
+    have = f"{report.ebr_available} EBR"
+    if report.spram_available:
+        have += f" + {report.spram_available} SPRAM"
+    widest = max(x.w_bits for x in shape.layers)
+    hint = ("; it would fit with " + " or ".join(report.suggestions)) if report.suggestions \
+        else "; no lane count or weight width down to 2 bits makes it fit"
+    raise FitError(
+        f"{shape.name} ({shape.synapses} synapses, {report.rom_bits / 1024:.0f} kbit of ROM at "
+        f"lanes={shape.lanes}, w_bits={widest}) does not fit the {spec.device}: it needs {need}, "
+        f"the device has {have}{hint}")
+
+
+# ---- the build -------------------------------------------------------------------------------
+
+@dataclass
+class SynthReport:
+    board: str
+    device: str
+    lut_name: str
+    luts: int
+    luts_available: int
+    ffs: int
+    ffs_available: int
+    ebr: int
+    ebr_available: int
+    spram: int
+    spram_available: int
+    dsp: int
+    dsp_available: int
+    fmax_mhz: float
+    required_mhz: float
+    bitstream: Path | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def timing_met(self) -> bool:
+        return self.fmax_mhz >= self.required_mhz
+
+    def rows(self) -> list[tuple[str, str, str, str]]:
+        def pct(a, b):
+            return f"{100 * a / b:.0f}%" if b else "-"
+        rows = [(self.lut_name, str(self.luts), str(self.luts_available), pct(self.luts, self.luts_available)),
+                ("flip-flops", str(self.ffs), str(self.ffs_available), pct(self.ffs, self.ffs_available)),
+                ("EBR", str(self.ebr), str(self.ebr_available), pct(self.ebr, self.ebr_available))]
+        if self.spram_available:
+            rows.append(("SPRAM", str(self.spram), str(self.spram_available),
+                         pct(self.spram, self.spram_available)))
+        rows.append(("DSP", str(self.dsp), str(self.dsp_available), pct(self.dsp, self.dsp_available)))
+        return rows
+
+    def format(self) -> str:
+        lines = [f"{self.board} ({self.device})",
+                 f"  {'resource':<12} {'used':>7} {'of':>7} {'':>5}"]
+        lines += [f"  {a:<12} {b:>7} {c:>7} {d:>5}" for a, b, c, d in self.rows()]
+        verdict = "met" if self.timing_met else "NOT MET"
+        lines.append(f"  Fmax {self.fmax_mhz:.2f} MHz, required {self.required_mhz:.2f} MHz: "
+                     f"timing {verdict}")
+        if self.bitstream:
+            lines.append(f"  bitstream {self.bitstream}")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k != "bitstream"}
+        out["bitstream"] = str(self.bitstream) if self.bitstream else None
+        out["timing_met"] = self.timing_met
+        return out
+
+
+_NEXTPNR_NAMES = {
+    "ice40": {"luts": "ICESTORM_LC", "ebr": "ICESTORM_RAM", "spram": "ICESTORM_SPRAM",
+              "dsp": "ICESTORM_DSP"},
+    "ecp5": {"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "ebr": "DP16KD", "dsp": "MULT18X18D"},
+}
+
+
+def _yosys_cells(log: str) -> dict[str, int]:
+    """Cell counts of the whole design from a yosys log (its last statistics listing)."""
+    marker = "=== design hierarchy ==="
+    text = log[log.rindex(marker):] if marker in log else log
+    cells: dict[str, int] = {}
+    for match in re.finditer(r"^\s+(\d+)\s+([A-Za-z_$][\w$]*)\s*$", text, re.MULTILINE):
+        cells[match.group(2)] = int(match.group(1))
+    return cells
+
+
+def parse_reports(spec, report_json: Path, yosys_log: Path | None = None) -> SynthReport:
+    """A :class:`SynthReport` from nextpnr's ``--report`` file (and yosys's log for FFs)."""
+    data = json.loads(Path(report_json).read_text())
+    util = data.get("utilization", {})
+    names = _NEXTPNR_NAMES[spec.family]
+
+    def used(key):
+        return int(util.get(names.get(key, ""), {}).get("used", 0))
+
+    def available(key, default):
+        return int(util.get(names.get(key, ""), {}).get("available", default))
+
+    ffs = used("ffs")
+    if "ffs" not in names and yosys_log is not None and Path(yosys_log).exists():
+        cells = _yosys_cells(Path(yosys_log).read_text(errors="replace"))
+        ffs = sum(n for name, n in cells.items() if name.startswith("SB_DFF"))
+    fmax = data.get("fmax", {})
+    clock = fmax.get("sync") or fmax.get("clk") or (next(iter(fmax.values())) if fmax else None)
+    if clock is None:
+        raise SynthError(f"{report_json} has no Fmax entry (is the design clocked?)")
+    return SynthReport(
+        board=spec.board, device=spec.device, lut_name=spec.lut_name,
+        luts=used("luts"), luts_available=available("luts", spec.resources["luts"]),
+        ffs=ffs, ffs_available=available("ffs", spec.resources["ffs"]),
+        ebr=used("ebr"), ebr_available=available("ebr", spec.resources["ebr"]),
+        spram=used("spram"), spram_available=available("spram", spec.resources.get("spram", 0)),
+        dsp=used("dsp"), dsp_available=available("dsp", spec.resources["dsp"]),
+        fmax_mhz=float(clock["achieved"]), required_mhz=float(clock["constraint"]),
+    )
+
+
+def _step_name(argv0: str) -> str:
+    for key in ("yosys", "nextpnr", "pack"):
+        if key in argv0:
+            return key
+    return argv0
+
+
+def build_bitstream(top, board: str, out_dir, *, name: str = "top", spec=None,
+                    progress: Callable[[str], None] | None = None, seed: int = 1) -> SynthReport:
+    """Elaborate ``top`` for ``board`` and run yosys, nextpnr and the packer (yowasp tools).
+
+    Writes everything under ``out_dir`` (the bitstream is ``<name>.bin`` on iCE40,
+    ``<name>.bit`` on ECP5). Timing failure is not an error: the report says so.
+    """
+    from hw.boards import load_board_spec, make_platform
+    from sim.toolchain import ensure_tools
+
+    ensure_tools()
+    spec = spec or load_board_spec(board)
+    say = progress or (lambda message: None)
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    platform = make_platform(board)
+    report_json = out / f"{name}.report.json"
+    if report_json.exists():
+        report_json.unlink()
+    say("elaborating")
+    start = time.monotonic()
+    plan = platform.build(top, name=name, build_dir=str(out), do_build=False,
+                          nextpnr_opts=f"--report {name}.report.json --seed {seed} --timing-allow-fail",
+                          synth_opts="-abc9" if spec.family == "ice40" else "")
+    plan.extract(str(out))
+    commands = json.loads((out / f"build_{name}.json").read_text())["commands"]
+    seconds = {"elaborate": time.monotonic() - start}
+    env = os.environ.copy()
+    tools = {"yosys": env["YOSYS"], "nextpnr-ice40": env["NEXTPNR_ICE40"],
+             "nextpnr-ecp5": env["NEXTPNR_ECP5"], "icepack": env["ICEPACK"],
+             "ecppack": env["ECPPACK"]}
+    for argv in commands:
+        tool = tools.get(argv[0], argv[0])
+        if shutil.which(tool) is None:
+            raise SynthError(f"{tool} not found: install the synthesis tools "
+                             f"(pip install -e '.[synth]')")
+        step = _step_name(argv[0])
+        say(f"{step}: {' '.join(argv)}")
+        start = time.monotonic()
+        result = subprocess.run([tool, *argv[1:]], cwd=out, env=env, capture_output=True,
+                                text=True)
+        seconds[step] = time.monotonic() - start
+        if result.returncode != 0:
+            log = {"yosys": f"{name}.rpt", "nextpnr": f"{name}.tim"}.get(step)
+            text = (out / log).read_text(errors="replace") if log and (out / log).exists() else ""
+            tail = "\n".join((text or result.stdout + result.stderr).splitlines()[-25:])
+            raise SynthError(f"{argv[0]} failed (exit {result.returncode}):\n{tail}")
+        say(f"{step}: done in {seconds[step]:.1f} s")
+    report = parse_reports(spec, report_json, out / f"{name}.rpt")
+    report.bitstream = out / (f"{name}.bin" if spec.family == "ice40" else f"{name}.bit")
+    report.seconds = seconds
+    (out / f"{name}.summary.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    return report
