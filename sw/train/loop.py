@@ -35,7 +35,7 @@ from .checkpoint import (Checkpoint, CheckpointError, load_checkpoint, network_t
 from .config import TrainConfig
 from .model import SpikingMLP
 
-__all__ = ["train", "evaluate", "Data", "load_data", "init_distributed", "default_checkpoint"]
+__all__ = ["train", "run_training", "evaluate", "Data", "load_data", "init_distributed", "default_checkpoint"]
 
 DEFAULT_OUT = Path("out") / "train"
 
@@ -204,6 +204,13 @@ def train(config: TrainConfig | None = None, out: str | os.PathLike | None = Non
     configuration wins); without it an existing file is overwritten only at the end of the
     first epoch. ``progress`` receives one dict per epoch.
     """
+    return run_training(config, out, resume, progress, data)[1].path or Path(out)
+
+
+def run_training(config: TrainConfig | None = None, out: str | os.PathLike | None = None,
+                 resume: bool = False, progress: Callable[[dict], None] | None = None,
+                 data: Data | None = None) -> tuple[SpikingMLP, Checkpoint]:
+    """:func:`train`, returning the final model and checkpoint (every rank gets its own)."""
     config = TrainConfig() if config is None else config
     config.validate()
     out = Path(out) if out is not None else default_checkpoint(config)
@@ -224,7 +231,7 @@ def train(config: TrainConfig | None = None, out: str | os.PathLike | None = Non
                                   f"{data.n_out}")
         model.load_state_dict(ckpt.model_state)
         if ckpt.finished:
-            return out
+            return model, ckpt
     else:
         ckpt = Checkpoint(config=config, model_state={}, n_in=data.n_in, n_out=data.n_out,
                           pixel_bits=PIXEL_BITS)
@@ -325,7 +332,8 @@ def train(config: TrainConfig | None = None, out: str | os.PathLike | None = Non
     ckpt.finished = True
     if rank == 0:
         save_checkpoint(ckpt, out)
-    return out
+    ckpt.path = out
+    return model, ckpt
 
 
 @torch.no_grad()

@@ -175,7 +175,8 @@ class ThresholdNeuron(nn.Module):
         """Value of one output spike for the next layer (folded into its weights)."""
         return self.thresholds().mean()
 
-    def reset(self, v_init: torch.Tensor | float = 0.0) -> None:
+    def reset(self, v_init: torch.Tensor | float | None = None) -> None:
+        """Clear the state; the next step starts from ``v_init`` (``None``: zero)."""
         self.v = v_init
 
     def forward(self, current: torch.Tensor, theta_t: torch.Tensor) -> torch.Tensor:
