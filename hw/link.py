@@ -146,6 +146,9 @@ class LinkBridge(wiring.Component):
         crc = Signal(16)
         rx_crc = crc16_update(m, crc, byte)
         cmd = Signal(8)
+        # The command decoded once, as it arrives: keeps the compares off the FSM's paths.
+        is_cmd = {command: Signal(name=f"is_{command.name.lower()}") for command in Command}
+        count_ok = Signal()
         length = Signal(16)
         remaining = Signal(16)  # payload bytes still to come after this one
         odd = Signal()  # the next payload byte is the low byte of a two-byte pixel
@@ -153,6 +156,7 @@ class LinkBridge(wiring.Component):
         args = Signal(48)
         high = Signal(8)  # first byte of a two-byte pixel
         pix = Signal(range(n_in + 1))
+        pixel = Signal(self._pixel_bits)
         bad_pixel = Signal()
 
         rsp_len = Signal(16)
@@ -229,6 +233,7 @@ class LinkBridge(wiring.Component):
             with m.State("CMD"):
                 def take_cmd():
                     m.d.sync += cmd.eq(byte)
+                    m.d.sync += [flag.eq(byte == command) for command, flag in is_cmd.items()]
                 receive("LEN_HI", take_cmd)
             with m.State("LEN_HI"):
                 def take_len_hi():
@@ -238,23 +243,21 @@ class LinkBridge(wiring.Component):
                 def check_header():
                     full = Cat(byte, length[8:])
                     m.d.sync += [length[:8].eq(byte), remaining.eq(full - 1)]
-                    with m.Switch(cmd):
-                        for command in Command:
-                            with m.Case(command):
-                                with m.If(full != expected_length(command)):
-                                    fail(ErrorCode.LENGTH, "DISCARD")
-                                with m.Elif(full == 0):
-                                    m.next = "CRC_HI"
-                                with m.Else():
-                                    m.next = "PAYLOAD"
-                        with m.Default():
-                            fail(ErrorCode.COMMAND, "DISCARD")
+                    with m.If(~Cat(*is_cmd.values()).any()):
+                        fail(ErrorCode.COMMAND, "DISCARD")
+                    for command, flag in is_cmd.items():
+                        with m.Elif(flag & (full != expected_length(command))):
+                            fail(ErrorCode.LENGTH, "DISCARD")
+                    with m.Elif(full == 0):
+                        m.next = "CRC_HI"
+                    with m.Else():
+                        m.next = "PAYLOAD"
                 receive(None, check_header)
             with m.State("PAYLOAD"):
                 def take_payload():
                     m.d.sync += [args.eq(Cat(byte, args[:40])), remaining.eq(remaining - 1),
                                  odd.eq(~odd)]
-                    with m.If(cmd == Command.RUN):
+                    with m.If(is_cmd[Command.RUN]):
                         if self._pixel_bytes == 1:
                             value, complete = byte, C(1, 1)
                         else:
@@ -269,45 +272,49 @@ class LinkBridge(wiring.Component):
                         m.next = "CRC_HI"
                 receive(None, take_payload)
             with m.State("CRC_HI"):
+                m.d.sync += count_ok.eq((read_count != 0) & (read_count <= MAX_READ))
                 receive("CRC_LO")
             with m.State("CRC_LO"):
-                def check_crc():
-                    with m.If(rx_crc != 0):
-                        fail(ErrorCode.CRC, "DISCARD")
-                    with m.Elif((cmd == Command.RUN) & bad_pixel):
-                        fail(ErrorCode.PIXEL, "REPLY_ERROR")
-                    with m.Elif((cmd == Command.WRITE) & self.busy):
-                        fail(ErrorCode.BUSY, "REPLY_ERROR")
-                    with m.Elif((cmd == Command.READ) & ((read_count == 0) | (read_count > MAX_READ))):
-                        fail(ErrorCode.ARGUMENT, "REPLY_ERROR")
-                    with m.Else():
-                        m.d.sync += [code.eq(ErrorCode.OK), pix.eq(0), waddr.eq(read_addr)]
-                        with m.Switch(cmd):
-                            with m.Case(Command.INFO):
-                                m.d.sync += [rsp_len.eq(8), words.eq(2)]
-                                m.next = "REPLY"
-                            with m.Case(Command.READ):
-                                m.d.sync += [rsp_len.eq(read_count << 2), words.eq(read_count)]
-                                m.next = "REPLY"
-                            with m.Case(Command.WRITE):
-                                m.d.sync += [rsp_len.eq(0), words.eq(0), bus_addr.eq(write_addr),
-                                             bus_w_data.eq(write_data), bus_w_en.eq(1)]
-                                m.next = "REPLY"
-                            with m.Case(Command.RUN):
-                                m.d.sync += [rsp_len.eq((n_out + 1) * 4), words.eq(n_out + 1)]
-                                m.next = "PIXEL_ADDR"
-                receive(None, check_crc)
+                receive("CHECK")
+            with m.State("CHECK"):  # the CRC register now covers the whole frame
+                with m.If(crc != 0):
+                    fail(ErrorCode.CRC, "DISCARD")
+                with m.Elif(is_cmd[Command.RUN] & bad_pixel):
+                    fail(ErrorCode.PIXEL, "REPLY_ERROR")
+                with m.Elif(is_cmd[Command.WRITE] & self.busy):
+                    fail(ErrorCode.BUSY, "REPLY_ERROR")
+                with m.Elif(is_cmd[Command.READ] & ~count_ok):
+                    fail(ErrorCode.ARGUMENT, "REPLY_ERROR")
+                with m.Else():
+                    m.d.sync += [code.eq(ErrorCode.OK), pix.eq(0), waddr.eq(read_addr)]
+                    with m.If(is_cmd[Command.INFO]):
+                        m.d.sync += [rsp_len.eq(8), words.eq(2)]
+                        m.next = "REPLY"
+                    with m.Elif(is_cmd[Command.READ]):
+                        m.d.sync += [rsp_len.eq(read_count << 2), words.eq(read_count)]
+                        m.next = "REPLY"
+                    with m.Elif(is_cmd[Command.WRITE]):
+                        m.d.sync += [rsp_len.eq(0), words.eq(0), bus_addr.eq(write_addr),
+                                     bus_w_data.eq(write_data), bus_w_en.eq(1)]
+                        m.next = "REPLY"
+                    with m.Elif(is_cmd[Command.RUN]):
+                        m.d.sync += [rsp_len.eq((n_out + 1) * 4), words.eq(n_out + 1)]
+                        m.next = "PIXEL_ADDR"
             with m.State("DISCARD"):
                 # Swallow the rest of a bad frame (and any garbage) until the line is quiet.
                 with m.If(timed_out & ~got):
                     m.next = "REPLY_ERROR"
 
             # ---- execute -----------------------------------------------------------------
+            # The pixel stream is driven from flip-flops, not straight from the buffer's read port.
             with m.State("PIXEL_ADDR"):
                 m.d.comb += [rp.addr.eq(pix), rp.en.eq(1)]
+                m.next = "PIXEL_LATCH"
+            with m.State("PIXEL_LATCH"):
+                m.d.sync += pixel.eq(rp.data)
                 m.next = "PIXEL_SEND"
             with m.State("PIXEL_SEND"):
-                m.d.comb += [self.pixels.valid.eq(1), self.pixels.payload.eq(rp.data)]
+                m.d.comb += [self.pixels.valid.eq(1), self.pixels.payload.eq(pixel)]
                 with m.If(self.pixels.ready):
                     m.d.sync += pix.eq(pix + 1)
                     with m.If(pix == n_in - 1):
@@ -341,18 +348,17 @@ class LinkBridge(wiring.Component):
                     with m.Else():
                         m.next = "FETCH"
             with m.State("FETCH"):
-                with m.Switch(cmd):
-                    with m.Case(Command.INFO):
-                        m.d.sync += word.eq(Mux(words == 2, info_words[0], info_words[1]))
+                with m.If(is_cmd[Command.INFO]):
+                    m.d.sync += word.eq(Mux(words == 2, info_words[0], info_words[1]))
+                    m.next = "WORD"
+                with m.Elif(is_cmd[Command.READ]):
+                    m.d.sync += [bus_addr.eq(waddr), bus_r_en.eq(1), waddr.eq(waddr + 1)]
+                    m.next = "READ_WAIT"
+                with m.Elif(is_cmd[Command.RUN]):
+                    m.d.comb += self.results.ready.eq(1)
+                    with m.If(self.results.valid):
+                        m.d.sync += word.eq(self.results.payload.value)
                         m.next = "WORD"
-                    with m.Case(Command.READ):
-                        m.d.sync += [bus_addr.eq(waddr), bus_r_en.eq(1), waddr.eq(waddr + 1)]
-                        m.next = "READ_WAIT"
-                    with m.Case(Command.RUN):
-                        m.d.comb += self.results.ready.eq(1)
-                        with m.If(self.results.valid):
-                            m.d.sync += word.eq(self.results.payload.value)
-                            m.next = "WORD"
             with m.State("READ_WAIT"):  # r_en is at the accelerator
                 m.next = "READ_DATA"
             with m.State("READ_DATA"):  # r_data is valid the cycle after r_en
