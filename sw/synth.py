@@ -49,6 +49,8 @@ _EBR_SHAPES = {
 _SPRAM_SHAPE = (16, 16384)  # SB_SPRAM256KA
 #: Memories below this many bits are left to logic (yosys maps them to LUTs/flip-flops).
 LOGIC_MEMORY_BITS = 512
+#: ECP5 memories this shallow go to distributed (LUT) RAM, as yosys maps them.
+ECP5_LUTRAM_DEPTH = 64
 
 
 class FitError(ValueError):
@@ -175,7 +177,16 @@ class FitReport:
         out.append(f"EBR {self.ebr_used}/{self.ebr_available}"
                    + (f", SPRAM {self.spram_used}/{self.spram_available}"
                       if self.spram_available else ""))
+        if any(x.kind == "SPRAM" for x in self.memories):
+            out.append("note: SPRAM has no initial contents in the bitstream; SPRAM weights must "
+                       "be written after configuration (see docs/synthesis.md)")
         return out
+
+
+def _current_bits(fan_in: int, w_bits: int) -> int:
+    """Width of a neuron's exact per-timestep current (as hw/layer.py sizes it)."""
+    low, high = -fan_in << (w_bits - 1), fan_in * ((1 << (w_bits - 1)) - 1)
+    return max(low.bit_length() + 1 if low < 0 else 1, high.bit_length() + 1)
 
 
 def _memories(shape: NetworkShape) -> list[MemoryUse]:
@@ -186,7 +197,7 @@ def _memories(shape: NetworkShape) -> list[MemoryUse]:
     for k, layer in enumerate(shape.layers):
         groups = math.ceil(layer.fan_out / P)
         out.append(MemoryUse(f"layer{k}.weights", P * layer.w_bits, layer.fan_in * groups, rom=True))
-        current = layer.w_bits + max(1, math.ceil(math.log2(layer.fan_in + 1))) + 1
+        current = _current_bits(layer.fan_in, layer.w_bits)
         out.append(MemoryUse(f"layer{k}.bias", P * layer.v_bits, groups, rom=True))
         out.append(MemoryUse(f"layer{k}.vmem", P * layer.v_bits, groups))
         out.append(MemoryUse(f"layer{k}.current", P * current, 2 * groups))
@@ -200,7 +211,7 @@ def plan_memories(shape: NetworkShape, spec) -> FitReport:
     memories = _memories(shape)
     ebr = 0
     for x in memories:
-        if x.bits < LOGIC_MEMORY_BITS:
+        if x.bits < LOGIC_MEMORY_BITS or (family == "ecp5" and x.depth <= ECP5_LUTRAM_DEPTH):
             x.kind, x.blocks = "logic", 0
         else:
             x.kind, x.blocks = "EBR", block_count(family, x.width, x.depth)
@@ -223,18 +234,25 @@ def plan_memories(shape: NetworkShape, spec) -> FitReport:
 
 
 def _suggestions(shape: NetworkShape, spec) -> list[str]:
-    found = []
-    lane_options = sorted({p for p in (shape.lanes, 64, 32, 16, 8, 4, 2, 1) if p <= shape.lanes},
-                          reverse=True)
-    top_w = max(x.w_bits for x in shape.layers)
-    for w_bits in range(top_w, 1, -1):
-        for lanes in lane_options:
-            if (lanes, w_bits) == (shape.lanes, top_w):
-                continue
-            if plan_memories(shape.with_(lanes=lanes, w_bits=w_bits), spec).fits:
-                found.append((lanes, w_bits))
-                break  # the most lanes that fit at this width
-    return [f"lanes={p}, w_bits={w}" for p, w in found]
+    """The largest configurations that fit: most lanes at the same weight width, widest weights
+    at the same lane count, else the best combination of both."""
+    widest = max(x.w_bits for x in shape.layers)
+    lanes_down = [p for p in range(shape.lanes - 1, 0, -1)]
+    out = []
+    for lanes in lanes_down:
+        if plan_memories(shape.with_(lanes=lanes), spec).fits:
+            out.append(f"lanes={lanes} (w_bits={widest})")
+            break
+    for w_bits in range(widest - 1, 1, -1):
+        if plan_memories(shape.with_(w_bits=w_bits), spec).fits:
+            out.append(f"w_bits={w_bits} (lanes={shape.lanes})")
+            break
+    if not out:
+        for w_bits in range(widest - 1, 1, -1):
+            for lanes in lanes_down:
+                if plan_memories(shape.with_(lanes=lanes, w_bits=w_bits), spec).fits:
+                    return [f"lanes={lanes}, w_bits={w_bits}"]
+    return out
 
 
 def check_fit(shape: NetworkShape, spec) -> FitReport:

@@ -1,0 +1,167 @@
+"""Synthesis flow: memory fit check, PLL settings, report parsing, and a smoke build per board."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hw.boards import BoardTop, ecp5_pll_config, ice40_pll_config, load_board_spec
+from sim.mock_accelerator import MockAccelerator
+from sim.toolchain import have_yowasp
+from sw.synth import (
+    FitError,
+    LayerShape,
+    NetworkShape,
+    block_count,
+    build_bitstream,
+    check_fit,
+    parse_reports,
+    plan_memories,
+)
+
+UP5K = load_board_spec("icebreaker")
+ECP5 = load_board_spec("ulx3s")
+MNIST = NetworkShape.dense([784, 128, 10], lanes=8, w_bits=4, pixel_bits=4, name="mnist")
+
+
+def test_block_count_picks_best_aspect():
+    assert block_count("ice40", 16, 256) == 1
+    assert block_count("ice40", 32, 6272) == 2 * 25  # 256x16 would need 50, 512x8 needs 4*13
+    assert block_count("ice40", 4, 1024) == 1
+    assert block_count("ecp5", 36, 512) == 1
+    assert block_count("ecp5", 32, 6272) == min(13, 2 * 7, 4 * 4)
+
+
+def test_rom_bits_follow_rom_layout():
+    shape = NetworkShape((LayerShape(10, 5, 3),), lanes=2)
+    weights = plan_memories(shape, UP5K).memories[0]
+    assert (weights.name, weights.width, weights.depth) == ("layer0.weights", 6, 10 * 3)
+
+
+def test_small_network_fits_ebr():
+    report = check_fit(NetworkShape.dense([64, 10], lanes=8, w_bits=4), UP5K)
+    assert report.fits and report.spram_used == 0
+
+
+def test_mnist_on_up5k_spills_weights_to_spram():
+    report = check_fit(MNIST, UP5K)
+    assert report.fits
+    spram = [x for x in report.memories if x.kind == "SPRAM"]
+    assert [x.name for x in spram] == ["layer0.weights"] and report.spram_used == 2
+    assert report.ebr_used <= 30
+    assert any("SPRAM has no initial contents" in line for line in report.lines())
+
+
+def test_mnist_on_ecp5_fits_ebr():
+    report = check_fit(MNIST, ECP5)
+    assert report.fits and report.ebr_used <= 208
+
+
+def test_refusal_names_what_would_fit():
+    shape = NetworkShape.dense([784, 256, 10], lanes=8, w_bits=8, name="big")
+    with pytest.raises(FitError) as error:
+        check_fit(shape, UP5K)
+    message = str(error.value)
+    assert message.startswith("big (203264 synapses, 1604 kbit of ROM at lanes=8, w_bits=8) "
+                              "does not fit the iCE40UP5K-SG48")
+    assert "it would fit with w_bits=4 (lanes=8)" in message
+    assert plan_memories(shape.with_(w_bits=4), UP5K).fits
+
+
+def test_refusal_when_nothing_fits():
+    shape = NetworkShape.dense([4096, 4096, 10], lanes=8, w_bits=8)
+    with pytest.raises(FitError, match="no lane count or weight width down to 2 bits makes it fit"):
+        check_fit(shape, UP5K)
+
+
+def test_shape_validation():
+    with pytest.raises(ValueError, match="Layer 1 fan_in 9 does not match layer 0 fan_out 10"):
+        NetworkShape((LayerShape(4, 10, 4), LayerShape(9, 3, 4)), lanes=2)
+
+
+def test_pll_settings():
+    # icepll -i 12 -o 30: DIVR=0 DIVF=79 DIVQ=5 FILTER_RANGE=1 (VCO 960 MHz).
+    assert ice40_pll_config(12e6, 30e6) == {"DIVR": 0, "DIVF": 79, "DIVQ": 5, "f_out": 30e6,
+                                            "FILTER_RANGE": 1}
+    pll = ecp5_pll_config(25e6, 100e6)
+    assert pll["f_out"] == 100e6
+    assert 400e6 <= pll["f_out"] * pll["CLKOP_DIV"] <= 800e6
+    with pytest.raises(ValueError, match="iCE40 PLL output must be 16..275 MHz, not 300 MHz"):
+        ice40_pll_config(12e6, 300e6)
+
+
+def test_parse_reports(tmp_path):
+    (tmp_path / "r.json").write_text(json.dumps({
+        "fmax": {"sync": {"achieved": 41.5, "constraint": 30.0}},
+        "utilization": {"ICESTORM_LC": {"used": 1234, "available": 5280},
+                        "ICESTORM_RAM": {"used": 3, "available": 30},
+                        "ICESTORM_SPRAM": {"used": 2, "available": 4},
+                        "ICESTORM_DSP": {"used": 0, "available": 8}}}))
+    (tmp_path / "y.rpt").write_text(
+        "=== top ===\n  5 SB_DFF\n=== design hierarchy ===\n"
+        "       20 cells\n        9   SB_DFF\n     1066   SB_DFFESR\n     1680   SB_LUT4\n")
+    report = parse_reports(UP5K, tmp_path / "r.json", tmp_path / "y.rpt")
+    assert (report.luts, report.ffs, report.ebr, report.spram) == (1234, 1075, 3, 2)
+    assert report.timing_met and report.fmax_mhz == 41.5
+    assert "Fmax 41.50 MHz, required 30.00 MHz: timing met" in report.format()
+
+
+# ---- the command line ------------------------------------------------------------------------
+
+def _export(folder, sizes, w_bits=4, lanes=8):
+    from sw.export import export_network
+    from sw.golden import DenseLayer, Encoder, Network
+
+    generator = torch.Generator().manual_seed(0)
+    layers = []
+    for k, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        low, high = -(1 << (w_bits - 1)), (1 << (w_bits - 1))
+        weight = torch.randint(low, high, (b, a), generator=generator)
+        layers.append(DenseLayer(weight=weight, bias=torch.zeros(b, dtype=torch.int64),
+                                 theta=[8], w_bits=w_bits, v_bits=16, name=f"fc{k}",
+                                 fires=k < len(sizes) - 2))
+    export_network(Network(layers, 1, Encoder("direct", 4)), folder, lanes=lanes)
+    return folder
+
+
+def _synth(*args):
+    return subprocess.run([sys.executable, "-m", "sw.synth_command", *args],
+                          capture_output=True, text=True)
+
+
+def test_synth_command_check_only(tmp_path):
+    folder = _export(tmp_path / "small", [16, 8, 4])
+    result = _synth(str(folder), "--board", "icebreaker", "--check-only")
+    assert result.returncode == 0, result.stderr
+    assert "layer0.weights" in result.stderr and "EBR" in result.stderr
+
+
+def test_synth_command_refuses_network_too_big(tmp_path):
+    folder = _export(tmp_path / "big", [1024, 512, 10], w_bits=8)
+    result = _synth(str(folder), "--board", "icebreaker", "--check-only")
+    assert result.returncode == 1
+    assert "spikeforge synth: error: big (" in result.stderr
+    assert "does not fit the iCE40UP5K-SG48" in result.stderr
+    assert "it would fit with" in result.stderr
+
+
+# ---- smoke builds (yowasp) -------------------------------------------------------------------
+
+@pytest.mark.synth
+@pytest.mark.skipif(not have_yowasp(), reason="yowasp synthesis tools not installed "
+                                              "(pip install -e '.[synth]')")
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s"])
+def test_smoke_build(board, tmp_path):
+    """The link plus a small accelerator builds to a bitstream and meets the board's clock."""
+    top = BoardTop(board, lambda: MockAccelerator(n_inputs=16, n_outputs=4, pixel_bits=8))
+    report = build_bitstream(top, board, tmp_path)
+    assert report.bitstream.exists() and report.bitstream.stat().st_size > 10_000
+    assert report.luts > 100 and report.ffs > 100
+    assert report.required_mhz == pytest.approx(load_board_spec(board).required_mhz, rel=1e-3)
+    assert report.fmax_mhz > 0.8 * report.required_mhz  # the mock may miss by a little
+    summary = json.loads((tmp_path / "top.summary.json").read_text())
+    assert summary["board"] == board
+    shutil.rmtree(tmp_path, ignore_errors=True)
