@@ -1,0 +1,407 @@
+"""The network accelerator: input encoder, one layer engine per layer, spike buffers, readout.
+
+One inference runs in phases, one after another, so that every phase sees a producer that is
+never empty and a consumer that is never full, and the cycle count is an exact sum of per-phase
+counts (:mod:`sim.network_model`)::
+
+    LOAD     the host streams n_inputs pixels into the pixel memory
+    ENCODE   the encoder walks (t, j) and writes input spikes + end-of-timestep markers into
+             spike buffer 0
+    LAYER k  engine k drains buffer k % 2 and fills buffer (k+1) % 2 (the last engine feeds the
+             readout instead)
+    READOUT  scores, then the predicted class, leave on ``results``
+
+The two spike buffers are FIFOs used in turn (ping-pong): each layer drains its input buffer
+completely, so the buffer is empty again when the layer after next writes into it.
+
+The host interface (members, register map) is ``docs/host-interface.md``.
+"""
+
+from __future__ import annotations
+
+import enum as py_enum
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hw.layer import LayerEngine, membrane_layout, spike_layout
+from hw.link import RegisterBusSignature, ResultLayout
+from sw.golden import EncoderKind, Network
+
+__all__ = ["NetworkAccelerator", "GlobalReg", "ID_MAGIC", "Status", "spike_buffer_depth"]
+
+#: Value of the ``ID`` register.
+ID_MAGIC = 0x5F0B6E01
+
+#: Width of spike addresses on every internal stream.
+ADDR_BITS = 16
+
+
+class GlobalReg(py_enum.IntEnum):
+    """Word addresses of the accelerator's own registers (block 0x00xx)."""
+
+    ID = 0x00         #: R, :data:`ID_MAGIC`
+    STATUS = 0x01     #: R, write 1 to clear (:class:`Status`)
+    CYCLES = 0x02     #: R, compute cycles of the last inference
+    N_LAYERS = 0x03   #: R
+    N_INPUTS = 0x04   #: R
+    N_OUTPUTS = 0x05  #: R
+    TIMESTEPS = 0x06  #: R
+    LANES = 0x07      #: R
+
+
+class Status(py_enum.IntFlag):
+    BAD_PIXEL = 1     #: an image had a pixel above 2**pixel_bits - 1 and was dropped
+    BAD_ADDRESS = 2   #: a layer engine dropped an out-of-range spike (never, by construction)
+    BUSY_WRITE = 4    #: a register write arrived while busy and was ignored
+
+
+#: Layer k's registers live at ``LAYER_BASE + LAYER_STRIDE * k + hw.layer.Reg``.
+LAYER_BASE = 0x100
+LAYER_STRIDE = 0x100
+
+
+class _Phase(enum.Enum, shape=unsigned(3)):
+    LOAD = 0
+    ENCODE = 1
+    DRAIN = 2
+    START = 3
+    RUN = 4
+    READOUT = 5
+
+
+def spike_buffer_depth(network: Network) -> int:
+    """Entries each spike buffer needs: the most spikes plus markers any phase can write."""
+    widths = [network.n_inputs] + [layer.fan_out for layer in network.layers[:-1]]
+    return network.timesteps * (max(widths) + 1)
+
+
+class NetworkAccelerator(wiring.Component):
+    """A whole :class:`sw.golden.Network` on ``lanes`` neuron datapaths per layer.
+
+    Parameters
+    ----------
+    network : sw.golden.Network
+        Weights become ROM contents; thresholds, leak shifts, ``v_init`` and the fire mode
+        become the reset values of run-time registers. The encoder must be ``rate`` or
+        ``radix``.
+    lanes : int
+        ``P``, parallel datapaths of every layer engine.
+    taps : bool
+        Add observation ports for testbenches: ``input_spikes``, ``layer{k}_spikes`` (every
+        spike and marker a stage writes, one per cycle at most) and ``layer{k}_membranes``
+        (engine ``k``'s end-of-timestep membranes). They add no logic.
+
+    Members
+    -------
+    pixels : In(stream.Signature(unsigned(16)))
+    results : Out(stream.Signature(ResultLayout))
+    bus : In(RegisterBusSignature())
+    busy : Out(1)
+        See ``docs/host-interface.md``.
+    """
+
+    def __init__(self, network: Network, lanes: int, *, taps: bool = False):
+        if not isinstance(network, Network):
+            raise TypeError(f"network must be a sw.golden.Network, not {type(network).__name__}")
+        if network.encoder.kind is EncoderKind.DIRECT:
+            raise ValueError("The direct (analog) encoder is not implemented in hardware; "
+                             "train or export the network with the 'rate' or 'radix' encoder")
+        widest = max([network.n_inputs] + [layer.fan_out for layer in network.layers])
+        if widest > 1 << ADDR_BITS:
+            raise ValueError(f"A layer of {widest} neurons exceeds the {ADDR_BITS}-bit spike "
+                             "address")
+        self._network = network
+        self._taps = bool(taps)
+        self._engines = [LayerEngine.from_layer(layer, lanes, addr_bits=ADDR_BITS)
+                         for layer in network.layers]
+        self._lanes = lanes
+
+        members = {
+            "pixels": In(stream.Signature(unsigned(16))),
+            "results": Out(stream.Signature(ResultLayout)),
+            "bus": In(RegisterBusSignature()),
+            "busy": Out(1),
+        }
+        if taps:
+            tap = wiring.Signature({"valid": Out(1), "payload": Out(spike_layout(ADDR_BITS))})
+            members["input_spikes"] = Out(tap)
+            for k, (layer, engine) in enumerate(zip(network.layers, self._engines, strict=True)):
+                members[f"layer{k}_spikes"] = Out(tap)
+                members[f"layer{k}_membranes"] = Out(wiring.Signature({
+                    "valid": Out(1),
+                    "payload": Out(membrane_layout(lanes, layer.v_bits, engine.groups,
+                                                   layer.timesteps)),
+                }))
+        super().__init__(members)
+
+    @classmethod
+    def from_export(cls, folder, *, lanes: int | None = None, taps: bool = False):
+        """Elaborate from an export folder (``spikeforge export``), verified on load."""
+        from sw.export import load_manifest
+
+        manifest = load_manifest(folder)
+        return cls(manifest.network, lanes or manifest.lanes, taps=taps)
+
+    network = property(lambda self: self._network)
+    lanes = property(lambda self: self._lanes)
+    engines = property(lambda self: list(self._engines))
+    taps = property(lambda self: self._taps)
+
+    @property
+    def parameters(self) -> dict:
+        net = self._network
+        return {
+            "n_inputs": net.n_inputs, "n_outputs": net.n_outputs, "timesteps": net.timesteps,
+            "lanes": self._lanes, "pixel_bits": net.encoder.pixel_bits,
+            "encoder": net.encoder.kind.value, "n_layers": len(net.layers),
+            "spike_buffer_depth": spike_buffer_depth(net),
+            "layers": [engine.parameters for engine in self._engines],
+        }
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        net = self._network
+        T, n_in, n_out, L = net.timesteps, net.n_inputs, net.n_outputs, len(net.layers)
+        pixel_bits = net.encoder.pixel_bits
+        x_max = (1 << pixel_bits) - 1
+        last = net.layers[-1]
+        spike_shape = spike_layout(ADDR_BITS)
+        spike_width = Shape.cast(spike_shape).width
+
+        for k, engine in enumerate(self._engines):
+            m.submodules[f"layer{k}"] = engine
+
+        phase = Signal(_Phase)
+        layer_k = Signal(range(max(L, 2)))
+        busy = Signal()
+        m.d.comb += [busy.eq(phase != _Phase.LOAD), self.busy.eq(busy)]
+
+        # ---- pixel memory, filled in LOAD ----------------------------------------------------
+        m.submodules.pixel_mem = pixel_mem = Memory(shape=unsigned(pixel_bits), depth=n_in,
+                                                    init=[])
+        pix_wr = pixel_mem.write_port()
+        pix_rd = pixel_mem.read_port()
+        pix_count = Signal(range(n_in + 1))
+        pix_bad = Signal()
+        bad_pixel = Signal()
+        pix_take = self.pixels.valid & self.pixels.ready
+        m.d.comb += [
+            self.pixels.ready.eq(phase == _Phase.LOAD),
+            pix_wr.addr.eq(pix_count), pix_wr.data.eq(self.pixels.payload),
+            pix_wr.en.eq(pix_take),
+        ]
+        image_done = Signal()
+        m.d.comb += image_done.eq(pix_take & (pix_count == n_in - 1))
+        with m.If(pix_take):
+            m.d.sync += pix_count.eq(pix_count + 1)
+            with m.If(self.pixels.payload > x_max):
+                m.d.sync += pix_bad.eq(1)
+            with m.If(image_done):
+                m.d.sync += [pix_count.eq(0), pix_bad.eq(0)]
+                with m.If(pix_bad | (self.pixels.payload > x_max)):
+                    m.d.sync += bad_pixel.eq(1)
+
+        # ---- spike buffers (ping-pong FIFOs) -------------------------------------------------
+        depth = spike_buffer_depth(net)
+        buffers = [SyncFIFOBuffered(width=spike_width, depth=depth) for _ in range(min(2, L))]
+        for b, fifo in enumerate(buffers):
+            m.submodules[f"spike_buffer{b}"] = fifo
+
+        # ---- encoder: slot (t, j), j == n_in is the marker slot; stage 1 one cycle later ----
+        enc_t = Signal(range(T + 1))
+        enc_j = Signal(range(n_in + 1))
+        s1_valid = Signal()
+        s1_t = Signal(range(T + 1))
+        s1_j = Signal(range(n_in + 1))
+        enc_spike = Signal()
+        encoding = phase == _Phase.ENCODE
+        m.d.comb += [pix_rd.addr.eq(enc_j), pix_rd.en.eq(encoding)]
+        m.d.sync += [s1_valid.eq(encoding), s1_t.eq(enc_t), s1_j.eq(enc_j)]
+        s1_marker = s1_j == n_in
+        x = pix_rd.data
+        if net.encoder.kind is EncoderKind.RATE:
+            m.submodules.encoder_mem = enc_mem = Memory(
+                shape=unsigned(pixel_bits + 1), depth=n_in, init=[])
+            v_rd = enc_mem.read_port()
+            v_wr = enc_mem.write_port()
+            v_prev = Mux(s1_t == 0, x_max // 2, v_rd.data)
+            v_sum = Signal(unsigned(pixel_bits + 2))
+            m.d.comb += [
+                v_rd.addr.eq(enc_j), v_rd.en.eq(encoding),
+                v_sum.eq(v_prev + x),
+                enc_spike.eq(v_sum >= x_max),
+                v_wr.addr.eq(s1_j), v_wr.en.eq(s1_valid & ~s1_marker),
+                v_wr.data.eq(Mux(enc_spike, v_sum - x_max, v_sum)),
+            ]
+        else:  # radix: bit plane t + drop of the pixel, LSB first
+            drop = max(0, pixel_bits - T)
+            planes = Cat(x, Const(0, T + drop + 1))
+            m.d.comb += enc_spike.eq(planes.bit_select(s1_t + drop, 1))
+        enc_write = Signal()
+        enc_payload = Signal(spike_shape)
+        m.d.comb += [
+            enc_write.eq(s1_valid & (s1_marker | enc_spike)),
+            enc_payload.addr.eq(Mux(s1_marker, 0, s1_j)),
+            enc_payload.eot.eq(s1_marker),
+        ]
+        with m.If(encoding):
+            with m.If(enc_j == n_in):
+                m.d.sync += [enc_j.eq(0), enc_t.eq(enc_t + 1)]
+            with m.Else():
+                m.d.sync += enc_j.eq(enc_j + 1)
+
+        # ---- layer engines between the buffers --------------------------------------------------
+        running = Signal(L)
+        for k in range(L):
+            m.d.comb += running[k].eq((phase == _Phase.RUN) & (layer_k == k))
+        w_en = [enc_write if b == 0 else Const(0) for b in range(len(buffers))]
+        w_data = [enc_payload.as_value() if b == 0 else Const(0, spike_width)
+                  for b in range(len(buffers))]
+        r_en = [Const(0) for _ in buffers]
+        for k, engine in enumerate(self._engines):
+            source = buffers[k % 2]
+            m.d.comb += [
+                engine.inputs.valid.eq(source.r_rdy & running[k]),
+                engine.inputs.payload.eq(source.r_data),
+                engine.start.eq((phase == _Phase.START) & (layer_k == k)),
+            ]
+            r_en[k % 2] = r_en[k % 2] | (engine.inputs.ready & running[k])
+            if k < L - 1:
+                sink = (k + 1) % 2
+                m.d.comb += engine.outputs.ready.eq(buffers[sink].w_rdy)
+                w_en[sink] = w_en[sink] | (engine.outputs.valid & running[k])
+                w_data[sink] = Mux(running[k], engine.outputs.payload.as_value(), w_data[sink])
+            else:
+                m.d.comb += engine.outputs.ready.eq(1)
+        for b, fifo in enumerate(buffers):
+            m.d.comb += [fifo.w_en.eq(w_en[b]), fifo.w_data.eq(w_data[b]), fifo.r_en.eq(r_en[b])]
+
+        # ---- readout: scores of the last layer -------------------------------------------------
+        final = self._engines[-1]
+        scores = Array(Signal(signed(32), name=f"score{i}") for i in range(n_out))
+        out_t = Signal(range(T + 1))
+        clear_scores = Signal()
+        with m.If(clear_scores):
+            m.d.sync += [score.eq(0) for score in scores]
+            m.d.sync += out_t.eq(0)
+        with m.Elif(final.outputs.valid & running[L - 1]):
+            beat = final.outputs.payload
+            with m.If(beat.eot):
+                m.d.sync += out_t.eq(out_t + 1)
+            with m.Elif(beat.addr < n_out):
+                increment = (Const(1, 32) << out_t) if last.fire_mode.value == "radix" else 1
+                m.d.sync += scores[beat.addr].eq(scores[beat.addr] + increment)
+        if not last.fires:
+            beat = final.membranes
+            P, G = self._lanes, final.groups
+            with m.If(beat.valid & (beat.payload.timestep == T - 1) & running[L - 1]):
+                with m.Switch(beat.payload.group):
+                    for g in range(G):
+                        with m.Case(g):
+                            for lane in range(P):
+                                if g * P + lane < n_out:
+                                    m.d.sync += scores[g * P + lane].eq(beat.payload.v[lane])
+
+        out_index = Signal(range(n_out + 1))
+        best_value = Signal(signed(32))
+        best_index = Signal(range(n_out))
+        is_prediction = out_index == n_out
+        m.d.comb += [
+            self.results.valid.eq(phase == _Phase.READOUT),
+            self.results.payload.value.eq(Mux(is_prediction, best_index, scores[out_index])),
+            self.results.payload.last.eq(is_prediction),
+        ]
+        with m.If(self.results.valid & self.results.ready):
+            m.d.sync += out_index.eq(out_index + 1)
+            with m.If(~is_prediction & ((out_index == 0) | (scores[out_index] > best_value))):
+                m.d.sync += [best_value.eq(scores[out_index]), best_index.eq(out_index)]
+
+        # ---- sequencer -------------------------------------------------------------------------
+        cycles = Signal(32)
+        with m.If((phase != _Phase.LOAD) & (phase != _Phase.READOUT)):
+            m.d.sync += cycles.eq(cycles + 1)
+        with m.Switch(phase):
+            with m.Case(_Phase.LOAD):
+                with m.If(image_done & ~pix_bad & (self.pixels.payload <= x_max)):
+                    m.d.comb += clear_scores.eq(1)
+                    m.d.sync += [phase.eq(_Phase.ENCODE), enc_t.eq(0), enc_j.eq(0),
+                                 cycles.eq(0)]
+            with m.Case(_Phase.ENCODE):
+                with m.If((enc_t == T - 1) & (enc_j == n_in)):
+                    m.d.sync += phase.eq(_Phase.DRAIN)
+            with m.Case(_Phase.DRAIN):
+                m.d.sync += [phase.eq(_Phase.START), layer_k.eq(0)]
+            with m.Case(_Phase.START):
+                m.d.sync += phase.eq(_Phase.RUN)
+            with m.Case(_Phase.RUN):
+                with m.If(Array(e.done for e in self._engines)[layer_k]):
+                    with m.If(layer_k == L - 1):
+                        m.d.sync += [phase.eq(_Phase.READOUT), out_index.eq(0)]
+                    with m.Else():
+                        m.d.sync += [phase.eq(_Phase.START), layer_k.eq(layer_k + 1)]
+            with m.Case(_Phase.READOUT):
+                with m.If(self.results.valid & self.results.ready & is_prediction):
+                    m.d.sync += phase.eq(_Phase.LOAD)
+
+        # ---- registers -----------------------------------------------------------------------
+        bus = self.bus
+        block = bus.addr[8:16]
+        offset = bus.addr[0:8]
+        busy_write = Signal()
+        read_block = Signal(8)
+        global_r_data = Signal(32)
+        writing_while_busy = bus.w_en & busy & ~((block == 0) & (offset == GlobalReg.STATUS))
+        with m.If(writing_while_busy):
+            m.d.sync += busy_write.eq(1)
+        bad_address = Signal()
+        m.d.comb += bad_address.eq(Cat(e.bad_addr for e in self._engines).any())
+        status = Cat(bad_pixel, bad_address, busy_write)
+        with m.If(bus.w_en & (block == 0) & (offset == GlobalReg.STATUS)):
+            with m.If(bus.w_data[0]):
+                m.d.sync += bad_pixel.eq(0)
+            with m.If(bus.w_data[2]):
+                m.d.sync += busy_write.eq(0)
+        for k, engine in enumerate(self._engines):
+            selected = block == (LAYER_BASE + LAYER_STRIDE * k) >> 8
+            m.d.comb += [
+                engine.cfg.addr.eq(offset), engine.cfg.w_data.eq(bus.w_data),
+                engine.cfg.w_en.eq(bus.w_en & selected & ~busy),
+                engine.cfg.r_en.eq(bus.r_en & selected),
+            ]
+        with m.If(bus.r_en):
+            m.d.sync += read_block.eq(block)
+            with m.Switch(offset):
+                for reg, value in [
+                    (GlobalReg.ID, ID_MAGIC), (GlobalReg.STATUS, status),
+                    (GlobalReg.CYCLES, cycles), (GlobalReg.N_LAYERS, L),
+                    (GlobalReg.N_INPUTS, n_in), (GlobalReg.N_OUTPUTS, n_out),
+                    (GlobalReg.TIMESTEPS, T), (GlobalReg.LANES, self._lanes),
+                ]:
+                    with m.Case(reg):
+                        m.d.sync += global_r_data.eq(value)
+                with m.Default():
+                    m.d.sync += global_r_data.eq(0)
+        r_data = global_r_data
+        for k, engine in enumerate(self._engines):
+            r_data = Mux(read_block == (LAYER_BASE + LAYER_STRIDE * k) >> 8,
+                         engine.cfg.r_data, r_data)
+        m.d.comb += bus.r_data.eq(r_data)
+
+        # ---- taps ----------------------------------------------------------------------------
+        if self._taps:
+            m.d.comb += [self.input_spikes.valid.eq(enc_write),
+                         self.input_spikes.payload.eq(enc_payload)]
+            for k, engine in enumerate(self._engines):
+                spikes_tap = getattr(self, f"layer{k}_spikes")
+                membranes_tap = getattr(self, f"layer{k}_membranes")
+                m.d.comb += [
+                    spikes_tap.valid.eq(engine.outputs.valid & engine.outputs.ready & running[k]),
+                    spikes_tap.payload.eq(engine.outputs.payload),
+                    membranes_tap.valid.eq(engine.membranes.valid),
+                    membranes_tap.payload.eq(engine.membranes.payload),
+                ]
+        return m

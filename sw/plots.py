@@ -1,0 +1,42 @@
+"""Figures people would rather see than read: spike rasters and per-layer activity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+
+def spike_raster(frames: torch.Tensor, layer_spikes: Sequence[torch.Tensor], path,
+                 *, layer_names: Sequence[str] | None = None, title: str = "") -> Path:
+    """Write a raster of one image: input frames ``int[T, n_in]`` and each layer's ``int[T, n]``.
+
+    One panel per stage, time on the x axis, neuron index on the y axis, a dot per spike
+    (input panel: a dot per non-zero input, so direct coding shows as a full band).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = [("input", frames)] + [
+        (layer_names[k] if layer_names else f"layer {k}", spikes)
+        for k, spikes in enumerate(layer_spikes)]
+    fig, axes = plt.subplots(1, len(stages), figsize=(3.2 * len(stages), 3.6), squeeze=False)
+    for ax, (name, spikes) in zip(axes[0], stages, strict=True):
+        t, n = (spikes != 0).nonzero(as_tuple=True)
+        ax.scatter(t.numpy(), n.numpy(), s=6, marker="|", color="black")
+        ax.set_xlim(-0.5, spikes.shape[0] - 0.5)
+        ax.set_ylim(-0.5, spikes.shape[1] - 0.5)
+        ax.set_xlabel("timestep")
+        ax.set_title(f"{name} ({int((spikes != 0).sum())} events)", fontsize=9)
+    axes[0][0].set_ylabel("neuron")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
