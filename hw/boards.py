@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
@@ -230,7 +230,7 @@ class BoardTop(Elaboratable):
         m.domains.sync = cd_sync = ClockDomain("sync")
         default_clk = platform.default_clk
         if not self.use_pll:
-            clk = platform.request(default_clk, 0)
+            m.submodules.clk_buffer = clk = io.Buffer("i", platform.request(default_clk, 0, dir="-"))
             m.d.comb += cd_sync.clk.eq(clk.i)
             platform.add_clock_constraint(cd_sync.clk, self.clock_hz)
             return
@@ -248,7 +248,7 @@ class BoardTop(Elaboratable):
                 o_LOCK=locked,
             )
         else:
-            clk = platform.request(default_clk, 0)
+            m.submodules.clk_buffer = clk = io.Buffer("i", platform.request(default_clk, 0, dir="-"))
             p = self.pll
             m.submodules.pll = Instance(
                 "EHXPLLL",
@@ -274,13 +274,22 @@ class BoardTop(Elaboratable):
         self._clocking(m, platform)
         m.submodules.link = link = LinkTop(
             self.accelerator_factory(), divisor=self.divisor, timeout_cycles=self.timeout_cycles)
-        uart = platform.request("uart", 0)
-        m.d.comb += [link.rx.eq(uart.rx.i), uart.tx.o.eq(link.tx)]
+        def buffer(name, direction, port):
+            m.submodules[name] = buf = io.Buffer(direction, port)
+            return buf
+
+        # Every subsignal raw (the ULX3S UART also has rts/dtr, left unused).
+        uart_pins = {io.name: "-" for io in platform.lookup("uart", 0).ios}
+        uart = platform.request("uart", 0, dir=uart_pins)
+        uart_rx = buffer("uart_rx_buffer", "i", uart.rx)
+        uart_tx = buffer("uart_tx_buffer", "o", uart.tx)
+        m.d.comb += [link.rx.eq(uart_rx.i), uart_tx.o.eq(link.tx)]
         if self.spec.board == "ulx3s":
             # The ULX3S routes the FTDI's RX through a buffer that must be enabled.
-            m.d.comb += platform.request("uart_tx_enable", 0).o.eq(1)
-        led_busy = platform.request("led", 0)
-        led_error = platform.request("led", 1)
+            enable = buffer("uart_tx_enable", "o", platform.request("uart_tx_enable", 0, dir="-"))
+            m.d.comb += enable.o.eq(1)
+        led_busy = buffer("led_busy", "o", platform.request("led", 0, dir="-"))
+        led_error = buffer("led_error", "o", platform.request("led", 1, dir="-"))
         stretch = Signal(range(max(2, int(self.clock_hz // 20))))  # error LED on for 50 ms
         with m.If(link.error):
             m.d.sync += stretch.eq((1 << len(stretch)) - 1)
