@@ -1,0 +1,170 @@
+"""Run a network on the RTL and compare everything it did with the golden and cycle models.
+
+:func:`simulate` builds the accelerator with Verilator (cached by the Verilog's hash), runs the
+cocotb testbench :mod:`sim.tb_network` over a batch of images, and returns the raw report.
+:func:`compare` is the scoreboard: predictions, scores, every counter, the exact cycle count,
+and for traced images every spike and every end-of-timestep membrane of every layer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from sim.network_model import network_timing
+from sw.golden import Network
+
+__all__ = ["Mismatch", "Comparison", "build_accelerator", "simulate", "compare"]
+
+
+@dataclass
+class Mismatch:
+    image: int
+    what: str
+    expected: object
+    observed: object
+
+    def __str__(self) -> str:
+        return f"image {self.image}: {self.what}: expected {self.expected}, observed {self.observed}"
+
+
+@dataclass
+class Comparison:
+    images: int
+    traced: int
+    mismatches: list[Mismatch] = field(default_factory=list)
+    cycles: list[int] = field(default_factory=list)
+    predictions: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+    def summary(self, limit: int = 12) -> str:
+        lines = [f"{len(self.mismatches)} mismatch(es) over {self.images} images "
+                 f"({self.traced} traced)"]
+        lines += [f"  {m}" for m in self.mismatches[:limit]]
+        return "\n".join(lines)
+
+
+def build_accelerator(network: Network, lanes: int, *, taps: bool = True, name: str = "accel"):
+    """Elaborate and Verilator-build the accelerator; returns a :class:`sim.runner.Build`."""
+    from hw.accelerator import NetworkAccelerator
+    from sim.runner import build
+
+    return build(NetworkAccelerator(network, lanes, taps=taps), name)
+
+
+def simulate(network: Network, lanes: int, pixels, *, trace: int = 0,
+             writes: Sequence[tuple[int, int, int]] = (), dropped: Sequence[int] = (),
+             taps: bool = True,
+             progress: Callable[[int], None] | None = None, built=None) -> dict:
+    """Classify ``pixels`` (``int[N, n_inputs]``) on the RTL; return the testbench's report.
+
+    ``writes`` are ``(image, address, value)`` register writes issued before that image;
+    ``dropped`` lists images the design must refuse (they may hold out-of-range pixels).
+    ``progress(done)`` is called from a watcher thread as images complete.
+    """
+    from sim.runner import run_tests
+
+    pixels = torch.as_tensor(pixels, dtype=torch.int64)
+    built = built or build_accelerator(network, lanes, taps=taps or trace > 0)
+    with tempfile.TemporaryDirectory(prefix="spikeforge-job-") as tmp:
+        job = Path(tmp) / "job.json"
+        job.write_text(json.dumps({"images": pixels.tolist(), "trace": trace,
+                                   "writes": [list(w) for w in writes],
+                                   "dropped": list(dropped)}))
+        counter = Path(tmp) / "progress"
+        env = {"SPIKEFORGE_NET_JOB": str(job), "SPIKEFORGE_PROGRESS": str(counter)}
+        stop = threading.Event()
+
+        def watch():
+            last = 0
+            while not stop.wait(0.5):
+                try:
+                    done = int(counter.read_text() or 0)
+                except (FileNotFoundError, ValueError):
+                    continue
+                if done != last:
+                    last = done
+                    progress(done)
+
+        watcher = threading.Thread(target=watch, daemon=True) if progress else None
+        if watcher:
+            watcher.start()
+        start = time.perf_counter()
+        try:
+            report = run_tests(built, "sim.tb_network", env=env)
+        finally:
+            stop.set()
+            if watcher:
+                watcher.join()
+        if progress:
+            progress(len(pixels))
+        report["total_wall_seconds"] = time.perf_counter() - start
+    return report
+
+
+def _addresses(frame: torch.Tensor) -> list[int]:
+    return frame.nonzero().flatten().tolist()
+
+
+def compare(network: Network, lanes: int, pixels, report: dict, *,
+            networks: Sequence[Network] | None = None) -> Comparison:
+    """The scoreboard. ``networks[i]`` is the golden network in force for image ``i`` (to follow
+    run-time register writes); by default ``network`` for every image."""
+    pixels = torch.as_tensor(pixels, dtype=torch.int64)
+    results = report["results"]
+    networks = list(networks) if networks is not None else [network] * len(pixels)
+    comparison = Comparison(len(results), sum("layers" in r for r in results))
+    if len(results) != len(pixels):
+        comparison.mismatches.append(Mismatch(-1, "number of results", len(pixels), len(results)))
+        return comparison
+    for i, observed in enumerate(results):
+        if "dropped" in observed:
+            continue  # checked by the caller: the golden model refuses such an image too
+        net = networks[i]
+        trace = net.trace(pixels[i:i + 1])
+        timing = network_timing(net, lanes, trace)[0]
+        expect = {
+            "prediction": int(trace.prediction[0]),
+            "scores": trace.output[0].tolist(),
+            "cycles": timing.cycles,
+            "layer_cycles": list(timing.layers),
+            "synops": [int(layer.synops[0]) for layer in trace.layers],
+            "spikes": [int(layer.spikes[0].sum()) for layer in trace.layers],
+            "status": 0,
+        }
+        for key, value in expect.items():
+            if observed[key] != value:
+                comparison.mismatches.append(Mismatch(i, key, value, observed[key]))
+        comparison.cycles.append(observed["cycles"])
+        comparison.predictions.append(observed["prediction"])
+        if "layers" not in observed:
+            continue
+        frames = trace.inputs[0]
+        want_input = [_addresses(frames[t]) for t in range(net.timesteps)]
+        if observed["input"] != want_input:
+            comparison.mismatches.append(Mismatch(i, "input spikes", want_input, observed["input"]))
+        for k, (layer_trace, seen) in enumerate(zip(trace.layers, observed["layers"], strict=True)):
+            spikes = layer_trace.spikes[0]
+            want = [_addresses(spikes[t]) for t in range(net.timesteps)]
+            if seen["spikes"] != want:
+                comparison.mismatches.append(Mismatch(i, f"layer {k} spikes", want, seen["spikes"]))
+            membranes = layer_trace.membranes[0].tolist()
+            if seen["membranes"] != membranes:
+                comparison.mismatches.append(
+                    Mismatch(i, f"layer {k} membranes", membranes, seen["membranes"]))
+    return comparison
+
+
+def replay_hint(seed: int) -> str:
+    return f"SPIKEFORGE_SEED={seed} {os.environ.get('PYTEST_CURRENT_TEST', '').split(' ')[0]}"
