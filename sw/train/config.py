@@ -49,6 +49,7 @@ class TrainConfig:
     synop_target: float | None = None  # S0, synaptic operations per inference (qrelu)
     synop_weight: float = 1.0  # alpha of the SynOp loss, applied to ((S - S0) / S0)**2
     v_bits_max: int = 32
+    init_from: str | None = None  # start from this checkpoint's float weights, skip ann phase
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):

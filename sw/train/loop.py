@@ -34,6 +34,7 @@ from .checkpoint import (Checkpoint, CheckpointError, load_checkpoint, network_t
                          save_checkpoint)
 from .config import TrainConfig
 from .model import SpikingMLP
+from .neurons import nu_params_from_thresholds
 
 __all__ = ["train", "run_training", "evaluate", "Data", "load_data", "init_distributed", "default_checkpoint"]
 
@@ -127,7 +128,7 @@ def _phases(config: TrainConfig, n_layers: int) -> list[tuple[str, int]]:
     m = config.method
     if m == "radix":
         return [("radix", config.epochs)]
-    phases = [("ann", config.ann_epochs)] if config.ann_epochs else []
+    phases = [("ann", config.ann_epochs)] if config.ann_epochs and not config.init_from else []
     if m == "ann":
         return phases
     if m == "qrelu":
@@ -138,21 +139,20 @@ def _phases(config: TrainConfig, n_layers: int) -> list[tuple[str, int]]:
 
 
 def _mode(phase: str) -> str:
-    return {"ann": "ann", "qrelu": "ann", "radix": "ann"}.get(phase, "snn")
+    return {"ann": "ann", "qrelu": "qann", "radix": "ann"}.get(phase, "snn")
 
 
 @torch.no_grad()
 def calibrate_thresholds(model: SpikingMLP, pixels: torch.Tensor, percentile: float,
-                         upto: int | None = None) -> None:
-    """Threshold LayerNorm (seed 003): each hidden layer's threshold is the ``percentile`` of
-    its activations on ``pixels``, computed layer by layer on the network as converted so far
-    (layers ``< upto`` spiking, the rest ANN)."""
+                         layers: list[int] | None = None) -> None:
+    """Threshold LayerNorm (seed 003): hidden layer ``l``'s threshold becomes the
+    ``percentile`` of its ReLU activations on ``pixels``, where its input is the *spiking*
+    output of the layers before it (the network as converted so far). ``layers`` default: all,
+    in order."""
     frames = model.encode(pixels)
-    n_hidden = len(model.neurons)
-    upto = n_hidden if upto is None else upto
-    for layer in range(n_hidden):
-        if layer >= upto:
-            break
+    for layer in range(len(model.neurons)) if layers is None else layers:
+        if layer >= len(model.neurons):
+            continue
         if layer == 0:
             x = frames.mean(1) * model.input_amplitude()
         else:
@@ -164,10 +164,24 @@ def calibrate_thresholds(model: SpikingMLP, pixels: torch.Tensor, percentile: fl
         neuron = model.neurons[layer]
         value = torch.tensor(max(theta, 1e-3))
         if neuron.kind == "nu":
-            from .neurons import nu_params_from_thresholds
             neuron.p.copy_(nu_params_from_thresholds(value.expand(model.timesteps)))
         else:
             neuron.theta.copy_(value)
+
+
+def _init_from(model: SpikingMLP, path) -> None:
+    """Copy the float weights and biases of another checkpoint (same layer sizes)."""
+    source = load_checkpoint(path)
+    for key, value in source.model_state.items():
+        if not key.startswith("linears."):
+            continue
+        mine = model.state_dict().get(key)
+        if mine is None or mine.shape != value.shape:
+            raise CheckpointError(f"init_from {str(path)!r}: {key} has shape "
+                                  f"{tuple(value.shape)}, this network needs "
+                                  f"{None if mine is None else tuple(mine.shape)}")
+        with torch.no_grad():
+            dict(model.named_parameters())[key].copy_(value)
 
 
 def _loss(model: SpikingMLP, frames, labels, phase: str, config: TrainConfig, stage: int | None):
@@ -235,6 +249,8 @@ def run_training(config: TrainConfig | None = None, out: str | os.PathLike | Non
     else:
         ckpt = Checkpoint(config=config, model_state={}, n_in=data.n_in, n_out=data.n_out,
                           pixel_bits=PIXEL_BITS)
+        if config.init_from:
+            _init_from(model, config.init_from)
     if distributed:  # every rank starts from rank 0's parameters
         for tensor in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(tensor.data, 0)
@@ -250,7 +266,7 @@ def run_training(config: TrainConfig | None = None, out: str | os.PathLike | Non
         stage = int(name[3:]) if name.startswith("ptl") else None
         fresh = not (phase_index == ckpt.phase and ckpt.epoch > 0)
         if fresh and name.startswith("ptl"):
-            calibrate_thresholds(model, train_x, config.percentile, upto=stage + 1)
+            calibrate_thresholds(model, train_x, config.percentile, layers=[stage])
         if fresh and name == "snn" and config.method != "if" and config.ann_epochs:
             calibrate_thresholds(model, train_x, config.percentile)
         if fresh and name == "qrelu":
@@ -349,4 +365,8 @@ def final_metrics(model: SpikingMLP, network: Network, data: Data) -> dict:
         metrics[f"{split}_int"] = float((trace.prediction == y).float().mean())
         metrics[f"{split}_hardware"] = hw["acc"]
         metrics[f"{split}_synops"] = float(sum(t.synops for t in trace.layers).float().mean())
+        # seed 001's SynOps: operations driven by the spikes of hidden (spiking) neurons only
+        metrics[f"{split}_synops_spiking"] = float(
+            sum(t.synops for t in trace.layers[1:]).float().mean()) if len(trace.layers) > 1 \
+            else 0.0
     return metrics

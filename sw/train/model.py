@@ -215,15 +215,16 @@ class SpikingMLP(nn.Module):
         if self.radix:
             return self._radix_forward(frames)
         if mode == "ann":
-            return self._ann_forward(frames)
+            return self._ann_forward(frames, quantize=False)
+        if mode == "qann":
+            return self._ann_forward(frames, quantize=True)
         if mode == "snn":
             return self._snn_forward(frames, spiking_upto)
-        raise ValueError(f"mode must be 'ann', 'snn' or 'hardware', not {mode!r}")
+        raise ValueError(f"mode must be 'ann', 'qann', 'snn' or 'hardware', not {mode!r}")
 
-    def _ann_forward(self, frames: torch.Tensor, quantize: bool | None = None):
-        """Float ANN on the decoded input value. ``qrelu`` quantizes weights and activations."""
-        method = self.config.method
-        quantize = method == "qrelu" if quantize is None else quantize
+    def _ann_forward(self, frames: torch.Tensor, quantize: bool = False):
+        """Float ANN on the decoded input value; ``quantize`` (mode ``qann``, seed 001) fake-
+        quantizes the weights and replaces ReLU by the QReLU of the layer's threshold."""
         x = frames.mean(1) * self.input_amplitude()
         acts = []
         for layer, lin in enumerate(self.linears):
