@@ -1,0 +1,176 @@
+"""Hardware configurations and random layer cases for the layer-engine regressions.
+
+A :class:`EngineConfig` fixes everything that needs a new Verilator build (lane count, sizes,
+widths, timesteps, ROM contents for the ROM variant). A *case* is everything the testbench can
+change at run time on one build: weights and biases (through the load ports of the ``loadable``
+variant), thresholds, leak shift, ``v_init``, fire mode, and the input spikes. Cases are drawn
+from ``random.Random(f"{seed}/{config.name}/{index}")``, so ``(seed, config, index)`` replays one.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+
+import torch
+
+from sw.golden import DenseLayer, FireMode, signed_range
+
+__all__ = ["EngineConfig", "Case", "random_case", "saturation_hits", "seed002_layer",
+           "REGRESSION_CONFIGS", "ROM_CONFIGS"]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    lanes: int
+    fan_in: int
+    fan_out: int
+    timesteps: int
+    w_bits: int
+    v_bits: int
+    loadable: bool = True
+    #: For the ROM variant: the seed of the layer whose weights, biases and register values are
+    #: the reset contents (see :func:`rom_layer`).
+    rom_seed: int | None = None
+
+    @property
+    def name(self) -> str:
+        kind = "load" if self.loadable else f"rom{self.rom_seed}"
+        return (f"p{self.lanes}_i{self.fan_in}_o{self.fan_out}_t{self.timesteps}"
+                f"_w{self.w_bits}_v{self.v_bits}_{kind}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def rom_layer(self) -> DenseLayer:
+        """The layer burnt into the ROM variant (the ``loadable`` variant starts from zeros)."""
+        if self.rom_seed == 2:
+            return seed002_layer()
+        return random_case(self, self.rom_seed or 0, 0, style="plain").layer
+
+    def component(self):
+        from hw.layer import LayerEngine
+
+        if self.loadable:
+            return LayerEngine(fan_in=self.fan_in, fan_out=self.fan_out,
+                               timesteps=self.timesteps, lanes=self.lanes, w_bits=self.w_bits,
+                               v_bits=self.v_bits, loadable=True)
+        return LayerEngine.from_layer(self.rom_layer(), lanes=self.lanes)
+
+
+def seed002_layer() -> DenseLayer:
+    """Seed 002's worked example: weight 2, radix mode, leak 1; input 1,0,1,0 -> 0,1,0,1."""
+    return DenseLayer(weight=torch.tensor([[2]]), bias=torch.tensor([0]),
+                      theta=torch.ones(4, dtype=torch.int64), leak_shift=1,
+                      fire_mode=FireMode.RADIX, w_bits=4, v_bits=8, name="seed002")
+
+
+@dataclass
+class Case:
+    """One inference to run: the layer (weights and registers) and its input spikes."""
+
+    layer: DenseLayer
+    spikes_in: torch.Tensor  # int[T, fan_in], binary
+    style: str
+    index: int
+
+    def beats(self) -> list[tuple[int, int]]:
+        """The input stream: ``(addr, eot)`` per beat, ascending addresses per timestep."""
+        out = []
+        for t in range(self.spikes_in.shape[0]):
+            out += [(int(j), 0) for j in self.spikes_in[t].nonzero().flatten().tolist()]
+            out.append((0, 1))
+        return out
+
+
+STYLES = ("plain", "plain", "plain", "saturate", "all_fire", "sparse", "dense", "radix")
+
+
+def random_case(config: EngineConfig, seed: int, index: int, style: str | None = None) -> Case:
+    """A random layer of ``config``'s shape and a random input spike train."""
+    rng = random.Random(f"{seed}/{config.name}/{index}")
+    gen = torch.Generator().manual_seed(rng.getrandbits(62))
+    style = style or rng.choice(STYLES)
+    m, n, steps = config.fan_in, config.fan_out, config.timesteps
+    w_low, w_high = signed_range(config.w_bits)
+    v_low, v_high = signed_range(config.v_bits)
+
+    def ints(low, high, shape):
+        return torch.randint(low, high + 1, shape, generator=gen)
+
+    density = {"sparse": 0.08, "dense": 0.8}.get(style, rng.choice([0.1, 0.3, 0.5]))
+    weight = ints(w_low, w_high, (n, m))
+    typical = max(1, int(w_high * (m * density) ** 0.5))
+    bias_span = max(1, min(v_high, typical // 2))
+    bias = ints(max(v_low, -bias_span), min(v_high, bias_span), (n,))
+    theta = ints(1, max(1, min(v_high, typical)), (steps,))
+    mode = FireMode.RADIX if style == "radix" or rng.random() < 0.2 else FireMode.THRESHOLD
+    leak = rng.choice([0, 0, 1, 2, 3]) if mode is FireMode.THRESHOLD else rng.choice([1, 1, 0, 2])
+    leak = min(leak, config.v_bits)
+    v_init = rng.randint(max(v_low, -typical), min(v_high, typical))
+    fires = rng.random() > 0.1
+    if style == "saturate":
+        bias = ints(v_low, v_high, (n,))
+        weight = torch.where(torch.rand((n, m), generator=gen) < 0.5, w_high, w_low)
+        v_init = rng.choice([v_low, v_high, 0])
+        theta = ints(1, v_high, (steps,))
+    elif style == "all_fire":
+        mode, fires, theta = FireMode.THRESHOLD, True, torch.ones(steps, dtype=torch.int64)
+        bias = torch.full((n,), v_high, dtype=torch.int64)
+    layer = DenseLayer(weight=weight, bias=bias, theta=theta, leak_shift=leak, fire_mode=mode,
+                       v_init=v_init, fires=fires, w_bits=config.w_bits, v_bits=config.v_bits,
+                       name=f"case{index}")
+    spikes = (torch.rand((steps, m), generator=gen) < density).to(torch.int64)
+    for t in range(steps):
+        if rng.random() < 0.12:
+            spikes[t] = 0
+    return Case(layer, spikes, style, index)
+
+
+def saturation_hits(layer: DenseLayer, spikes_in: torch.Tensor, membranes: torch.Tensor) -> int:
+    """How many (timestep, neuron) sums of a run lay outside the ``v_bits`` range.
+
+    ``membranes`` is the golden model's end-of-step trace ``int[T, fan_out]``; the exact sum of
+    step ``t`` is rebuilt from the membrane of step ``t - 1``.
+    """
+    low, high = signed_range(layer.v_bits)
+    current = spikes_in.to(torch.int64) @ layer.weight.T + layer.bias
+    previous = torch.cat([torch.full((1, layer.fan_out), layer.v_init), membranes[:-1] >>
+                          layer.leak_shift])
+    total = previous + current
+    return int(((total < low) | (total > high)).sum())
+
+
+#: The random regression: 24 configurations covering lane counts 1..16, fan-in and fan-out that
+#: are and are not multiples of the lane count, T from 1 to 16, w_bits 2..8, v_bits 3..20.
+REGRESSION_CONFIGS = [
+    EngineConfig(4, 8, 8, 4, 4, 8),
+    EngineConfig(4, 7, 10, 5, 3, 6),
+    EngineConfig(1, 5, 3, 3, 8, 12),
+    EngineConfig(2, 9, 5, 1, 2, 4),
+    EngineConfig(3, 6, 7, 6, 5, 10),
+    EngineConfig(8, 12, 16, 8, 8, 16),
+    EngineConfig(8, 10, 13, 16, 6, 9),
+    EngineConfig(16, 20, 16, 4, 4, 12),
+    EngineConfig(16, 6, 33, 7, 7, 14),
+    EngineConfig(5, 11, 12, 2, 3, 5),
+    EngineConfig(4, 16, 4, 16, 4, 7),
+    EngineConfig(2, 3, 9, 10, 6, 20),
+    EngineConfig(6, 14, 6, 3, 2, 3),
+    EngineConfig(7, 4, 20, 12, 8, 11),
+    EngineConfig(4, 24, 11, 9, 5, 8),
+    EngineConfig(12, 9, 24, 5, 4, 6),
+    EngineConfig(1, 2, 1, 16, 4, 6),
+    EngineConfig(10, 5, 10, 1, 3, 16),
+    EngineConfig(3, 13, 2, 8, 7, 13),
+    EngineConfig(8, 17, 9, 6, 2, 5),
+    EngineConfig(4, 1, 6, 11, 8, 10),
+    EngineConfig(2, 12, 12, 14, 3, 4),
+]
+
+#: ROM variant builds: weights and register reset values burnt in at elaboration.
+ROM_CONFIGS = [
+    EngineConfig(1, 1, 1, 4, 4, 8, loadable=False, rom_seed=2),
+    EngineConfig(4, 9, 10, 6, 5, 10, loadable=False, rom_seed=11),
+    EngineConfig(8, 6, 16, 8, 4, 12, loadable=False, rom_seed=12),
+]
