@@ -185,7 +185,8 @@ class SerialTransport:
     def open(cls, device: str, baud: int = 115200) -> "SerialTransport":
         import serial  # imported here: pure-protocol users need no pyserial
 
-        return cls(serial.Serial(device, baudrate=baud, timeout=1.0))
+        # serial_for_url takes device paths and pyserial URLs (socket://, rfc2217://, loop://).
+        return cls(serial.serial_for_url(device, baudrate=baud, timeout=1.0))
 
     def write(self, data: bytes) -> None:
         self.port.write(data)

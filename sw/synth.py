@@ -433,6 +433,12 @@ def build_bitstream(top, board: str, out_dir, *, name: str = "top", spec=None,
             log = {"yosys": f"{name}.rpt", "nextpnr": f"{name}.tim"}.get(step)
             text = (out / log).read_text(errors="replace") if log and (out / log).exists() else ""
             tail = "\n".join((text or result.stdout + result.stderr).splitlines()[-25:])
+            overflow = re.search(r"Failed to expand region .* of (\d+) (\w+)", text)
+            if overflow:
+                need, kind = int(overflow.group(1)), overflow.group(2)
+                raise SynthError(f"{argv[0]} failed: the design needs {need} {kind}, the "
+                                 f"{spec.device} has {spec.resources['luts']} "
+                                 "(fewer lanes or a smaller network would fit)\n" + tail)
             raise SynthError(f"{argv[0]} failed (exit {result.returncode}):\n{tail}")
         say(f"{step}: done in {seconds[step]:.1f} s")
     report = parse_reports(spec, report_json, out / f"{name}.rpt")

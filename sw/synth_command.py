@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="build folder (default: EXPORT_DIR/../synth-BOARD)")
     parser.add_argument("--clock-mhz", type=float, default=None,
                         help="PLL target and timing requirement (default: constraints/BOARD.toml)")
+    parser.add_argument("--lanes", type=int, default=None,
+                        help="lanes per layer engine (default: the export's); fewer lanes take "
+                             "fewer logic cells and the same ROM bits")
     parser.add_argument("--check-only", action="store_true",
                         help="run the memory fit check and stop before synthesis")
     parser.add_argument("--mock", action="store_true",
@@ -29,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def accelerator_factory(folder: Path, manifest, *, mock: bool = False):
+def accelerator_factory(folder: Path, manifest, *, mock: bool = False, lanes: int | None = None):
     """A zero-argument callable returning a fresh accelerator for the export in ``folder``.
 
     The one place that knows how to construct the real ``NetworkAccelerator``.
@@ -46,12 +49,10 @@ def accelerator_factory(folder: Path, manifest, *, mock: bool = False):
     except ImportError as error:
         raise RuntimeError("hw.accelerator.NetworkAccelerator is not available "
                            f"({error}); use --mock to build the link alone") from error
-    for name in ("from_export", "from_manifest"):
-        constructor = getattr(NetworkAccelerator, name, None)
-        if constructor is not None:
-            argument = folder if name == "from_export" else manifest
-            return lambda: constructor(argument)
-    return lambda: NetworkAccelerator(manifest)
+    network, lanes = manifest.network, lanes or manifest.lanes
+    probe = NetworkAccelerator(network, lanes)  # refuse what the hardware cannot run, now
+    probe._MustUse__silence = True  # only constructed to validate; not an unused design
+    return lambda: NetworkAccelerator(network, lanes)
 
 
 def _console():
@@ -83,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         return fail(str(error))
     shape = NetworkShape.from_manifest(manifest)
+    if args.lanes is not None:
+        if args.lanes < 1:
+            return fail(f"--lanes must be positive, not {args.lanes}")
+        shape = shape.with_(lanes=args.lanes)
     try:
         plan = check_fit(shape, spec)
     except FitError as error:
@@ -94,9 +99,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        factory = accelerator_factory(folder, manifest, mock=args.mock)
+        factory = accelerator_factory(folder, manifest, mock=args.mock, lanes=args.lanes)
         top = BoardTop(args.board, factory, clock_hz=clock_hz)
-    except (RuntimeError, ValueError) as error:
+    except (RuntimeError, ValueError, TypeError) as error:
         return fail(str(error))
     out = Path(args.out) if args.out else folder.resolve().parent / f"synth-{args.board}"
     console = _console()

@@ -1,0 +1,179 @@
+"""Synthesis benchmark: per board, the demo-sized and an MNIST-sized network on the real
+accelerator behind the UART link.
+
+For each (network, board): the memory plan (sw.synth.plan_memories), then, when it fits, a full
+yowasp build of the board top: logic and memory utilisation and Fmax from nextpnr's report;
+cycles per inference from the accelerator's exact cycle model (sim.network_model) averaged over
+images; inferences per second at the achieved Fmax; and what the 115200-baud link allows.
+
+    python -m bench synth                       # every case (tens of minutes on 2 cores)
+    python -m bench.bench_synth --cases demo    # a subset
+    python -m bench.bench_synth --boards ulx3s --cases mnist
+
+Results go to ``out/bench/synth.json`` and ``out/bench/synth.md``.
+
+Networks (weights are random: utilisation and Fmax depend on the shape only, cycles on the
+spike statistics, which for MNIST would need the trained network and the data set):
+
+* ``demo``: 64 -> 10 (the 8x8-digit template network of ``spikeforge demo``), 4-bit weights,
+  rate-coded 4-bit pixels, T = 4.
+* ``mnist``: 784 -> 128 -> 10, 4-bit weights, rate-coded 4-bit pixels, T = 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+OUT = Path("out/bench")
+#: Lanes per layer engine on each board (the UP5K has 5280 logic cells in all).
+LANES = {"icebreaker": 2, "ulx3s": 8}
+TIMESTEPS = 4
+BAUD = 115200
+
+
+def random_network(sizes, *, w_bits=4, timesteps=TIMESTEPS, seed=0):
+    from sw.golden import DenseLayer, Encoder, Network
+
+    g = torch.Generator().manual_seed(seed)
+    layers = []
+    for k, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        half = 1 << (w_bits - 1)
+        layers.append(DenseLayer(
+            weight=torch.randint(-half, half, (b, a), generator=g),
+            bias=torch.zeros(b, dtype=torch.int64), theta=[max(1, a // 4)] * timesteps,
+            w_bits=w_bits, v_bits=16, fires=k < len(sizes) - 2, name=f"fc{k}"))
+    return Network(layers, timesteps, Encoder("rate", 4))
+
+
+def demo_network():
+    from sw.data import load_dataset
+    from sw.demo import template_network
+    from sw.golden import Encoder, Network
+
+    pixels, labels = load_dataset("digits", split="train")
+    template = template_network(pixels, labels, TIMESTEPS)
+    # The demo's template layer, rate-coded (the hardware has no direct encoder).
+    return Network(list(template.layers), TIMESTEPS, Encoder("rate", 4)), \
+        load_dataset("digits", split="test")[0][:64]
+
+
+def mnist_network():
+    g = torch.Generator().manual_seed(1)
+    return random_network([784, 128, 10]), torch.randint(0, 16, (16, 784), generator=g)
+
+
+CASES = {"demo": demo_network, "mnist": mnist_network}
+
+
+def cycles_per_inference(network, lanes, images) -> float:
+    from sim.network_model import network_timing
+
+    trace = network.trace(images)
+    timings = network_timing(network, lanes, trace)
+    return sum(t.cycles for t in timings) / len(timings)
+
+
+def link_images_per_second(network) -> float:
+    pixel_bytes = 1 if network.encoder.pixel_bits <= 8 else 2
+    request = 6 + network.n_inputs * pixel_bytes
+    reply = 7 + 4 * (network.n_outputs + 1)
+    return BAUD / 10 / (request + reply)
+
+
+def run_case(name, board, out_root, *, lanes=None):
+    from hw.accelerator import NetworkAccelerator
+    from hw.boards import BoardTop, load_board_spec
+    from sw.synth import NetworkShape, SynthError, build_bitstream, plan_memories
+
+    network, images = CASES[name]()
+    lanes = lanes or LANES[board]
+    spec = load_board_spec(board)
+    shape = NetworkShape(
+        tuple(_shape(layer) for layer in network.layers), lanes,
+        network.encoder.pixel_bits, network.timesteps, name)
+    plan = plan_memories(shape, spec)
+    cycles = cycles_per_inference(network, lanes, images)
+    row = {"network": name, "board": board, "lanes": lanes, "required_mhz": spec.required_mhz,
+           "cycles_per_inference": cycles, "rom_kbit": plan.rom_bits / 1024,
+           "plan_ebr": plan.ebr_used, "plan_spram": plan.spram_used,
+           "link_images_per_s": link_images_per_second(network)}
+    if not plan.fits:
+        row["status"] = "does not fit the block RAM"
+        return row
+    if plan.spram_used:
+        row["status"] = ("weights need SPRAM, which the accelerator cannot load yet "
+                         "(no weight-load path): not built")
+        return row
+    start = time.monotonic()
+    try:
+        top = BoardTop(board, lambda: NetworkAccelerator(network, lanes))
+        report = build_bitstream(top, board, out_root / f"{name}-{board}",
+                                 progress=lambda m: print(f"  [{name}/{board}] {m}", flush=True))
+    except SynthError as error:
+        row["status"] = f"build failed: {str(error).splitlines()[-1]}"
+        return row
+    row.update(report.as_dict())
+    row["status"] = "timing met" if report.timing_met else "timing NOT met"
+    row["inferences_per_s_at_fmax"] = report.fmax_mhz * 1e6 / cycles
+    row["build_s"] = time.monotonic() - start
+    return row
+
+
+def _shape(layer):
+    from sw.synth import LayerShape
+
+    return LayerShape(layer.fan_in, layer.fan_out, layer.w_bits, layer.v_bits)
+
+
+def markdown(rows) -> str:
+    head = ("| network | board | lanes | LUT/LC | FF | EBR | SPRAM | Fmax MHz (req.) | "
+            "cycles/inf. | inf./s at Fmax | inf./s over UART | status |")
+    lines = [head, "|" + "---|" * 12]
+    for r in rows:
+        def g(key, fmt="{}"):
+            return fmt.format(r[key]) if key in r and r[key] is not None else "-"
+        lut = f"{g('luts')}/{g('luts_available')}" if "luts" in r else "-"
+        ebr = f"{g('ebr')}/{g('ebr_available')}" if "ebr" in r else f"({r['plan_ebr']} planned)"
+        spram = f"{g('spram')}" if "spram" in r else f"({r['plan_spram']} planned)"
+        fmax = f"{g('fmax_mhz', '{:.1f}')} ({r['required_mhz']:g})"
+        lines.append(f"| {r['network']} | {r['board']} | {r['lanes']} | {lut} | {g('ffs')} | "
+                     f"{ebr} | {spram} | {fmax} | {r['cycles_per_inference']:.0f} | "
+                     f"{g('inferences_per_s_at_fmax', '{:.0f}')} | "
+                     f"{r['link_images_per_s']:.1f} | {r['status']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog="bench_synth")
+    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--boards", nargs="*", default=["icebreaker", "ulx3s"],
+                        choices=["icebreaker", "ulx3s"])
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    from sim.toolchain import have_yowasp
+
+    if not have_yowasp():
+        print("yowasp synthesis tools not installed (pip install -e '.[synth]'): skipped")
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.cases:
+        for board in args.boards:
+            print(f"{name} on {board} ...", flush=True)
+            rows.append(run_case(name, board, args.out / "synth"))
+            print(f"  {rows[-1]['status']}", flush=True)
+    (args.out / "synth.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
+    table = markdown(rows)
+    (args.out / "synth.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

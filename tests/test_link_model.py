@@ -1,0 +1,105 @@
+"""The Python link model (sim/link_model.py) against the gateware bridge, and ``spikeforge run``
+end to end over a pseudo-terminal with pyserial."""
+
+import random
+import struct
+
+import numpy as np
+import pytest
+
+from sim.link_model import LinkModel, MockBackend, PtyDevice
+from sim.mock_accelerator import MockRegisters, mock_classify
+from sw.link import Command, LinkClient, SerialTransport, encode_request, register_address
+from tests.link_harness import BridgeBench
+
+
+def random_steps(rng, n_inputs, count):
+    theta = register_address("THETA", 0, 0)
+    goods = [
+        lambda: encode_request(Command.INFO),
+        # CYCLES (address 2) is left out: the mock's count includes the bridge's back-pressure.
+        lambda: encode_request(Command.READ, struct.pack(">HB", *rng.choice(
+            [(0, 2), (1, 1), (3, 1), (theta, 4), (0x110, 1), (0x100, 2), (0x7777, 1)]))),
+        lambda: encode_request(Command.WRITE, struct.pack(">HI", rng.choice([theta, 0x100, 0x101, 0x1, 0x9999]),
+                                                          rng.randrange(1 << 32))),
+        lambda: encode_request(Command.RUN, bytes(rng.randrange(256) for _ in range(n_inputs))),
+    ]
+    steps = []
+    for _ in range(count):
+        frame = bytearray(rng.choice(goods)())
+        fault = rng.choice(["none", "none", "flip", "truncate", "garbage", "extra"])
+        if fault == "flip":
+            bit = rng.randrange(len(frame) * 8)
+            frame[bit // 8] ^= 1 << (bit % 8)
+        elif fault == "truncate":
+            frame = frame[: rng.randrange(1, len(frame))]
+        elif fault == "garbage":
+            frame = bytearray(rng.randrange(256) for _ in range(rng.randrange(1, 6)))
+        elif fault == "extra":
+            frame += bytes([rng.randrange(256)])
+        steps.append(bytes(frame))
+    return steps
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_model_matches_gateware(seed):
+    rng = random.Random(seed)
+    bench = BridgeBench(n_inputs=8, n_outputs=3)
+    steps = random_steps(rng, 8, 25)
+    hardware = bench.run(steps)
+    model = LinkModel(MockBackend(n_inputs=8, n_outputs=3))
+    for step in steps:
+        model.feed(step)
+        model.quiet()
+    assert hardware == b"".join(model.replies)
+
+
+def test_client_over_pty_serial():
+    backend = MockBackend(n_inputs=16, n_outputs=4)
+    with PtyDevice(LinkModel(backend)) as device:
+        transport = SerialTransport.open(device.port)
+        try:
+            client = LinkClient(transport, timeout=0.5)
+            client.identify()
+            image = list(range(16))
+            assert client.classify(image) == mock_classify(image, 4, MockRegisters())
+            client.write_threshold(0, 0, 99)
+            assert client.read_threshold(0, 0) == 99
+            transport.write(b"\x01\x02\x03")  # garbage: the client's next call recovers
+            assert client.read_leak_shift(1) == 0
+        finally:
+            transport.close()
+
+
+def test_run_command_over_pty(tmp_path, capsys):
+    import argparse
+
+    from sw import run_command
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, 16))
+    labels = np.array([mock_classify(list(x), 4, MockRegisters())[1] for x in images])
+    labels[0] = (labels[0] + 1) % 4  # one wrong label: accuracy 4/5
+    np.savez(tmp_path / "set.npz", images=images, labels=labels)
+    with PtyDevice(LinkModel(MockBackend(n_inputs=16, n_outputs=4))) as device:
+        parser = argparse.ArgumentParser()
+        run_command.add_arguments(parser)
+        args = parser.parse_args([str(tmp_path / "set.npz"), "--port", device.port,
+                                  "--counters", "--timeout", "0.5"])
+        assert run_command.run(args) == 0
+    out, err = capsys.readouterr()
+    assert "accuracy 4/5 = 80.00%" in err
+    assert out.count("class ") == 5 and "cycles" in out
+
+
+def test_run_command_reports_bad_port(tmp_path, capsys):
+    import argparse
+
+    from sw import run_command
+
+    np.save(tmp_path / "one.npy", np.zeros(16, dtype=int))
+    parser = argparse.ArgumentParser()
+    run_command.add_arguments(parser)
+    args = parser.parse_args([str(tmp_path / "one.npy"), "--port", str(tmp_path / "nothing")])
+    assert run_command.run(args) == 1
+    assert "spikeforge run: error: cannot open" in capsys.readouterr().err
