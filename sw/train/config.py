@@ -50,6 +50,7 @@ class TrainConfig:
     synop_weight: float = 1.0  # alpha of the SynOp loss, applied to ((S - S0) / S0)**2
     v_bits_max: int = 32
     init_from: str | None = None  # start from this checkpoint's float weights, skip ann phase
+    threads: int | None = None  # torch threads while training; None: 1 for small networks
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
