@@ -23,6 +23,7 @@ spike statistics, which for MNIST would need the trained network and the data se
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -42,7 +43,7 @@ def random_network(sizes, *, w_bits=4, timesteps=TIMESTEPS, seed=0):
 
     g = torch.Generator().manual_seed(seed)
     layers = []
-    for k, (a, b) in enumerate(zip(sizes, sizes[1:])):
+    for k, (a, b) in enumerate(itertools.pairwise(sizes)):
         half = 1 << (w_bits - 1)
         layers.append(DenseLayer(
             weight=torch.randint(-half, half, (b, a), generator=g),
@@ -136,7 +137,7 @@ def markdown(rows) -> str:
             "cycles/inf. | inf./s at Fmax | inf./s over UART | status |")
     lines = [head, "|" + "---|" * 12]
     for r in rows:
-        def g(key, fmt="{}"):
+        def g(key, fmt="{}", r=r):
             return fmt.format(r[key]) if key in r and r[key] is not None else "-"
         lut = f"{g('luts')}/{g('luts_available')}" if "luts" in r else "-"
         ebr = f"{g('ebr')}/{g('ebr_available')}" if "ebr" in r else f"({r['plan_ebr']} planned)"

@@ -12,12 +12,12 @@ swapping the mock for ``NetworkAccelerator`` is one argument.
 """
 
 
-import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
+import tomllib
+from amaranth import ClockDomain, Elaboratable, Instance, Module, Signal
 from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -234,7 +234,8 @@ class BoardTop(Elaboratable):
         m.domains.sync = cd_sync = ClockDomain("sync")
         default_clk = platform.default_clk
         if not self.use_pll:
-            m.submodules.clk_buffer = clk = io.Buffer("i", platform.request(default_clk, 0, dir="-"))
+            clk_pin = platform.request(default_clk, 0, dir="-")
+            m.submodules.clk_buffer = clk = io.Buffer("i", clk_pin)
             m.d.comb += cd_sync.clk.eq(clk.i)
             platform.add_clock_constraint(cd_sync.clk, self.clock_hz)
             return
@@ -252,7 +253,8 @@ class BoardTop(Elaboratable):
                 o_LOCK=locked,
             )
         else:
-            m.submodules.clk_buffer = clk = io.Buffer("i", platform.request(default_clk, 0, dir="-"))
+            clk_pin = platform.request(default_clk, 0, dir="-")
+            m.submodules.clk_buffer = clk = io.Buffer("i", clk_pin)
             p = self.pll
             m.submodules.pll = Instance(
                 "EHXPLLL",

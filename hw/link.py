@@ -11,16 +11,16 @@ the bridge's own pixel buffer until then, so a bad frame never reaches the accel
 
 from __future__ import annotations
 
-from amaranth import Module, Signal, Cat, C, Mux, Const, signed, unsigned
-from amaranth.lib import wiring, stream, data
+from amaranth import C, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sw.link import (
-    SYNC_REQUEST,
-    SYNC_REPLY,
     LINK_VERSION,
     MAX_READ,
+    SYNC_REPLY,
+    SYNC_REQUEST,
     Command,
     ErrorCode,
 )
@@ -194,7 +194,8 @@ class LinkBridge(wiring.Component):
             m.next = next_state
 
         def expected_length(command):
-            return {Command.INFO: 0, Command.READ: 3, Command.WRITE: 6, Command.RUN: run_len}[command]
+            lengths = {Command.INFO: 0, Command.READ: 3, Command.WRITE: 6, Command.RUN: run_len}
+            return lengths[command]
 
         m.d.sync += self.error.eq(0)
         # The register bus is driven from flip-flops: no path from this FSM reaches into the

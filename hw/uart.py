@@ -8,8 +8,8 @@ every data bit and the stop bit at its centre: the clock is the oversampling clo
 """
 
 
-from amaranth import Module, Signal, Cat, C
-from amaranth.lib import wiring, stream
+from amaranth import C, Cat, Module, Signal
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["UARTRx", "UARTTx", "uart_divisor"]
@@ -21,7 +21,8 @@ def uart_divisor(clk_freq: float, baud: int) -> int:
         raise ValueError(f"Baud rate must be positive, not {baud!r}")
     divisor = round(clk_freq / baud)
     if divisor < 4:
-        raise ValueError(f"Clock {clk_freq:.0f} Hz is too slow for {baud} baud (divisor {divisor} < 4)")
+        raise ValueError(f"Clock {clk_freq:.0f} Hz is too slow for {baud} baud "
+                         f"(divisor {divisor} < 4)")
     error = abs(clk_freq / divisor - baud) / baud
     if error > 0.02:
         raise ValueError(f"Baud rate {baud} is {error:.1%} off at {clk_freq:.0f} Hz (limit 2 %)")

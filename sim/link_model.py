@@ -14,7 +14,7 @@ import os
 import select
 import struct
 import threading
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from sw.link import (
     ID_MAGIC,

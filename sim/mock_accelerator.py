@@ -15,10 +15,10 @@ to the last result, for at least ``busy_cycles`` cycles.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-from amaranth import Module, Signal, Array, Mux, signed, unsigned
-from amaranth.lib import wiring, stream
+from amaranth import Array, Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.link import RegisterBusSignature, ResultLayout
@@ -36,7 +36,8 @@ class MockRegisters:
         self.theta = [[16] * timesteps for _ in range(n_layers)]
 
 
-def mock_classify(pixels: Sequence[int], n_outputs: int, regs: MockRegisters) -> tuple[list[int], int]:
+def mock_classify(pixels: Sequence[int], n_outputs: int,
+                  regs: MockRegisters) -> tuple[list[int], int]:
     """Python twin of the mock's rule: (scores, prediction)."""
     sums = [regs.v_init[0]] * n_outputs
     for j, p in enumerate(pixels):
@@ -83,7 +84,8 @@ class MockAccelerator(wiring.Component):
         status = Signal(3)  # bad_pixel, bad_address, busy_write
         cycles = Signal(32)
         leak = [Signal(5, name=f"leak{k}", init=defaults.leak_shift[k]) for k in range(n_layers)]
-        v_init = [Signal(signed(32), name=f"v_init{k}", init=defaults.v_init[k]) for k in range(n_layers)]
+        v_init = [Signal(signed(32), name=f"v_init{k}", init=defaults.v_init[k])
+                  for k in range(n_layers)]
         synops = [Signal(32, name=f"synops{k}") for k in range(n_layers)]
         spikes = [Signal(32, name=f"spikes{k}") for k in range(n_layers)]
         theta = [[Signal(32, name=f"theta{k}_{t}", init=defaults.theta[k][t]) for t in range(steps)]
@@ -97,7 +99,8 @@ class MockAccelerator(wiring.Component):
         writable = {}
         for k in range(n_layers):
             base = 0x0100 + 0x100 * k
-            readable.update({base: leak[k], base + 1: v_init[k], base + 2: synops[k], base + 3: spikes[k]})
+            readable.update({base: leak[k], base + 1: v_init[k], base + 2: synops[k],
+                             base + 3: spikes[k]})
             writable.update({base: leak[k], base + 1: v_init[k]})
             for t in range(steps):
                 readable[base + 0x10 + t] = theta[k][t]
@@ -152,7 +155,8 @@ class MockAccelerator(wiring.Component):
                     with m.If(self.pixels.payload >> self.pixel_bits != 0):
                         m.d.sync += bad.eq(1)
                     with m.If(index == n_in - 1):
-                        m.d.sync += [index.eq(0), lane.eq(0), timer.eq(self.busy_cycles), cycles.eq(0)]
+                        m.d.sync += [index.eq(0), lane.eq(0), timer.eq(self.busy_cycles),
+                                     cycles.eq(0)]
                         m.next = "WORK"
             with m.State("WORK"):
                 m.d.comb += self.busy.eq(1)

@@ -26,9 +26,9 @@ from cocotb.triggers import ClockCycles, Timer
 from cocotbext.uart import UartSink, UartSource
 
 from sw.link import (
+    ID_MAGIC,
     Command,
     ErrorCode,
-    ID_MAGIC,
     LinkClient,
     decode_reply,
     encode_request,

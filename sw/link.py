@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 __all__ = [
     "SYNC_REQUEST",
@@ -143,7 +144,8 @@ def decode_reply(frame: bytes) -> Reply:
         raise LinkError(f"reply starts with 0x{frame[0]:02x}, not SYNC 0x{SYNC_REPLY:02x}")
     (length,) = struct.unpack(">H", frame[3:5])
     if len(frame) != 7 + length:
-        raise LinkError(f"reply LEN says {length} payload bytes but the frame holds {len(frame) - 7}")
+        raise LinkError(f"reply LEN says {length} payload bytes but the frame holds "
+                        f"{len(frame) - 7}")
     (crc,) = struct.unpack(">H", frame[-2:])
     if crc16(frame[1:-2]) != crc:
         raise LinkError(f"reply CRC 0x{crc:04x} does not match 0x{crc16(frame[1:-2]):04x}")
@@ -151,7 +153,7 @@ def decode_reply(frame: bytes) -> Reply:
 
 
 def register_address(name: str, layer: int = 0, t: int = 0) -> int:
-    """Word address of a register of docs/host-interface.md (``"THETA"``, layer ``k``, step ``t``)."""
+    """Word address of a register of docs/host-interface.md (``"THETA"``, layer, step ``t``)."""
     fixed = {"ID": 0x0000, "STATUS": 0x0001, "CYCLES": 0x0002, "N_LAYERS": 0x0003}
     per_layer = {"LEAK_SHIFT": 0x00, "V_INIT": 0x01, "SYNOPS": 0x02, "SPIKES": 0x03, "THETA": 0x10}
     if name in fixed:
@@ -182,7 +184,7 @@ class SerialTransport:
         self.port = port
 
     @classmethod
-    def open(cls, device: str, baud: int = 115200) -> "SerialTransport":
+    def open(cls, device: str, baud: int = 115200) -> SerialTransport:
         import serial  # imported here: pure-protocol users need no pyserial
 
         # serial_for_url takes device paths and pyserial URLs (socket://, rfc2217://, loop://).

@@ -26,7 +26,8 @@ __all__ = ["add_arguments", "run", "load_images"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="IMAGE_OR_DATASET",
                         help="dataset name[:split], or a .npy / .npz file of integer pixels")
-    parser.add_argument("--port", required=True, help="serial port of the board (e.g. /dev/ttyUSB1)")
+    parser.add_argument("--port", required=True,
+                        help="serial port of the board (e.g. /dev/ttyUSB1) or a pyserial URL")
     parser.add_argument("--baud", type=int, default=115200)
     parser.add_argument("--limit", type=int, default=None, help="classify at most N images")
     parser.add_argument("--data-root", default=None, help="folder of the MNIST IDX files")

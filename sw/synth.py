@@ -15,6 +15,7 @@ Three steps, each usable alone (``sw/synth_command.py`` chains them):
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -22,9 +23,9 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 __all__ = [
     "LayerShape",
@@ -110,19 +111,19 @@ class NetworkShape:
 
     @classmethod
     def dense(cls, sizes: Sequence[int], *, lanes: int, w_bits: int, v_bits: int = 16,
-              pixel_bits: int = 8, timesteps: int = 1, name: str = "network") -> "NetworkShape":
+              pixel_bits: int = 8, timesteps: int = 1, name: str = "network") -> NetworkShape:
         """``dense([784, 128, 10], lanes=8, w_bits=4)``: a multilayer perceptron."""
-        layers = [LayerShape(a, b, w_bits, v_bits) for a, b in zip(sizes, sizes[1:])]
+        layers = [LayerShape(a, b, w_bits, v_bits) for a, b in itertools.pairwise(sizes)]
         return cls(tuple(layers), lanes, pixel_bits, timesteps, name)
 
     @classmethod
-    def from_manifest(cls, manifest) -> "NetworkShape":
+    def from_manifest(cls, manifest) -> NetworkShape:
         """From a verified export (``sw.export.load_manifest(folder)``)."""
         layers = tuple(LayerShape(x.fan_in, x.fan_out, x.w_bits, x.v_bits) for x in manifest.layers)
         return cls(layers, manifest.lanes, manifest.encoder.pixel_bits, manifest.timesteps,
                    Path(manifest.folder).name)
 
-    def with_(self, **changes) -> "NetworkShape":
+    def with_(self, **changes) -> NetworkShape:
         lanes = changes.get("lanes", self.lanes)
         w_bits = changes.get("w_bits")
         layers = self.layers if w_bits is None else tuple(
@@ -196,7 +197,8 @@ def _memories(shape: NetworkShape) -> list[MemoryUse]:
     out = []
     for k, layer in enumerate(shape.layers):
         groups = math.ceil(layer.fan_out / P)
-        out.append(MemoryUse(f"layer{k}.weights", P * layer.w_bits, layer.fan_in * groups, rom=True))
+        out.append(MemoryUse(f"layer{k}.weights", P * layer.w_bits, layer.fan_in * groups,
+                             rom=True))
         current = _current_bits(layer.fan_in, layer.w_bits)
         out.append(MemoryUse(f"layer{k}.bias", P * layer.v_bits, groups, rom=True))
         out.append(MemoryUse(f"layer{k}.vmem", P * layer.v_bits, groups))
@@ -305,14 +307,13 @@ class SynthReport:
     def rows(self) -> list[tuple[str, str, str, str]]:
         def pct(a, b):
             return f"{100 * a / b:.0f}%" if b else "-"
-        rows = [(self.lut_name, str(self.luts), str(self.luts_available), pct(self.luts, self.luts_available)),
-                ("flip-flops", str(self.ffs), str(self.ffs_available), pct(self.ffs, self.ffs_available)),
-                ("EBR", str(self.ebr), str(self.ebr_available), pct(self.ebr, self.ebr_available))]
+        items = [(self.lut_name, self.luts, self.luts_available),
+                 ("flip-flops", self.ffs, self.ffs_available),
+                 ("EBR", self.ebr, self.ebr_available)]
         if self.spram_available:
-            rows.append(("SPRAM", str(self.spram), str(self.spram_available),
-                         pct(self.spram, self.spram_available)))
-        rows.append(("DSP", str(self.dsp), str(self.dsp_available), pct(self.dsp, self.dsp_available)))
-        return rows
+            items.append(("SPRAM", self.spram, self.spram_available))
+        items.append(("DSP", self.dsp, self.dsp_available))
+        return [(name, str(used), str(have), pct(used, have)) for name, used, have in items]
 
     def format(self) -> str:
         lines = [f"{self.board} ({self.device})",
@@ -409,7 +410,8 @@ def build_bitstream(top, board: str, out_dir, *, name: str = "top", spec=None,
     say("elaborating")
     start = time.monotonic()
     plan = platform.build(top, name=name, build_dir=str(out), do_build=False,
-                          nextpnr_opts=f"--report {name}.report.json --seed {seed} --timing-allow-fail",
+                          nextpnr_opts=f"--report {name}.report.json --seed {seed} "
+                                       "--timing-allow-fail",
                           synth_opts="-abc9" if spec.family == "ice40" else "")
     plan.extract(str(out))
     commands = json.loads((out / f"build_{name}.json").read_text())["commands"]

@@ -15,9 +15,11 @@ __all__ = ["add_arguments", "run", "accelerator_factory"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("export_dir", metavar="EXPORT_DIR", help="folder written by `spikeforge export`")
+    parser.add_argument("export_dir", metavar="EXPORT_DIR",
+                        help="folder written by `spikeforge export`")
     parser.add_argument("--board", required=True, choices=("icebreaker", "ulx3s"))
-    parser.add_argument("--out", default=None, help="build folder (default: EXPORT_DIR/../synth-BOARD)")
+    parser.add_argument("--out", default=None,
+                        help="build folder (default: EXPORT_DIR/../synth-BOARD)")
     parser.add_argument("--clock-mhz", type=float, default=None,
                         help="PLL target and timing requirement (default: constraints/BOARD.toml)")
     parser.add_argument("--lanes", type=int, default=None,

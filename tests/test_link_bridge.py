@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 from hw.link import LinkBridge
 from hw.uart import UARTRx, UARTTx, uart_divisor
 from sim.mock_accelerator import MockRegisters, mock_classify
-from sw.link import Command, ErrorCode, ID_MAGIC, decode_reply, encode_request, register_address
+from sw.link import ID_MAGIC, Command, ErrorCode, decode_reply, encode_request, register_address
 from tests.link_harness import BridgeBench, split_replies
 
 THETA00 = register_address("THETA", 0, 0)
@@ -52,7 +52,7 @@ def test_run_matches_model():
     expected0 = mock_classify(images[0], 3, regs)
     regs.v_init[0] = -7
     expected1 = mock_classify(images[1], 3, regs)
-    for reply, (scores, best) in zip((r[0], r[2]), (expected0, expected1)):
+    for reply, (scores, best) in zip((r[0], r[2]), (expected0, expected1), strict=True):
         values = [v - (1 << 32) if v >> 31 else v for v in reply.words()]
         assert (values[:-1], values[-1]) == (scores, best)
 
@@ -180,7 +180,7 @@ def test_uart_rx_ignores_glitch_and_flags_framing_error():
 
 
 def test_bridge_parameter_errors():
-    with pytest.raises(ValueError, match="pixel_bits must be an integer in 1..16, not 17"):
+    with pytest.raises(ValueError, match=r"pixel_bits must be an integer in 1\.\.16, not 17"):
         LinkBridge(n_inputs=4, n_outputs=2, pixel_bits=17, timeout_cycles=10)
     with pytest.raises(ValueError, match="does not fit a 16-bit frame length"):
         LinkBridge(n_inputs=40000, n_outputs=2, pixel_bits=12, timeout_cycles=10)

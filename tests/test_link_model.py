@@ -20,8 +20,8 @@ def random_steps(rng, n_inputs, count):
         # CYCLES (address 2) is left out: the mock's count includes the bridge's back-pressure.
         lambda: encode_request(Command.READ, struct.pack(">HB", *rng.choice(
             [(0, 2), (1, 1), (3, 1), (theta, 4), (0x110, 1), (0x100, 2), (0x7777, 1)]))),
-        lambda: encode_request(Command.WRITE, struct.pack(">HI", rng.choice([theta, 0x100, 0x101, 0x1, 0x9999]),
-                                                          rng.randrange(1 << 32))),
+        lambda: encode_request(Command.WRITE, struct.pack(
+            ">HI", rng.choice([theta, 0x100, 0x101, 0x1, 0x9999]), rng.randrange(1 << 32))),
         lambda: encode_request(Command.RUN, bytes(rng.randrange(256) for _ in range(n_inputs))),
     ]
     steps = []

@@ -1,5 +1,6 @@
 """Synthesis flow: memory fit check, PLL settings, report parsing, and a smoke build per board."""
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -89,7 +90,7 @@ def test_pll_settings():
     pll = ecp5_pll_config(25e6, 100e6)
     assert pll["f_out"] == 100e6
     assert 400e6 <= pll["f_out"] * pll["CLKOP_DIV"] <= 800e6
-    with pytest.raises(ValueError, match="iCE40 PLL output must be 16..275 MHz, not 300 MHz"):
+    with pytest.raises(ValueError, match=r"iCE40 PLL output must be 16\.\.275 MHz, not 300 MHz"):
         ice40_pll_config(12e6, 300e6)
 
 
@@ -117,7 +118,7 @@ def _export(folder, sizes, w_bits=4, lanes=8):
 
     generator = torch.Generator().manual_seed(0)
     layers = []
-    for k, (a, b) in enumerate(zip(sizes, sizes[1:])):
+    for k, (a, b) in enumerate(itertools.pairwise(sizes)):
         low, high = -(1 << (w_bits - 1)), (1 << (w_bits - 1))
         weight = torch.randint(low, high, (b, a), generator=generator)
         layers.append(DenseLayer(weight=weight, bias=torch.zeros(b, dtype=torch.int64),
