@@ -14,7 +14,7 @@ import os
 import select
 import struct
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from sw.link import (
     ID_MAGIC,
@@ -213,8 +213,7 @@ class PtyDevice:
     The inter-byte timeout is ``timeout`` seconds of wall time.
     """
 
-    def __init__(self, model: LinkModel, *, timeout: float = 0.05,
-                 on_reply: Callable[[bytes], None] | None = None):
+    def __init__(self, model: LinkModel, *, timeout: float = 0.05):
         import tty
 
         self.model = model
