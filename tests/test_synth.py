@@ -166,3 +166,26 @@ def test_smoke_build(board, tmp_path):
     summary = json.loads((tmp_path / "top.summary.json").read_text())
     assert summary["board"] == board
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.synth
+@pytest.mark.skipif(not have_yowasp(), reason="yowasp synthesis tools not installed "
+                                              "(pip install -e '.[synth]')")
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s"])
+def test_real_accelerator_build(board, tmp_path):
+    """The real accelerator (a digits-sized 64-10 network, 2 lanes) behind the link builds to a
+    bitstream on both boards; Fmax is reported, not required (see bench/bench_synth.py)."""
+    from hw.accelerator import NetworkAccelerator
+    from sw.golden import DenseLayer, Encoder, Network
+
+    g = torch.Generator().manual_seed(0)
+    layer = DenseLayer(weight=torch.randint(-8, 8, (10, 64), generator=g),
+                       bias=torch.zeros(10, dtype=torch.int64), theta=[1] * 4, w_bits=4,
+                       v_bits=16, fires=False, name="templates")
+    network = Network([layer], 4, Encoder("rate", 4))
+    top = BoardTop(board, lambda: NetworkAccelerator(network, 2))
+    report = build_bitstream(top, board, tmp_path)
+    assert report.bitstream.exists()
+    assert 0 < report.luts <= report.luts_available
+    print(report.format())
