@@ -183,6 +183,18 @@ async def test_fault_injection(dut):
         assert await tb.host(lambda c: c.read_register(address)) == cfg["threshold_reset"], name
         assert await tb.host(lambda c: c.classify(image)) == (scores, best), name
 
+    # A corrupted RUN frame never reaches the accelerator: its counters still describe the last
+    # good image.
+    before = await tb.host(lambda c: c.read_counters())
+    other = [(p + 1) % (1 << (8 if cfg["pixel_bytes"] == 1 else 16)) for p in image]
+    bad_run = bytearray(encode_request(Command.RUN, bytes(other) if cfg["pixel_bytes"] == 1
+                                       else struct.pack(f">{len(other)}H", *other)))
+    bad_run[6] ^= 0x10
+    await tb.send_raw(bytes(bad_run))
+    assert (await tb.raw_reply()).code == ErrorCode.CRC
+    await tb.quiet()
+    assert await tb.host(lambda c: c.read_counters()) == before
+
     # Garbage right before a good frame, with no pause: the client sees the error and resends.
     await tb.source.write(b"\x11\x22")
     assert await tb.host(lambda c: c.read_register(address)) == cfg["threshold_reset"]
