@@ -76,8 +76,10 @@ class Runner:
         if key in self.results:
             return self.results[key]
         init = None if method == "radix" else self.ann(seed)["path"]
+        # radix is its own one-layer network trained from scratch: give it the ANN's epochs too
+        epochs = self.epochs + (self.ann_epochs if method == "radix" else 0)
         config = TrainConfig(method=method, timesteps=T, w_bits=bits, seed=seed,
-                             epochs=self.epochs, init_from=init, **extra)
+                             epochs=epochs, init_from=init, **extra)
         path = self.folder / (key.replace("|", "_") + ".pt")
         start = time.monotonic()
         run_training(config, out=path, data=self.data)
@@ -99,7 +101,7 @@ def _mean(values):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--ann-epochs", type=int, default=30)
     parser.add_argument("--quick", action="store_true")

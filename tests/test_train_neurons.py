@@ -185,3 +185,29 @@ def test_network_encoder_matches_model_frames():
     net = Network([DenseLayer(weight=torch.zeros(10, 64), bias=torch.zeros(10), theta=[1] * 5)],
                   5, Encoder("rate", 4))
     assert torch.equal(model.encode(pixels).to(torch.int64), net.encode(pixels))
+
+
+def test_radix_neuron_module_equals_golden():
+    from sw.train.neurons import RadixNeuron
+
+    T, n = 6, 40
+    gen = torch.Generator().manual_seed(2)
+    currents = torch.randint(-9, 12, (3, T, n), generator=gen)
+    layer = DenseLayer(weight=torch.eye(n, dtype=torch.int64), bias=torch.zeros(n),
+                       theta=[1] * T, leak_shift=1, fire_mode="radix", v_init=3, w_bits=2,
+                       v_bits=16)
+    spikes, v_final, _ = layer.run(currents)
+    neuron = RadixNeuron()
+    neuron.reset(3.0)
+    got = torch.stack([neuron(currents[:, t].float()) for t in range(T)], 1)
+    assert torch.equal(got.to(torch.int64), spikes)
+    assert torch.equal(neuron.v.to(torch.int64), v_final)
+
+
+def test_quantizer_refuses_a_membrane_that_does_not_fit():
+    from sw.train.model import QuantizationError
+
+    config = TrainConfig(method="atif-u", hidden=(8,), v_bits_max=8, w_bits=8)
+    model = SpikingMLP(config, 64, 10)
+    with pytest.raises(QuantizationError, match=r"layer0: the membrane needs \d+ bits"):
+        model.to_network()

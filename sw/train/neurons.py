@@ -24,6 +24,7 @@ __all__ = [
     "nu_thresholds",
     "nu_params_from_thresholds",
     "ThresholdNeuron",
+    "RadixNeuron",
     "qrelu",
     "round_ste",
     "floor_ste",
@@ -184,4 +185,40 @@ class ThresholdNeuron(nn.Module):
         v = current if self.v is None else self.v + current
         s = spike((v - theta_t) / theta_t.detach(), self.surrogate, self.alpha)
         self.v = v - theta_t * s
+        return s
+
+
+class RadixNeuron(nn.Module):
+    """Seed 002's base-2 radix neuron with shift leak 1, one timestep per call::
+
+        if t > 0: V = floor(V / 2);  V = V + I;  s = V mod 2 (= V & 1);  V = V - s
+
+    Spikes are read LSB first. The forward is exact for integer-valued currents; the backward
+    passes the gradient of the (unwrapped) membrane straight through, which is what the
+    ANN-domain training path (:meth:`SpikingMLP._radix_forward`) uses in closed form.
+
+    Members
+    -------
+    v : Tensor or None
+        The membrane; ``None`` after :meth:`reset`.
+    t : int
+        Timesteps since the last :meth:`reset` (the leak starts at the second).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.v = None
+        self.t = 0
+
+    def reset(self, v_init: torch.Tensor | float | None = None) -> None:
+        self.v, self.t = v_init, 0
+
+    def forward(self, current: torch.Tensor) -> torch.Tensor:
+        v = 0.0 if self.v is None else self.v
+        if self.t > 0:
+            v = floor_ste(v / 2)
+        v = v + current
+        self.t += 1
+        s = v.detach() - 2 * torch.floor(v.detach() / 2)
+        self.v = v - s
         return s
