@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     values = activations()
     steps = [1, 2, 3, 4, 5, 6, 8, 10, 12, 16]
-    rate_steps = steps + [32, 64, 256, 1024, 4096, 16384, 65536]
+    rate_steps = [*steps, 32, 64, 256, 1024, 4096, 16384, 65536]
     rows = {kind: {} for kind in ("rate", "radix")}
     for kind, ts in (("rate", rate_steps), ("radix", steps)):
         for t in ts:

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sw.data import (PIXEL_BITS, DatasetError, load_dataset, quantize_pixels, read_idx,
-                     write_idx)
+from sw.data import PIXEL_BITS, DatasetError, load_dataset, quantize_pixels, read_idx, write_idx
 from sw.golden import DenseLayer, Encoder, Network
 
 
@@ -91,7 +90,7 @@ def test_corrupt_idx_file_is_named(tmp_path):
     _write_mnist(tmp_path)
     path = tmp_path / "t10k-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:-5])
-    with pytest.raises(DatasetError, match="t10k-images-idx3-ubyte.*header announces"):
+    with pytest.raises(DatasetError, match=r"t10k-images-idx3-ubyte.*header announces"):
         load_dataset("mnist", root=tmp_path)
     path.write_bytes(b"\x01\x02\x03\x04")
     with pytest.raises(DatasetError, match="bad magic number"):

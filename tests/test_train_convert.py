@@ -9,8 +9,15 @@ import torch
 
 from sw.data import DatasetError, load_dataset
 from sw.golden import Network
-from sw.train import (METHODS, CheckpointError, ConfigError, TrainConfig, integer_network,
-                      load_checkpoint, train)
+from sw.train import (
+    METHODS,
+    CheckpointError,
+    ConfigError,
+    TrainConfig,
+    integer_network,
+    load_checkpoint,
+    train,
+)
 from sw.train.checkpoint import save_checkpoint
 from sw.train.command import main as command_main
 from sw.train.model import run_integer
@@ -121,9 +128,9 @@ def test_corrupt_checkpoint_is_refused(tmp_path, trained):
     path = tmp_path / "bad.pt"
     data = Path(trained["atif-u"]).read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="bad.pt.*corrupt"):
+    with pytest.raises(CheckpointError, match=r"bad\.pt.*corrupt"):
         load_checkpoint(path)
-    with pytest.raises(CheckpointError, match="bad.pt.*corrupt"):
+    with pytest.raises(CheckpointError, match=r"bad\.pt.*corrupt"):
         integer_network(path)
     path.write_text("hello")
     with pytest.raises(CheckpointError, match="corrupt"):
@@ -208,7 +215,7 @@ def test_unknown_config_key(tmp_path):
     path = tmp_path / "c.json"
     path.write_text('{"methd": "if"}')
     from sw.train import load_config
-    with pytest.raises(ConfigError, match="unknown configuration key.*methd"):
+    with pytest.raises(ConfigError, match=r"unknown configuration key.*methd"):
         load_config(path)
 
 

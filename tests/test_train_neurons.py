@@ -11,8 +11,14 @@ from hypothesis import strategies as st
 from sw.golden import DenseLayer, Encoder, Network
 from sw.train import TrainConfig
 from sw.train.model import SpikingMLP, run_integer, weight_scale
-from sw.train.neurons import (SURROGATES, ThresholdNeuron, nu_params_from_thresholds,
-                              nu_thresholds, qrelu, spike)
+from sw.train.neurons import (
+    SURROGATES,
+    ThresholdNeuron,
+    nu_params_from_thresholds,
+    nu_thresholds,
+    qrelu,
+    spike,
+)
 from sw.train.sqnr import fixed_threshold_sqnr, run_sqnr
 
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -30,13 +30,19 @@ import torch.nn.functional as F
 
 from ..data import PIXEL_BITS, load_dataset
 from ..golden import Network
-from .checkpoint import (Checkpoint, CheckpointError, load_checkpoint, network_to_dict,
-                         save_checkpoint)
+from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    network_to_dict,
+    save_checkpoint,
+)
 from .config import TrainConfig
 from .model import SpikingMLP
 from .neurons import nu_params_from_thresholds
 
-__all__ = ["train", "run_training", "evaluate", "Data", "load_data", "init_distributed", "default_checkpoint"]
+__all__ = ["train", "run_training", "evaluate", "Data", "load_data", "init_distributed",
+           "default_checkpoint"]
 
 DEFAULT_OUT = Path("out") / "train"
 
@@ -132,10 +138,10 @@ def _phases(config: TrainConfig, n_layers: int) -> list[tuple[str, int]]:
     if m == "ann":
         return phases
     if m == "qrelu":
-        return phases + [("qrelu", config.epochs)]
+        return [*phases, ("qrelu", config.epochs)]
     if m == "ptl":  # one stage per layer, each up to `epochs` epochs under the patience rule
         return phases + [(f"ptl{layer}", config.epochs) for layer in range(n_layers)]
-    return phases + [("snn", config.epochs)]
+    return [*phases, ("snn", config.epochs)]
 
 
 def _mode(phase: str) -> str:

@@ -31,6 +31,8 @@ weights live in integer units (scale 1); only the last layer has a free scale.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -124,7 +126,7 @@ class SpikingMLP(nn.Module):
         self.encoder = Encoder(config.encoder_kind, pixel_bits)
         sizes = [n_in, *config.hidden, n_out]
         self.sizes = sizes
-        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.radix = config.method == "radix"
         kind = {"if": "fixed", "qrelu": "fixed", "atif-nu": "nu"}.get(config.method, "trainable")
         self.neurons = nn.ModuleList()
