@@ -22,8 +22,9 @@ from sim.toolchain import ensure_tools
 
 __all__ = ["SIM_BUILD", "Build", "build", "run_tests", "TestFailure"]
 
-#: Root of all builds; ``make clean`` removes it.
-SIM_BUILD = Path(__file__).resolve().parent.parent / "sim_build"
+#: Root of all builds; ``make clean`` removes it. ``$SPIKEFORGE_SIM_BUILD`` moves it.
+SIM_BUILD = Path(os.environ.get("SPIKEFORGE_SIM_BUILD")
+                 or Path(__file__).resolve().parent.parent / "sim_build")
 
 # Verilator's own optimization is the slow part of a build and buys little for designs this
 # small; -O1 C++ keeps simulation fast enough.

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The neuron datapath alone, in Amaranth's simulator, against a naive reference of one step."""
 
 from __future__ import annotations
