@@ -65,12 +65,13 @@ def build_accelerator(network: Network, lanes: int, *, taps: bool = True, name: 
 
 def simulate(network: Network, lanes: int, pixels, *, trace: int = 0,
              writes: Sequence[tuple[int, int, int]] = (), dropped: Sequence[int] = (),
-             taps: bool = True,
+             read: Sequence[int] = (), taps: bool = True,
              progress: Callable[[int], None] | None = None, built=None) -> dict:
     """Classify ``pixels`` (``int[N, n_inputs]``) on the RTL; return the testbench's report.
 
     ``writes`` are ``(image, address, value)`` register writes issued before that image;
-    ``dropped`` lists images the design must refuse (they may hold out-of-range pixels).
+    ``dropped`` lists images the design must refuse (they may hold out-of-range pixels);
+    ``read`` lists registers read once before the first image (``report["registers"]``).
     ``progress(done)`` is called from a watcher thread as images complete.
     """
     from sim.runner import run_tests
@@ -81,7 +82,8 @@ def simulate(network: Network, lanes: int, pixels, *, trace: int = 0,
         job = Path(tmp) / "job.json"
         job.write_text(json.dumps({"images": pixels.tolist(), "trace": trace,
                                    "writes": [list(w) for w in writes],
-                                   "dropped": list(dropped)}))
+                                   "dropped": list(dropped),
+                                   "read": [int(a) for a in read]}))
         counter = Path(tmp) / "progress"
         env = {"SPIKEFORGE_NET_JOB": str(job), "SPIKEFORGE_PROGRESS": str(counter)}
         stop = threading.Event()

