@@ -14,6 +14,7 @@ Flags override the config file. The checkpoint is written atomically after every
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -89,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
     from .model import QuantizationError
 
     console = Console(stderr=True)
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 reports
+    if rank:
+        args.quiet = True
     try:
         config = config_from_args(args)
         out = args.out if args.out is not None else default_checkpoint(config)
@@ -97,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
         def progress(record: dict) -> None:
             if not args.quiet:
-                console.print(f"[{record['phase']}] epoch {record['epoch']:>3}/{record['epochs']}"
+                console.print(f"{record['phase']:>5}: epoch {record['epoch']:>3}/{record['epochs']}"
                               f"  loss {record['train_loss']:.4f}  val acc {record['val_acc']:.2%}"
                               f"  ({record['seconds']:.1f} s)")
 
@@ -109,6 +113,13 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, CheckpointError, DatasetError, QuantizationError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
+    finally:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+    if rank:
+        return 0
     ckpt = load_checkpoint(path)
     m = ckpt.metrics
     table = Table(title=f"spikeforge train: {config.method}, T = {config.timesteps}, "
