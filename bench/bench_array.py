@@ -115,7 +115,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
 
     pair = make_pair()
-    console = Console()
+    console = Console(width=max(Console().width, 132))
     table = Table(title=f"Layer engine, 64-128-10, T = {TIMESTEPS}, mean of {args.samples} "
                         "random spike trains (cycles per inference)")
     for column in ("density", "P", "L1 cycles", "L1 synops", "L1 util", "L2 cycles",

@@ -240,7 +240,7 @@ class LayerEngine(wiring.Component):
         super().__init__(members)
 
     @classmethod
-    def from_layer(cls, layer, lanes: int, **kwargs) -> "LayerEngine":
+    def from_layer(cls, layer, lanes: int, **kwargs) -> LayerEngine:
         """An engine for a :class:`sw.golden.DenseLayer`, every reset value taken from it."""
         params = dict(fan_in=layer.fan_in, fan_out=layer.fan_out, timesteps=layer.timesteps,
                       lanes=lanes, w_bits=layer.w_bits, v_bits=layer.v_bits,
@@ -412,7 +412,7 @@ class LayerEngine(wiring.Component):
         for lane in range(P):
             m.d.comb += acc_sum[lane].eq(wb_data[lane] + weight_in[lane])
         fu_clear = c_advance & ~c_eot
-        for b, (rd, wr) in enumerate(zip(acc_rd, acc_wr)):
+        for b, (rd, wr) in enumerate(zip(acc_rd, acc_wr, strict=True)):
             iu_owns = iu_bank == b
             m.d.comb += [
                 rd.addr.eq(Mux(iu_owns, ev_g, fu_g)),
@@ -530,7 +530,8 @@ class LayerEngine(wiring.Component):
                     with m.Case(Reg.V_INIT):
                         m.d.sync += v_init.eq(cfg.w_data)
                     with m.Case(Reg.FIRE):
-                        m.d.sync += [fire_mode.as_value().eq(cfg.w_data[0]), fires.eq(cfg.w_data[1])]
+                        m.d.sync += [fire_mode.as_value().eq(cfg.w_data[0]),
+                                     fires.eq(cfg.w_data[1])]
                     for t in range(T):
                         with m.Case(Reg.THETA + t):
                             m.d.sync += theta[t].eq(cfg.w_data)

@@ -12,10 +12,8 @@ implements steps 1-4 of ``docs/contract.md`` for one neuron::
 
 from __future__ import annotations
 
-from amaranth.lib import enum
-
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import wiring
+from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["FireMode", "NeuronDatapath", "check_width", "signed_bits_for"]

@@ -20,9 +20,9 @@ import hashlib
 import json
 from pathlib import Path
 
+from amaranth.back import verilog
 from amaranth.hdl import Shape
 from amaranth.lib import data, wiring
-from amaranth.back import verilog
 
 __all__ = ["verilog_text", "port_metadata", "generate_verilog"]
 

@@ -20,8 +20,9 @@ Every function here is pure and per layer, so a network's model composes from th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
+from itertools import pairwise
 
 import torch
 
@@ -83,7 +84,7 @@ class LayerSchedule:
     def step_cycles(self) -> list[int]:
         """Cycles between consecutive output markers (the first counts from ``start``)."""
         ends = [0] + [s.end for s in self.steps]
-        return [b - a for a, b in zip(ends, ends[1:])]
+        return [b - a for a, b in pairwise(ends)]
 
 
 def schedule(groups: int, events: Sequence[int], fire: Sequence[int],
@@ -95,7 +96,7 @@ def schedule(groups: int, events: Sequence[int], fire: Sequence[int],
         raise ValueError("events, fire and bad need one entry per timestep (at least one)")
     steps = []
     first_beat, fu_free = groups + 1, 0
-    for e_t, f_t, b_t in zip(events, fire, bad):
+    for e_t, f_t, b_t in zip(events, fire, bad, strict=True):
         marker = first_beat + groups * int(e_t) + int(b_t)
         handoff = max(marker + 1, fu_free)
         end = handoff + int(f_t)

@@ -83,14 +83,15 @@ class Case:
         return out
 
 
-STYLES = ("plain", "plain", "plain", "saturate", "all_fire", "sparse", "dense", "radix")
+#: Case styles, taken in turn by case index so every configuration sees each of them.
+STYLES = ("plain", "saturate", "radix", "sparse", "plain", "all_fire", "dense", "plain")
 
 
 def random_case(config: EngineConfig, seed: int, index: int, style: str | None = None) -> Case:
     """A random layer of ``config``'s shape and a random input spike train."""
     rng = random.Random(f"{seed}/{config.name}/{index}")
     gen = torch.Generator().manual_seed(rng.getrandbits(62))
-    style = style or rng.choice(STYLES)
+    style = style or STYLES[index % len(STYLES)]
     m, n, steps = config.fan_in, config.fan_out, config.timesteps
     w_low, w_high = signed_range(config.w_bits)
     v_low, v_high = signed_range(config.v_bits)

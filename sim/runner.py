@@ -96,7 +96,7 @@ def _verilator_runner(prebuilt: list[Path]):
 
 def build(component, name: str, *, root: Path | None = None, waves: bool = False) -> Build:
     """Generate ``component``'s Verilog and build it with Verilator, unless already built."""
-    from hw.rtl import verilog_text, generate_verilog
+    from hw.rtl import generate_verilog, verilog_text
 
     ensure_tools()
     root = Path(root) if root is not None else SIM_BUILD
@@ -151,6 +151,7 @@ def run_tests(built: Build, test_module: str, *, testcase: str | None = None,
         "SPIKEFORGE_TB_META": str(built.metadata),
         "SPIKEFORGE_TB_REPORT": str(report_path),
         "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING"),
+        "GPI_LOG_LEVEL": os.environ.get("GPI_LOG_LEVEL", "WARNING"),
         **(env or {}),
     }
     runner = get_runner("verilator")

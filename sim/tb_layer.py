@@ -319,16 +319,16 @@ class Scoreboard:
         errors = []
         want_spikes = [row.nonzero().flatten().tolist() for row in spikes]
         if obs.spikes != want_spikes:
-            t = next((t for t, (a, b) in enumerate(zip(obs.spikes, want_spikes)) if a != b),
-                     min(len(obs.spikes), len(want_spikes)))
+            pairs = enumerate(zip(obs.spikes, want_spikes, strict=False))
+            t = next((t for t, (a, b) in pairs if a != b), min(len(obs.spikes), len(want_spikes)))
             errors.append(f"spikes differ first at timestep {t}: rtl "
                           f"{obs.spikes[t] if t < len(obs.spikes) else 'missing'} golden "
                           f"{want_spikes[t] if t < len(want_spikes) else 'missing'}")
         want_v = membranes.tolist()
         if obs.membranes != want_v:
-            for t, (a, b) in enumerate(zip(obs.membranes, want_v)):
+            for t, (a, b) in enumerate(zip(obs.membranes, want_v, strict=False)):
                 if a != b:
-                    i = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+                    i = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
                     errors.append(f"membrane differs first at timestep {t} neuron {i}: rtl "
                                   f"{a[i]} golden {b[i]}")
                     break
@@ -373,7 +373,7 @@ def _config() -> EngineConfig:
 def _replay(config: EngineConfig, seed: int, index: int | None = None) -> str:
     select = f"SPIKEFORGE_CASE={index} " if index is not None else ""
     return (f"SPIKEFORGE_SEED={seed} {select}.venv/bin/pytest tests/test_layer_rtl.py "
-            f"-k '{config.name}'")
+            f"-m 'not slow' -k '{config.name}'")
 
 
 async def _run_case(tb: LayerTB, board: Scoreboard, case: Case, label: str,
@@ -446,6 +446,8 @@ async def rom_contents(dut):
         board.check(f"reprogrammed {k}", new, trains[k], obs)
     _report("rom_contents", cases=board.cases, seed=seed)
     _REPORT["failures"] += board.failures
+    if board.failures:
+        _REPORT["replay"] = _replay(config, seed)
     assert not board.failures, "\n".join(board.failures)
 
 
@@ -507,7 +509,7 @@ async def directed(dut):
         extra = [m + rng.randint(0, 5) for _ in range(rng.randint(0, 2))] + [(1 << 16) - 1]
         mixed = [(j, 0) for j in row] + [(j, 0) for j in extra]
         rng.shuffle(mixed)
-        beats += mixed + [(0, 1)]
+        beats += [*mixed, (0, 1)]
         bad.append(len(extra))
     obs = await tb.infer(beats)
     board.check("bad addresses", changed, base.spikes_in, obs, bad=bad)
@@ -561,4 +563,6 @@ async def directed(dut):
 
     _report("directed", cases=board.cases, seed=seed)
     _REPORT["failures"] += board.failures
+    if board.failures:
+        _REPORT["replay"] = _replay(config, seed)
     assert not board.failures, "\n".join(board.failures)

@@ -1,0 +1,121 @@
+# amaranth: UnusedElaboratable=no
+"""The layer engine in Amaranth's own simulator (no Verilator needed), its Verilog metadata and
+the cycle model's formula on hand-worked cases."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from amaranth.sim import Simulator
+
+from hw.layer import LayerEngine, Reg, pack_bias
+from hw.rtl import generate_verilog
+from sim.cycle_model import fire_pass_cycles, layer_schedule, schedule
+from sim.layer_cases import EngineConfig, random_case, seed002_layer
+
+
+def run_pysim(layer, spikes_in, lanes):
+    """One inference on the Amaranth simulator: output spikes, membranes, counters."""
+    dut = LayerEngine.from_layer(layer, lanes=lanes)
+    beats = []
+    for t in range(layer.timesteps):
+        beats += [(j, 0) for j in spikes_in[t].nonzero().flatten().tolist()] + [(0, 1)]
+    got = {"spikes": [], "membranes": {}, "busy": 0}
+
+    async def testbench(ctx):
+        ctx.set(dut.outputs.ready, 1)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        current, sent = [], 0
+        while True:
+            ctx.set(dut.inputs.valid, sent < len(beats))
+            if sent < len(beats):
+                ctx.set(dut.inputs.payload, {"addr": beats[sent][0], "eot": beats[sent][1]})
+            if ctx.get(dut.outputs.valid):
+                beat = ctx.get(dut.outputs.payload)
+                if beat.eot:
+                    got["spikes"].append(current)
+                    current = []
+                else:
+                    current.append(beat.addr)
+            if ctx.get(dut.membranes.valid):
+                beat = ctx.get(dut.membranes.payload)
+                got["membranes"][beat.timestep, beat.group] = list(beat.v)
+            sent += sent < len(beats) and ctx.get(dut.inputs.ready)
+            busy = ctx.get(dut.busy)
+            await ctx.tick()
+            got["busy"] += busy
+            if busy and not ctx.get(dut.busy):
+                break
+        got["counters"] = {name: ctx.get(getattr(dut, name))
+                           for name in ("cycles", "synops", "spikes")}
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    return got
+
+
+@pytest.mark.parametrize("config", [
+    EngineConfig(4, 5, 7, 4, 4, 8), EngineConfig(1, 3, 2, 3, 3, 6),
+    EngineConfig(3, 4, 10, 6, 2, 4), EngineConfig(8, 6, 8, 2, 8, 12),
+], ids=lambda c: c.name)
+def test_engine_matches_golden_in_pysim(config):
+    for index in range(3):
+        case = random_case(config, 0, index)
+        layer, lanes = case.layer, config.lanes
+        spikes, _, membranes = layer.run(case.spikes_in[None], trace=True)
+        got = run_pysim(layer, case.spikes_in, lanes)
+        assert got["spikes"] == [row.nonzero().flatten().tolist() for row in spikes[0]]
+        for t in range(layer.timesteps):
+            for i in range(layer.fan_out):
+                assert got["membranes"][t, i // lanes][i % lanes] == membranes[0, t, i]
+        cycles = layer_schedule(layer, case.spikes_in, lanes).cycles
+        assert got["busy"] + 1 == got["counters"]["cycles"] + 1 == cycles + 1
+        assert got["counters"]["synops"] == int(case.spikes_in.sum()) * layer.fan_out
+        assert got["counters"]["spikes"] == int(spikes.sum())
+
+
+def test_seed002_in_pysim():
+    got = run_pysim(seed002_layer(), torch.tensor([[1], [0], [1], [0]]), 1)
+    assert [int(bool(step)) for step in got["spikes"]] == [0, 1, 0, 1]
+
+
+def test_fire_pass_and_schedule_by_hand():
+    # 10 neurons on 4 lanes: groups hold 4, 4, 2; spikes 0+0, 3 in group 1, none elsewhere
+    spikes = [0, 0, 0, 0, 1, 1, 0, 1, 0, 0]
+    assert fire_pass_cycles(spikes, 4) == 3 + (1 + 3 + 1)
+    # G = 2, one step with 3 events and one empty step, fire passes of 5 cycles each
+    s = schedule(2, [3, 0], [5, 5])
+    assert [st.first_beat for st in s.steps] == [3, 11]
+    assert [st.marker for st in s.steps] == [9, 11]
+    assert [st.handoff for st in s.steps] == [10, 16]  # step 1 waits for the fire unit
+    assert s.cycles == 21 and s.step_cycles == [15, 6]
+
+
+def test_generate_verilog_writes_port_metadata(tmp_path):
+    dut = LayerEngine(fan_in=5, fan_out=6, timesteps=3, lanes=4, w_bits=4, v_bits=8,
+                      theta=[3, 4, 5])
+    path = generate_verilog(dut, tmp_path, "engine")
+    meta = json.loads((tmp_path / "engine.json").read_text())
+    assert path.read_text().count("module engine(") == 1
+    ports = meta["ports"]
+    assert ports["inputs__payload"]["fields"]["eot"] == {"offset": 16, "width": 1,
+                                                         "signed": False}
+    assert ports["inputs__ready"]["direction"] == "output"
+    assert ports["membranes__payload"]["fields"]["v"]["elements"] == {
+        "count": 4, "width": 8, "signed": True}
+    assert meta["parameters"]["groups"] == 2
+    assert meta["parameters"]["reset"]["theta"] == [3, 4, 5]
+    assert "weight_load__en" not in ports
+    with pytest.raises(ValueError, match=r"^Module name must be a Verilog identifier"):
+        generate_verilog(dut, tmp_path, "bad name")
+
+
+def test_bias_words_follow_the_rom_layout():
+    assert pack_bias([1, -1, 2], 2, 4) == [0xF1, 0x02]
+    assert Reg.THETA == 0x10 and Reg.CYCLES == 0x05
