@@ -85,7 +85,8 @@ def simulate(network: Network, lanes: int, pixels, *, trace: int = 0,
                                    "dropped": list(dropped),
                                    "read": [int(a) for a in read]}))
         counter = Path(tmp) / "progress"
-        env = {"SPIKEFORGE_NET_JOB": str(job), "SPIKEFORGE_PROGRESS": str(counter)}
+        env = {"SPIKEFORGE_NET_JOB": str(job), "SPIKEFORGE_PROGRESS": str(counter),
+               "GPI_LOG_LEVEL": os.environ.get("GPI_LOG_LEVEL", "WARNING")}
         stop = threading.Event()
 
         def watch():

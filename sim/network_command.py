@@ -111,9 +111,12 @@ def simulate_export(export_dir, *, pixels: torch.Tensor, labels: torch.Tensor, t
         frames = _frames(first["input"], network.n_inputs)
         layers = [_frames(layer["spikes"], lay.fan_out)
                   for layer, lay in zip(first["layers"], network.layers, strict=True)]
+        membranes = None
+        if not network.layers[-1].fires:
+            membranes = torch.tensor(first["layers"][-1]["membranes"])
         spike_raster(frames, layers, raster, layer_names=[lay.name for lay in network.layers],
                      title=f"RTL spikes, image 0 (label {int(labels[0])}, "
-                           f"predicted {first['prediction']})")
+                           f"predicted {first['prediction']})", readout_membranes=membranes)
     wall = report["wall_seconds"]
     return SimSummary(
         images=len(results), traced=comparison.traced,

@@ -9,11 +9,14 @@ import torch
 
 
 def spike_raster(frames: torch.Tensor, layer_spikes: Sequence[torch.Tensor], path,
-                 *, layer_names: Sequence[str] | None = None, title: str = "") -> Path:
+                 *, layer_names: Sequence[str] | None = None, title: str = "",
+                 readout_membranes: torch.Tensor | None = None) -> Path:
     """Write a raster of one image: input frames ``int[T, n_in]`` and each layer's ``int[T, n]``.
 
     One panel per stage, time on the x axis, neuron index on the y axis, a dot per spike
-    (input panel: a dot per non-zero input, so direct coding shows as a full band).
+    (input panel: a dot per non-zero input, so direct coding shows as a full band). If the last
+    layer is read out by membrane, pass its end-of-timestep membranes ``int[T, n]`` as
+    ``readout_membranes``: its panel then shows them as a heat map instead of (absent) spikes.
     """
     import matplotlib
 
@@ -24,7 +27,14 @@ def spike_raster(frames: torch.Tensor, layer_spikes: Sequence[torch.Tensor], pat
         (layer_names[k] if layer_names else f"layer {k}", spikes)
         for k, spikes in enumerate(layer_spikes)]
     fig, axes = plt.subplots(1, len(stages), figsize=(3.2 * len(stages), 3.6), squeeze=False)
-    for ax, (name, spikes) in zip(axes[0], stages, strict=True):
+    for index, (ax, (name, spikes)) in enumerate(zip(axes[0], stages, strict=True)):
+        if readout_membranes is not None and index == len(stages) - 1:
+            image = ax.imshow(readout_membranes.T.numpy(), aspect="auto", origin="lower",
+                              cmap="viridis", interpolation="nearest")
+            fig.colorbar(image, ax=ax, fraction=0.08)
+            ax.set_xlabel("timestep")
+            ax.set_title(f"{name} membrane (read out)", fontsize=9)
+            continue
         t, n = (spikes != 0).nonzero(as_tuple=True)
         ax.scatter(t.numpy(), n.numpy(), s=6, marker="|", color="black")
         ax.set_xlim(-0.5, spikes.shape[0] - 0.5)
