@@ -2,7 +2,7 @@
 
 Examples::
 
-    spikeforge train                                   # the default: ATIF-u, T=4, 4-bit weights
+    spikeforge train                                   # the default: IF, T=4, 4-bit weights
     spikeforge train --method atif-nu -T 4 --w-bits 4 --epochs 40 --seed 1
     spikeforge train --config run.toml --out out/train/run.pt
     spikeforge train --resume --out out/train/run.pt   # continue an interrupted run
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--config", type=Path, help="JSON or TOML file of settings "
                         "(keys as TrainConfig; TOML may put them under [train])")
-    parser.add_argument("--method", help=f"one of: {', '.join(METHODS)} (default atif-u)")
+    parser.add_argument("--method", help=f"one of: {', '.join(METHODS)} (default if)")
     parser.add_argument("-T", "--timesteps", type=int, help="timesteps per inference")
     parser.add_argument("--w-bits", type=int, help="weight width in bits, 2..8")
     parser.add_argument("--hidden", type=str,
@@ -126,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
                         f"{config.w_bits}-bit weights")
     table.add_column("quantity")
     table.add_column("value", justify="right")
-    for key, label in (("test_float_ann", "test accuracy, float (ANN forward)"),
+    for key, label in (("test_ann_pretrained", "test accuracy, float ANN (pre-training)"),
+                       ("test_float_ann", "test accuracy, final weights as float ANN"),
                        ("test_float_snn", "test accuracy, float SNN"),
                        ("test_int", "test accuracy, integer golden model"),
                        ("test_synops", "synaptic operations / inference"),

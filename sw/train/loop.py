@@ -352,6 +352,8 @@ def _run_training(config, out, resume, progress, data):
                 break
         if state["best"] is not None:  # each phase ends on its best epoch (PTL: reload best)
             model.load_state_dict(state["best"])
+        if name == "ann":  # the float ANN this run starts from, for comparison
+            ckpt.metrics["test_ann_pretrained"] = evaluate(model, *data.test, "ann")["acc"]
         ckpt.phase, ckpt.epoch, ckpt.state = phase_index + 1, 0, {}
 
     if config.method == "ann":
@@ -359,7 +361,7 @@ def _run_training(config, out, resume, progress, data):
     network = model.to_network()
     ckpt.model_state = model.state_dict()
     ckpt.network = network_to_dict(network)
-    ckpt.metrics = final_metrics(model, network, data)
+    ckpt.metrics = {**ckpt.metrics, **final_metrics(model, network, data)}
     ckpt.metrics["train_seconds"] = round(time.monotonic() - started, 2)
     ckpt.finished = True
     if rank == 0:
