@@ -145,6 +145,17 @@ def main(argv: list[str] | None = None) -> int:
                       f"{cell(runs4, 'synops'):.0f} / {cell(runs4, 'synops_spiking'):.0f}")
     console.print(table)
 
+    table = Table(title="Synaptic operations per inference (golden trace; all layers / "
+                        "hidden-spike-driven only), 4-bit weights")
+    table.add_column("method")
+    for T in timesteps:
+        table.add_column(f"T={T}", justify="right")
+    for method in METHODS:
+        table.add_row(method, *[f"{cell(acc[method, T, 4], 'synops'):.0f} / "
+                                f"{cell(acc[method, T, 4], 'synops_spiking'):.0f}"
+                                for T in timesteps])
+    console.print(table)
+
     table = Table(title="Digits test accuracy, integer golden model, T = 4, by weight width")
     table.add_column("method")
     for bits in bits_list:
@@ -185,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         ax.axhline(ann * 100, ls="--", color="black", label="float ANN")
         ax.set_ylabel("test accuracy (%)")
         ax.legend(fontsize=8)
-    axes[0].set(xlabel="timesteps T", xscale="log", title="integer SNN, 4-bit weights")
+    axes[0].set(xlabel="timesteps T", xscale="log", ylim=(85, 100),
+                title="integer SNN, 4-bit weights (radix T=16 off scale)")
     axes[0].set_xticks(timesteps, [str(t) for t in timesteps])
     axes[1].set(xlabel="weight bits", title="integer SNN, T = 4")
     xs = [base_syn] + [cell(r, "synops_spiking") for r in synop.values()]
