@@ -37,19 +37,12 @@ def build_parser(available: dict[str, object]) -> argparse.ArgumentParser:
     return parser
 
 
-def _available_commands() -> dict[str, object]:
-    modules = {}
-    for name, (module_name, _) in COMMANDS.items():
-        try:
-            modules[name] = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if not module_name.startswith(str(error.name)):  # a real missing dependency
-                raise
-    return modules
+def _commands() -> dict[str, object]:
+    return {name: importlib.import_module(module) for name, (module, _) in COMMANDS.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser(_available_commands()).parse_args(argv)
+    args = build_parser(_commands()).parse_args(argv)
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
