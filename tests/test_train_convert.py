@@ -223,3 +223,31 @@ def test_missing_dataset_in_train(tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         train(tiny("if", dataset="mnist", data_root=str(tmp_path / "x")), out=tmp_path / "c.pt")
     assert not (tmp_path / "c.pt").exists()
+
+
+@pytest.mark.parametrize("method", ["if", "atif-nu"])
+def test_rate_coded_input_is_bit_exact_too(tmp_path, method):
+    ckpt = load_checkpoint(train(tiny(method, encoder="rate", timesteps=3), out=tmp_path / "r.pt"))
+    network = integer_network(ckpt)
+    assert network.encoder.kind.value == "rate"
+    x, _ = load_dataset("digits", split="test")
+    hw_out, _ = run_integer(ckpt.model().compile(), network.encode(x).float(), 3)
+    assert torch.equal(hw_out, network.run(x).output)
+
+
+def test_trains_on_mnist_format_idx_folder(tmp_path):
+    import numpy as np
+
+    from sw.data import write_idx
+
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 60), ("t10k", 20)):
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        images = (rng.random((n, 28, 28)) * 40 + labels[:, None, None] * 20).astype(np.uint8)
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", labels)
+    path = train(tiny("atif-u", dataset="mnist", data_root=str(tmp_path)), out=tmp_path / "m.pt")
+    network = integer_network(path)
+    assert network.n_inputs == 784
+    x, _ = load_dataset("mnist", root=tmp_path, split="test")
+    assert network.predict(x).shape == (20,)
