@@ -251,3 +251,15 @@ def test_trains_on_mnist_format_idx_folder(tmp_path):
     assert network.n_inputs == 784
     x, _ = load_dataset("mnist", root=tmp_path, split="test")
     assert network.predict(x).shape == (20,)
+
+
+def test_checkpoint_scales_and_metadata(trained):
+    import json
+
+    ckpt = load_checkpoint(trained["atif-u"])
+    network = integer_network(ckpt)
+    assert len(ckpt.scales) == len(network.layers)
+    assert all(isinstance(s, float) and s > 0 for s in ckpt.scales)
+    meta = json.loads(json.dumps(ckpt.metadata))
+    assert meta["training"]["config"]["method"] == "atif-u"
+    assert meta["training"]["metrics"]["test_int"] == ckpt.metrics["test_int"]

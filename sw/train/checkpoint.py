@@ -48,6 +48,19 @@ class Checkpoint:
         model.load_state_dict(self.model_state)
         return model
 
+    @property
+    def scales(self) -> list[float | None]:
+        """Per layer, the real (float-model) value of one integer unit of weight and membrane:
+        the ``scales`` argument of :func:`sw.export.export_network`."""
+        if self.network is None:
+            return []
+        return list(self.network.get("scales") or [None] * len(self.network["layers"]))
+
+    @property
+    def metadata(self) -> dict:
+        """JSON-able summary of the run (config and test metrics), for export manifests."""
+        return {"training": {"config": self.config.to_dict(), "metrics": dict(self.metrics)}}
+
     def to_dict(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "config": self.config.to_dict(),
                 "model_state": self.model_state, "n_in": self.n_in, "n_out": self.n_out,

@@ -361,6 +361,9 @@ def _run_training(config, out, resume, progress, data):
     network = model.to_network()
     ckpt.model_state = model.state_dict()
     ckpt.network = network_to_dict(network)
+    with torch.no_grad():  # real value of one integer unit per layer (for export manifests)
+        ckpt.network["scales"] = [float(model.quantized(k)["scale"])
+                                  for k in range(model.n_layers)]
     ckpt.metrics = {**ckpt.metrics, **final_metrics(model, network, data)}
     ckpt.metrics["train_seconds"] = round(time.monotonic() - started, 2)
     ckpt.finished = True
