@@ -142,7 +142,7 @@ def markdown(rows) -> str:
         lut = f"{g('luts')}/{g('luts_available')}" if "luts" in r else "-"
         ebr = f"{g('ebr')}/{g('ebr_available')}" if "ebr" in r else f"({r['plan_ebr']} planned)"
         spram = f"{g('spram')}" if "spram" in r else f"({r['plan_spram']} planned)"
-        fmax = f"{g('fmax_mhz', '{:.1f}')} ({r['required_mhz']:g})"
+        fmax = f"{g('fmax_mhz', '{:.1f}')} ({r['required_mhz']:.0f})"
         lines.append(f"| {r['network']} | {r['board']} | {r['lanes']} | {lut} | {g('ffs')} | "
                      f"{ebr} | {spram} | {fmax} | {r['cycles_per_inference']:.0f} | "
                      f"{g('inferences_per_s_at_fmax', '{:.0f}')} | "
