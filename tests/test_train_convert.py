@@ -26,8 +26,7 @@ TINY = dict(ann_epochs=1, epochs=1, hidden=(16,))
 
 
 def tiny(method, **changes):
-    extra = {} if method != "radix" else {"hidden": ()}
-    return TrainConfig(method=method, **{**TINY, **extra, **changes})
+    return TrainConfig(method=method, **{**TINY, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +66,7 @@ def test_integer_network_respects_contract_widths(trained, method):
     assert not network.layers[-1].fires
     if method == "radix":
         assert all(layer.leak_shift == 1 for layer in network.layers)
+        assert network.layers[0].fire_mode.value == "threshold"
         assert network.encoder.kind.value == "radix"
     else:
         assert network.encoder.kind.value == "direct"

@@ -142,14 +142,13 @@ def test_radix_worked_example_seed_002():
 
 @pytest.mark.parametrize("T", [3, 4, 6])
 def test_radix_closed_form_equals_hardware(T):
-    """ANN domain of seed 002 (A mod 2**T per radix layer, floor(A / 2**(T-1)) at the
-    non-firing leak-1 output) equals the integer network for random weights."""
+    """ANN domain of seed 002 (floor(A / 2**(T-1)) at the non-firing leak-1 output, A =
+    b (2**T - 1) + W X) equals the integer network for random weights."""
     torch.manual_seed(T)
-    config = TrainConfig(method="radix", timesteps=T, hidden=(12,), w_bits=4)
+    config = TrainConfig(method="radix", timesteps=T, hidden=(), w_bits=4)
     model = SpikingMLP(config, 64, 10)
     with torch.no_grad():
         model.linears[0].bias.uniform_(-2, 2)
-        model.linears[1].bias.uniform_(-2, 2)
     pixels = torch.randint(0, 16, (40, 64))
     frames = model.encode(pixels)
     with torch.no_grad():
@@ -217,3 +216,18 @@ def test_quantizer_refuses_a_membrane_that_does_not_fit():
     model = SpikingMLP(config, 64, 10)
     with pytest.raises(QuantizationError, match=r"layer0: the membrane needs \d+ bits"):
         model.to_network()
+
+
+@pytest.mark.parametrize("T", [2, 4, 5])
+def test_radix_mod_closed_form_of_a_radix_layer(T):
+    """A radix-mode layer emits the low T bits of A = c + b (2**T - 1) + W X (docs)."""
+    gen = torch.Generator().manual_seed(T)
+    w = torch.randint(-7, 8, (9, 20), generator=gen)
+    b = torch.randint(-3, 4, (9,), generator=gen)
+    layer = DenseLayer(weight=w, bias=b, theta=[1] * T, leak_shift=1, fire_mode="radix",
+                       v_init=5, w_bits=4, v_bits=24)
+    frames = torch.randint(0, 2, (30, T, 20), generator=gen)
+    spikes, _, _ = layer.run(frames)
+    x = (frames * (1 << torch.arange(T))[None, :, None]).sum(1)
+    a = 5 + b * ((1 << T) - 1) + x @ w.T
+    assert torch.equal(layer.readout(spikes, None), a % (1 << T))

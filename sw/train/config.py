@@ -32,7 +32,7 @@ class TrainConfig:
     method: str = "if"
     timesteps: int = 4
     w_bits: int = 4
-    hidden: tuple[int, ...] | None = None  # None: (128,), or () for radix
+    hidden: tuple[int, ...] | None = None  # None: (128,)
     encoder: str | None = None  # None: the method's default (radix for radix, direct otherwise)
     dataset: str = "digits"
     data_root: str | None = None
@@ -57,7 +57,7 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.hidden is None:
-            self.hidden = () if self.method == "radix" else (128,)
+            self.hidden = (128,)
         self.hidden = tuple(int(h) for h in self.hidden)
         self.validate()
 

@@ -379,8 +379,7 @@ def final_metrics(model: SpikingMLP, network: Network, data: Data) -> dict:
     metrics = {}
     for split, (x, y) in (("val", data.val), ("test", data.test)):
         metrics[f"{split}_float_ann"] = evaluate(model, x, y, "ann")["acc"]
-        if not model.radix:
-            metrics[f"{split}_float_snn"] = evaluate(model, x, y, "snn")["acc"]
+        metrics[f"{split}_float_snn"] = evaluate(model, x, y, "snn")["acc"]
         hw = evaluate(model, x, y, "hardware")
         trace = network.run(x)
         metrics[f"{split}_int"] = float((trace.prediction == y).float().mean())

@@ -129,16 +129,13 @@ class SpikingMLP(nn.Module):
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.radix = config.method == "radix"
         kind = {"if": "fixed", "qrelu": "fixed", "atif-nu": "nu"}.get(config.method, "trainable")
+        #: arithmetic right shift of every layer's membrane (radix: the base-2 shift leak)
+        self.leak_shift = 1 if self.radix else 0
         self.neurons = nn.ModuleList()
-        if not self.radix:
-            for _ in config.hidden:
-                self.neurons.append(ThresholdNeuron(
-                    config.timesteps, kind, config.theta_init, config.v_init_half,
-                    config.surrogate, config.alpha))
-        else:
-            for lin in self.linears[:-1]:  # integer units: start small so that A stays in range
-                nn.init.uniform_(lin.weight, -1.5, 1.5)
-                nn.init.zeros_(lin.bias)
+        for _ in config.hidden:
+            self.neurons.append(ThresholdNeuron(
+                config.timesteps, kind, config.theta_init, config.v_init_half,
+                config.surrogate, config.alpha))
         self.stats: dict = {}
 
     # --- parameters in the SNN's units -------------------------------------------------------
@@ -168,17 +165,6 @@ class SpikingMLP(nn.Module):
         lin = self.linears[layer]
         qmax = (1 << (self.w_bits - 1)) - 1
         last = layer == self.n_layers - 1
-        if self.radix:
-            if last:
-                scale = weight_scale(lin.weight, self.w_bits)
-            else:
-                scale = torch.tensor(1.0)
-            w_int = torch.clamp(torch.round(lin.weight.detach() / scale), -qmax, qmax)
-            w = lin.weight + (w_int * scale - lin.weight).detach()
-            b_int = torch.round(lin.bias.detach() / scale)
-            b = lin.bias + (b_int * scale - lin.bias).detach()
-            return dict(weight=w, bias=b, theta=None, v_init=torch.tensor(0.0), scale=scale,
-                        weight_int=w_int, bias_int=b_int, theta_int=None, v_init_int=0)
         w_eff = lin.weight * self.amplitude(layer)
         scale = weight_scale(w_eff, self.w_bits)
         w_int = torch.clamp(torch.round(w_eff.detach() / scale), -qmax, qmax)
@@ -214,8 +200,9 @@ class SpikingMLP(nn.Module):
             out, events = run_integer(self.compile(), frames, self.timesteps)
             self.stats = {"events": events}
             return out.to(torch.float32)
-        if self.radix:
-            return self._radix_forward(frames)
+        if self.radix:  # one layer: seed 002's exact ANN domain; deeper: BPTT with shift leak
+            return self._radix_forward(frames) if not self.neurons else \
+                self._snn_forward(frames)
         if mode == "ann":
             return self._ann_forward(frames, quantize=False)
         if mode == "qann":
@@ -264,12 +251,22 @@ class SpikingMLP(nn.Module):
                 continue
             current = x @ q["weight"].T + q["bias"]  # [B, T, out]
             if last:
+                if self.leak_shift:
+                    v = q["v_init"]
+                    for t in range(self.timesteps):
+                        v = (self._leak(v, q["scale"]) if t else v) + current[:, t]
+                    self.stats = {"counts": counts}
+                    return v / 2  # ~ sum_t I_t 2**(t-T), the radix-weighted mean current
                 v = q["v_init"] + current.sum(1)
                 self.stats = {"counts": counts}
                 return v / self.timesteps
             neuron = self.neurons[layer]
             neuron.reset(q["v_init"])
-            spikes = [neuron(current[:, t], q["theta"][t]) for t in range(self.timesteps)]
+            spikes = []
+            for t in range(self.timesteps):
+                if t and self.leak_shift:
+                    neuron.v = self._leak(neuron.v, q["scale"])
+                spikes.append(neuron(current[:, t], q["theta"][t]))
             x = torch.stack(spikes, 1)
             neuron.reset()
             count = x.sum(1)
@@ -283,6 +280,15 @@ class SpikingMLP(nn.Module):
                 ann_value = proxy + (decoded - proxy).detach()
         raise AssertionError("unreachable")
 
+    def _leak(self, v, scale):
+        """``V >> leak_shift`` on a membrane held in float units of ``scale``: exact floor of
+        the integer membrane forward, gradient ``2**-leak_shift``."""
+        if not torch.is_tensor(v):
+            v = torch.as_tensor(v, dtype=torch.float32)
+        k = 2 ** self.leak_shift
+        exact = torch.floor(torch.round(v.detach() / scale.detach()) / k) * scale.detach()
+        return v / k + (exact - v / k).detach()
+
     def _decoded_input(self, frames, layer, counts):
         """Decoded (ANN-domain) value of the input of ``layer`` from SNN spike counts."""
         if layer == 0:
@@ -291,7 +297,8 @@ class SpikingMLP(nn.Module):
         return counts[layer - 1].detach() * amp / self.timesteps
 
     def _radix_forward(self, frames: torch.Tensor):
-        """Seed 002's ANN domain, exact in integer units (straight-through through ``mod``)."""
+        """Seed 002's ANN domain (WDT/WPT), exact in integer units (straight-through through
+        ``mod``); used for the one-layer radix network, whose output is ``floor(A/2**(T-1))``."""
         T = self.timesteps
         weights = (2.0 ** torch.arange(T, dtype=frames.dtype))
         x = (frames * weights[None, :, None]).sum(1)  # input trains as binary numbers
@@ -318,19 +325,14 @@ class SpikingMLP(nn.Module):
             w = q["weight_int"].to(torch.int64)
             b = q["bias_int"].to(torch.int64)
             name = f"layer{layer}"
-            if self.radix:
-                theta = torch.ones(T, dtype=torch.int64)
-                fire_mode, leak = "radix", 1
-            else:
-                theta = torch.ones(T, dtype=torch.int64) if last else \
-                    q["theta_int"].to(torch.int64)
-                fire_mode, leak = "threshold", 0
+            theta = torch.ones(T, dtype=torch.int64) if last else q["theta_int"].to(torch.int64)
+            fire_mode, leak = "threshold", self.leak_shift
             v_init = int(q["v_init_int"])
             in_max = self.encoder.pixel_max if (layer == 0 and
                                                 self.encoder.kind.value == "direct") else 1
             max_current = int((b.abs() + w.abs().sum(1) * in_max).max())
-            if leak:
-                bound = abs(v_init) + 2 * max_current + 1
+            if leak:  # |V| <= |V|/2 + |I| + theta at every step
+                bound = abs(v_init) + 2 * (max_current + int(theta.max())) + 1
             else:
                 bound = abs(v_init) + T * max_current
             bound = max(bound, int(theta.max()))
