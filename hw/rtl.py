@@ -62,17 +62,20 @@ def verilog_text(component: wiring.Component, name: str) -> str:
     return verilog.convert(component, name=name, emit_src=False)
 
 
-def generate_verilog(component: wiring.Component, out_dir, name: str) -> Path:
+def generate_verilog(component: wiring.Component, out_dir, name: str, *,
+                     text: str | None = None) -> Path:
     """Write ``<out_dir>/<name>.v`` and ``<out_dir>/<name>.json``; return the ``.v`` path.
 
-    Files are only rewritten when their content changes, so a build cache keyed on them stays
-    valid.
+    ``text`` is the Verilog if the caller already has it from :func:`verilog_text` (conversion
+    takes about a second). Files are only rewritten when their content changes, so a build cache
+    keyed on them stays valid.
     """
     if not name.isidentifier():
         raise ValueError(f"Module name must be a Verilog identifier, not {name!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = verilog_text(component, name)
+    if text is None:
+        text = verilog_text(component, name)
     meta = {
         "top": name,
         "clock": "clk",
@@ -89,3 +92,33 @@ def generate_verilog(component: wiring.Component, out_dir, name: str) -> Path:
             tmp.write_text(content)
             tmp.replace(path)
     return v_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hw.rtl``: Verilog and metadata of one layer engine configuration."""
+    import argparse
+
+    from hw.layer import LayerEngine
+
+    parser = argparse.ArgumentParser(prog="python -m hw.rtl", description=main.__doc__)
+    parser.add_argument("--fan-in", type=int, required=True)
+    parser.add_argument("--fan-out", type=int, required=True)
+    parser.add_argument("--timesteps", "-T", type=int, required=True)
+    parser.add_argument("--lanes", "-P", type=int, default=8)
+    parser.add_argument("--w-bits", type=int, default=8)
+    parser.add_argument("--v-bits", type=int, default=16)
+    parser.add_argument("--loadable", action="store_true",
+                        help="add the weight and bias load ports (testbench variant)")
+    parser.add_argument("--name", default="layer_engine")
+    parser.add_argument("--out", default="build/rtl")
+    args = parser.parse_args(argv)
+    engine = LayerEngine(fan_in=args.fan_in, fan_out=args.fan_out, timesteps=args.timesteps,
+                         lanes=args.lanes, w_bits=args.w_bits, v_bits=args.v_bits,
+                         loadable=args.loadable)
+    path = generate_verilog(engine, args.out, args.name)
+    print(f"wrote {path} and {path.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

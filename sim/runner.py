@@ -100,7 +100,8 @@ def build(component, name: str, *, root: Path | None = None, waves: bool = False
 
     ensure_tools()
     root = Path(root) if root is not None else SIM_BUILD
-    digest = hashlib.sha256(verilog_text(component, name).encode()).hexdigest()[:12]
+    text = verilog_text(component, name)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     directory = root / f"{name}-{digest}{'-waves' if waves else ''}"
     done = directory / ".built"
     with _locked(root / f".{directory.name}.lock"):
@@ -108,7 +109,7 @@ def build(component, name: str, *, root: Path | None = None, waves: bool = False
             if directory.exists():
                 shutil.rmtree(directory)
             directory.mkdir(parents=True)
-            verilog = generate_verilog(component, directory, name)
+            verilog = generate_verilog(component, directory, name, text=text)
             cache = _runtime_cache(root)
             prebuilt = []
             if not waves and cache.is_dir():
