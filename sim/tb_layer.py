@@ -277,18 +277,15 @@ class LayerTB:
         self.monitor.clear()
         self.membrane_monitor.clear()
         dut.start.value = 1
-        await FallingEdge(self.clk)
+        await FallingEdge(self.clk)  # the rising edge just passed sampled start: cycle 0 ended
         dut.start.value = 0
         self.driver.send(beats)
         busy_cycles = 0
-        while True:
-            await FallingEdge(self.clk)
-            if not int(dut.busy.value):
-                break
+        while int(dut.busy.value):
             busy_cycles += 1
             if busy_cycles > timeout:
                 raise TimeoutError(f"inference did not finish within {timeout} cycles")
-        # the cycle in which start was high is cycle 0; busy is high from cycle 1
+            await FallingEdge(self.clk)
         counters = {name: int(getattr(dut, name).value) for name in ("cycles", "synops", "spikes")}
         counters["reg_cycles"] = await self.read_reg(Reg.CYCLES)
         counters["reg_synops"] = await self.read_reg(Reg.SYNOPS)
@@ -296,7 +293,7 @@ class LayerTB:
         status = await self.read_reg(Reg.STATUS)
         timesteps = self.params["timesteps"]
         return Observation(self.monitor.steps, self.membrane_monitor.membranes(
-            timesteps, self.params["fan_out"]), busy_cycles + 1, counters, status & 1)
+            timesteps, self.params["fan_out"]), busy_cycles, counters, status & 1)
 
 
 class Scoreboard:
@@ -475,8 +472,8 @@ async def directed(dut):
 
     # 2. every neuron fires every step
     v_high = (1 << (p["v_bits"] - 1)) - 1
-    hot = layer.with_(bias=torch.full((n,), v_high), theta=torch.ones(steps, dtype=torch.int64),
-                      leak_shift=0)
+    hot = layer.with_(weight=layer.weight.clamp(min=0), bias=torch.full((n,), v_high),
+                      theta=torch.ones(steps, dtype=torch.int64), leak_shift=0)
     await tb.load_layer(hot)
     await tb.program(hot)
     obs = await tb.infer(Case(hot, base.spikes_in, "", 0).beats())
