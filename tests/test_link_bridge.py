@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The gateware frame decoder/encoder (hw/link.py) and the UART (hw/uart.py), in the Amaranth
 simulator, against the mock accelerator and the host-side protocol code of sw/link.py."""
 

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The whole network on the RTL (Verilator + cocotb) against the golden and cycle models."""
 
 import os
