@@ -51,9 +51,12 @@ def accelerator_factory(folder: Path, manifest, *, mock: bool = False, lanes: in
     except ImportError as error:
         raise RuntimeError("hw.accelerator.NetworkAccelerator is not available "
                            f"({error}); use --mock to build the link alone") from error
+    from sw.golden import EncoderKind
+
     network, lanes = manifest.network, lanes or manifest.lanes
-    probe = NetworkAccelerator(network, lanes)  # refuse what the hardware cannot run, now
-    probe._MustUse__silence = True  # only constructed to validate; not an unused design
+    if network.encoder.kind is EncoderKind.DIRECT:
+        raise RuntimeError("the network uses the direct (analog) encoder, which the hardware "
+                           "does not implement; export it with the 'rate' or 'radix' encoder")
     return lambda: NetworkAccelerator(network, lanes)
 
 
@@ -120,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             report = build_bitstream(top, args.board, out, spec=spec, seed=args.seed,
                                      progress=lambda m: print(m, file=sys.stderr))
-    except SynthError as error:
+    except (SynthError, ValueError) as error:
         return fail(str(error))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))

@@ -112,7 +112,7 @@ def test_parse_reports(tmp_path):
 
 # ---- the command line ------------------------------------------------------------------------
 
-def _export(folder, sizes, w_bits=4, lanes=8):
+def _export(folder, sizes, w_bits=4, lanes=8, encoder="rate"):
     from sw.export import export_network
     from sw.golden import DenseLayer, Encoder, Network
 
@@ -124,7 +124,7 @@ def _export(folder, sizes, w_bits=4, lanes=8):
         layers.append(DenseLayer(weight=weight, bias=torch.zeros(b, dtype=torch.int64),
                                  theta=[8], w_bits=w_bits, v_bits=16, name=f"fc{k}",
                                  fires=k < len(sizes) - 2))
-    export_network(Network(layers, 1, Encoder("direct", 4)), folder, lanes=lanes)
+    export_network(Network(layers, 1, Encoder(encoder, 4)), folder, lanes=lanes)
     return folder
 
 
@@ -147,6 +147,14 @@ def test_synth_command_refuses_network_too_big(tmp_path):
     assert "spikeforge synth: error: big (" in result.stderr
     assert "does not fit the iCE40UP5K-SG48" in result.stderr
     assert "it would fit with" in result.stderr
+
+
+def test_synth_command_refuses_direct_encoder(tmp_path):
+    folder = _export(tmp_path / "direct", [16, 4], encoder="direct")
+    result = _synth(str(folder), "--board", "ulx3s", "--out", str(tmp_path / "build"))
+    assert result.returncode == 1
+    assert "the network uses the direct (analog) encoder" in result.stderr
+    assert not (tmp_path / "build").exists()
 
 
 # ---- smoke builds (yowasp) -------------------------------------------------------------------
