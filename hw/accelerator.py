@@ -237,9 +237,10 @@ class NetworkAccelerator(wiring.Component):
                 v_wr.addr.eq(s1_j), v_wr.en.eq(s1_valid & ~s1_marker),
                 v_wr.data.eq(Mux(enc_spike, v_sum - x_max, v_sum)),
             ]
-        else:  # radix: bit plane t + drop of the pixel, LSB first
-            drop = max(0, pixel_bits - T)
-            planes = Cat(x, Const(0, T + drop + 1))
+        else:  # radix: plane t carries bit t + pixel_bits - T of the pixel (docs/contract.md)
+            lead = max(0, T - pixel_bits)  # leading zero planes when T > pixel_bits
+            drop = max(0, pixel_bits - T)  # least significant bits dropped when T < pixel_bits
+            planes = Cat(Const(0, lead), x, Const(0, T + 1))
             m.d.comb += enc_spike.eq(planes.bit_select(s1_t + drop, 1))
         enc_write = Signal()
         enc_payload = Signal(spike_shape)

@@ -290,8 +290,11 @@ class Encoder:
     - ``rate``: one soft-reset IF neuron per pixel, current ``x`` per step, threshold
       ``x_max = 2**pixel_bits - 1``, initial membrane ``x_max // 2``. Spike count is
       ``min(T, (T*x + x_max//2) // x_max)``: a rounding uniform quantizer with T+1 levels.
-    - ``radix``: the ``T`` most significant bit planes of the pixel, LSB first. If ``T >=
-      pixel_bits`` the pixel's bits come first and the remaining planes are zero.
+    - ``radix``: bit planes, LSB first, aligned at the most significant end: plane ``t``
+      carries bit ``t + pixel_bits - T`` of the pixel (zero where that bit does not exist).
+      The train, read LSB first, is ``x >> (pixel_bits - T)`` for ``T <= pixel_bits`` and
+      ``x << (T - pixel_bits)`` otherwise, so a shift-leak layer always sees the pixel at the
+      same scale.
     - ``direct``: the pixel value itself, the same at every timestep (analog coding).
     """
 
@@ -321,10 +324,9 @@ class Encoder:
         if self.kind is EncoderKind.DIRECT:
             return pixels[:, None, :].expand(batch, timesteps, n).contiguous()
         if self.kind is EncoderKind.RADIX:
-            drop = max(0, self.pixel_bits - timesteps)
-            planes = torch.arange(timesteps, dtype=torch.int64) + drop
-            frames = (pixels[:, None, :] >> planes[None, :, None]) & 1
-            return frames * (planes < self.pixel_bits)[None, :, None]
+            bits = torch.arange(timesteps, dtype=torch.int64) + (self.pixel_bits - timesteps)
+            frames = (pixels[:, None, :] >> bits.clamp(min=0)[None, :, None]) & 1
+            return frames * (bits >= 0)[None, :, None]
         x_max = self.pixel_max
         v = torch.full_like(pixels, x_max // 2)
         frames = torch.zeros((batch, timesteps, n), dtype=torch.int64)

@@ -57,7 +57,7 @@ def test_radix_worked_example_of_seed_002():
 
 def test_radix_encoder_feeds_the_worked_example():
     net = Network([DenseLayer(weight=[[2]], bias=[0], theta=[1] * 4, leak_shift=1,
-                              fire_mode="radix")], timesteps=4, encoder=Encoder("radix", 3))
+                              fire_mode="radix")], timesteps=4, encoder=Encoder("radix", 4))
     trace = net.trace([[5]])
     assert trace.inputs[0, :, 0].tolist() == [1, 0, 1, 0]
     assert trace.output.tolist() == [[10]]
@@ -199,12 +199,15 @@ def test_rate_encoder_is_a_rounding_uniform_quantizer(pixel_bits, timesteps, see
 
 @settings(max_examples=100, deadline=None)
 @given(pixel_bits=st.integers(1, 8), timesteps=st.integers(1, 16), seed=st.integers(0, 2**16))
-def test_radix_encoder_keeps_the_most_significant_bit_planes(pixel_bits, timesteps, seed):
+def test_radix_encoder_aligns_the_pixel_at_the_last_timestep(pixel_bits, timesteps, seed):
+    """The train read LSB first is the pixel scaled to T bits: x >> (q - T), or x << (T - q)."""
     pixels = torch.randint(0, 2**pixel_bits, (1, 16), generator=torch.Generator().manual_seed(seed))
     frames = Encoder("radix", pixel_bits).encode(pixels, timesteps)
-    dropped = max(0, pixel_bits - timesteps)
+    assert set(frames.unique().tolist()) <= {0, 1}
     value = (frames[0] * (2 ** torch.arange(timesteps))[:, None]).sum(0)
-    assert value.tolist() == [x >> dropped for x in pixels[0].tolist()]
+    shift = pixel_bits - timesteps
+    want = [x >> shift if shift >= 0 else x << -shift for x in pixels[0].tolist()]
+    assert value.tolist() == want
 
 
 def test_direct_encoder_repeats_the_pixel():
