@@ -3,8 +3,6 @@
 import itertools
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -128,9 +126,25 @@ def _export(folder, sizes, w_bits=4, lanes=8, encoder="rate"):
     return folder
 
 
+class _Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
 def _synth(*args):
-    return subprocess.run([sys.executable, "-m", "sw.synth_command", *args],
-                          capture_output=True, text=True)
+    """``spikeforge synth ARGS`` in this process (no interpreter start-up)."""
+    import argparse
+    import contextlib
+    import io
+
+    from sw import synth_command
+
+    parser = argparse.ArgumentParser()
+    synth_command.add_arguments(parser)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = synth_command.run(parser.parse_args(list(args)))
+    return _Result(code, out.getvalue(), err.getvalue())
 
 
 def test_synth_command_check_only(tmp_path):
