@@ -69,6 +69,22 @@ def measure(pair, density: float, lanes: int, samples: int, seed: int = 1) -> di
     return mean
 
 
+def _regression(built, config, seed: int, cases: int) -> dict:
+    """The cocotb random regression on ``built`` (plan computed here, as the tests do)."""
+    import tempfile
+    from pathlib import Path
+
+    from sim import runner
+    from sim.layer_cases import regression_plan
+
+    with tempfile.TemporaryDirectory() as folder:
+        plan = Path(folder) / "plan.json"
+        plan.write_text(json.dumps(regression_plan(config, seed, list(range(cases)))))
+        return runner.run_tests(built, "sim.tb_layer", testcase="random_regression", env={
+            "SPIKEFORGE_TB_CONFIG": json.dumps(config.as_dict()),
+            "SPIKEFORGE_SEED": str(seed), "SPIKEFORGE_TB_PLAN": str(plan)})
+
+
 def verilator_speed(cases: int = 40) -> dict:
     """Run the cocotb regression on one 64-128 build and time it."""
     from sim import runner
@@ -79,9 +95,7 @@ def verilator_speed(cases: int = 40) -> dict:
     built = runner.build(config.component(), "layer_engine")
     build_s = time.perf_counter() - start
     start = time.perf_counter()
-    report = runner.run_tests(built, "sim.tb_layer", testcase="random_regression", env={
-        "SPIKEFORGE_TB_CONFIG": json.dumps(config.as_dict()), "SPIKEFORGE_SEED": "7",
-        "SPIKEFORGE_CASES": str(cases)})
+    report = _regression(built, config, 7, cases)
     wall = time.perf_counter() - start
     result = report["tests"]["random_regression"]
     return {"config": config.name, "build_s": build_s, "wall_s": wall,
@@ -98,9 +112,7 @@ def verify_points(pair, samples: int = 3) -> list[str]:
     for lanes in (8, 32):
         config = EngineConfig(lanes, 64, 128, TIMESTEPS, 4, 12)
         built = runner.build(config.component(), "layer_engine")
-        report = runner.run_tests(built, "sim.tb_layer", testcase="random_regression", env={
-            "SPIKEFORGE_TB_CONFIG": json.dumps(config.as_dict()), "SPIKEFORGE_SEED": "3",
-            "SPIKEFORGE_CASES": str(samples)})
+        report = _regression(built, config, 3, samples)
         lines.append(f"P={lanes}: {report['tests']['random_regression']['cases']} random "
                      "64-128 cases cycle-exact on Verilator")
     return lines

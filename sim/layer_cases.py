@@ -175,3 +175,61 @@ ROM_CONFIGS = [
     EngineConfig(4, 9, 10, 6, 5, 10, loadable=False, rom_seed=11),
     EngineConfig(8, 6, 16, 8, 4, 12, loadable=False, rom_seed=12),
 ]
+
+
+def expectation(layer: DenseLayer, spikes_in: torch.Tensor, lanes: int,
+                bad: list[int] | None = None) -> dict:
+    """What the engine must do on one inference, as plain JSON-able data.
+
+    ``spikes``: output addresses per timestep; ``membranes[t][i]``: end-of-step membranes (golden
+    model); ``cycles``: the cycle model's busy cycles; ``synops``, ``spike_count``: the counters;
+    ``saturating``: whether any exact sum was clamped (coverage).
+    """
+    from sim.cycle_model import layer_schedule
+
+    spikes, _, membranes = layer.run(spikes_in[None], trace=True)
+    schedule = layer_schedule(layer, spikes_in, lanes, bad=bad, output_spikes=spikes[0])
+    return {
+        "spikes": [row.nonzero().flatten().tolist() for row in spikes[0]],
+        "membranes": membranes[0].tolist(),
+        "cycles": schedule.cycles,
+        "synops": int((spikes_in != 0).sum()) * layer.fan_out,
+        "spike_count": int(spikes.sum()),
+        "saturating": saturation_hits(layer, spikes_in, membranes[0]) > 0,
+    }
+
+
+def register_writes(layer: DenseLayer) -> list[tuple[int, int]]:
+    """``(address, value)`` register writes that program ``layer``'s run-time values."""
+    from hw.layer import Reg
+
+    fire = int(layer.fire_mode is FireMode.RADIX) | int(layer.fires) << 1
+    writes = [(Reg.LEAK_SHIFT, layer.leak_shift), (Reg.V_INIT, layer.v_init), (Reg.FIRE, fire)]
+    writes += [(Reg.THETA + t, value) for t, value in enumerate(layer.theta.tolist())]
+    return [(int(addr), int(value)) for addr, value in writes]
+
+
+def case_plan(config: EngineConfig, case: Case, label: str) -> dict:
+    """Everything the testbench needs to run and check ``case`` without the golden model."""
+    from hw.layer import pack_bias
+    from hw.rom import pack_weights
+
+    layer = case.layer
+    return {
+        "label": label,
+        "index": case.index,
+        "weight_words": pack_weights(layer.weight, config.lanes, config.w_bits),
+        "bias_words": pack_bias(layer.bias, config.lanes, config.v_bits),
+        "writes": register_writes(layer),
+        "beats": case.beats(),
+        "expect": expectation(layer, case.spikes_in, config.lanes),
+    }
+
+
+def regression_plan(config: EngineConfig, seed: int, indices: list[int]) -> dict:
+    """The random regression of one build: ``indices`` cases of ``seed``, precomputed."""
+    cases = []
+    for index in indices:
+        case = random_case(config, seed, index)
+        cases.append(case_plan(config, case, f"seed {seed} case {index} ({case.style})"))
+    return {"seed": seed, "config": config.name, "cases": cases}

@@ -18,6 +18,8 @@ pass the run's settings through the environment:
 ``SPIKEFORGE_TB_CONFIG``  the :class:`sim.layer_cases.EngineConfig` as JSON
 ``SPIKEFORGE_SEED``       random seed of the regression (printed; set it to replay a run)
 ``SPIKEFORGE_CASES``      number of random cases, or ``SPIKEFORGE_CASE`` for a single one
+``SPIKEFORGE_TB_PLAN``    the random regression's precomputed cases
+                          (:func:`sim.layer_cases.regression_plan`)
 ``SPIKEFORGE_TB_REPORT``  where the testbench writes its JSON report
 """
 
@@ -32,24 +34,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cocotb
-import torch
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 from cocotb.utils import get_sim_time
 
-from hw.layer import Reg
-from hw.rom import pack_weights
-from sim.cycle_model import layer_schedule
-from sim.layer_cases import Case, EngineConfig, random_case, saturation_hits
-from sw.golden import DenseLayer, FireMode
-
-torch.set_num_threads(1)  # pytest-xdist already runs one simulation per core
+# torch, the golden model and Amaranth are imported inside the tests that need them: the random
+# regression runs from a precomputed plan, and importing torch in the simulator process costs
+# several seconds per run.
 
 __all__ = ["Port", "SpikeDriver", "SpikeMonitor", "MembraneMonitor", "LayerTB", "Observation",
            "Scoreboard"]
 
 
 _PERIOD_NS = 10
+
+# hw.layer.Reg, restated so that this module needs no Amaranth (tests/test_layer_engine.py
+# checks that the two agree)
+REG_LEAK_SHIFT, REG_V_INIT, REG_SYNOPS, REG_SPIKES, REG_FIRE, REG_CYCLES, REG_STATUS = range(7)
+REG_THETA = 0x10
 
 
 def _signed(value: int, bits: int) -> int:
@@ -245,31 +247,33 @@ class LayerTB:
         value = int(self.dut.cfg__r_data.value)
         return _signed(value, 32) if signed else value
 
-    async def load_layer(self, layer: DenseLayer) -> None:
+    async def load_words(self, weight_words, bias_words) -> None:
         """Write the weight and bias memories (loadable variant only)."""
-        dut, p = self.dut, self.params
-        for addr, word in enumerate(pack_weights(layer.weight, self.lanes, p["w_bits"])):
-            dut.weight_load__addr.value = addr
-            dut.weight_load__data.value = word
-            dut.weight_load__en.value = 1
-            await FallingEdge(self.clk)
-        dut.weight_load__en.value = 0
-        bias = layer.bias.reshape(-1, 1)
-        for addr, word in enumerate(pack_weights(bias, self.lanes, p["v_bits"])):
-            dut.bias_load__addr.value = addr
-            dut.bias_load__data.value = word
-            dut.bias_load__en.value = 1
-            await FallingEdge(self.clk)
-        dut.bias_load__en.value = 0
+        for prefix, words in (("weight_load", weight_words), ("bias_load", bias_words)):
+            port = getattr(self.dut, f"{prefix}__addr")
+            en, data = getattr(self.dut, f"{prefix}__en"), getattr(self.dut, f"{prefix}__data")
+            for addr, word in enumerate(words):
+                port.value = addr
+                data.value = word
+                en.value = 1
+                await FallingEdge(self.clk)
+            en.value = 0
 
-    async def program(self, layer: DenseLayer) -> None:
+    async def load_layer(self, layer) -> None:
+        """Write ``layer``'s weights and biases (a :class:`sw.golden.DenseLayer`)."""
+        from hw.layer import pack_bias
+        from hw.rom import pack_weights
+
+        p = self.params
+        await self.load_words(pack_weights(layer.weight, self.lanes, p["w_bits"]),
+                              pack_bias(layer.bias, self.lanes, p["v_bits"]))
+
+    async def program(self, layer) -> None:
         """Write the run-time registers: leak shift, v_init, fire mode and every threshold."""
-        await self.write_reg(Reg.LEAK_SHIFT, layer.leak_shift)
-        await self.write_reg(Reg.V_INIT, layer.v_init)
-        await self.write_reg(Reg.FIRE, int(layer.fire_mode is FireMode.RADIX)
-                             | int(layer.fires) << 1)
-        for t, value in enumerate(layer.theta.tolist()):
-            await self.write_reg(Reg.THETA + t, value)
+        from sim.layer_cases import register_writes
+
+        for addr, value in register_writes(layer):
+            await self.write_reg(addr, value)
 
     async def infer(self, beats, *, timeout: int = 1_000_000) -> Observation:
         """Strobe ``start``, stream ``beats`` in, and collect until ``busy`` falls."""
@@ -287,17 +291,18 @@ class LayerTB:
                 raise TimeoutError(f"inference did not finish within {timeout} cycles")
             await FallingEdge(self.clk)
         counters = {name: int(getattr(dut, name).value) for name in ("cycles", "synops", "spikes")}
-        counters["reg_cycles"] = await self.read_reg(Reg.CYCLES)
-        counters["reg_synops"] = await self.read_reg(Reg.SYNOPS)
-        counters["reg_spikes"] = await self.read_reg(Reg.SPIKES)
-        status = await self.read_reg(Reg.STATUS)
+        counters["reg_cycles"] = await self.read_reg(REG_CYCLES)
+        counters["reg_synops"] = await self.read_reg(REG_SYNOPS)
+        counters["reg_spikes"] = await self.read_reg(REG_SPIKES)
+        status = await self.read_reg(REG_STATUS)
         timesteps = self.params["timesteps"]
         return Observation(self.monitor.steps, self.membrane_monitor.membranes(
             timesteps, self.params["fan_out"]), busy_cycles, counters, status & 1)
 
 
 class Scoreboard:
-    """Compares observations with the golden model's trace and the cycle model."""
+    """Compares observations with expectations: the golden model's trace and the cycle model
+    (:func:`sim.layer_cases.expectation`, computed here or ahead of the simulation)."""
 
     def __init__(self, lanes: int):
         self.lanes = lanes
@@ -306,22 +311,25 @@ class Scoreboard:
         self.cycles = 0
         self.failures: list[str] = []
 
-    def expect(self, layer: DenseLayer, spikes_in: torch.Tensor):
-        spikes, _, membranes = layer.run(spikes_in[None], trace=True)
-        return spikes[0], membranes[0]
+    def check(self, label: str, layer, spikes_in, obs: Observation, *,
+              check_cycles: bool = True, bad: list[int] | None = None) -> list[str]:
+        """Compare with the golden model run here (needs torch)."""
+        from sim.layer_cases import expectation
 
-    def check(self, label: str, layer: DenseLayer, spikes_in: torch.Tensor, obs: Observation,
-              *, check_cycles: bool = True, bad: list[int] | None = None) -> list[str]:
-        spikes, membranes = self.expect(layer, spikes_in)
+        return self.compare(label, expectation(layer, spikes_in, self.lanes, bad), obs,
+                            check_cycles=check_cycles)
+
+    def compare(self, label: str, expect: dict, obs: Observation, *,
+                check_cycles: bool = True) -> list[str]:
         errors = []
-        want_spikes = [row.nonzero().flatten().tolist() for row in spikes]
+        want_spikes = expect["spikes"]
         if obs.spikes != want_spikes:
             pairs = enumerate(zip(obs.spikes, want_spikes, strict=False))
             t = next((t for t, (a, b) in pairs if a != b), min(len(obs.spikes), len(want_spikes)))
             errors.append(f"spikes differ first at timestep {t}: rtl "
                           f"{obs.spikes[t] if t < len(obs.spikes) else 'missing'} golden "
                           f"{want_spikes[t] if t < len(want_spikes) else 'missing'}")
-        want_v = membranes.tolist()
+        want_v = expect["membranes"]
         if obs.membranes != want_v:
             for t, (a, b) in enumerate(zip(obs.membranes, want_v, strict=False)):
                 if a != b:
@@ -329,23 +337,19 @@ class Scoreboard:
                     errors.append(f"membrane differs first at timestep {t} neuron {i}: rtl "
                                   f"{a[i]} golden {b[i]}")
                     break
-        events = int((spikes_in != 0).sum())
-        n_spikes = int(spikes.sum())
-        sched = layer_schedule(layer, spikes_in, self.lanes, bad=bad, output_spikes=spikes)
         c = obs.counters
-        want = {"synops": events * layer.fan_out, "spikes": n_spikes}
-        for name, value in want.items():
+        for name, value in (("synops", expect["synops"]), ("spikes", expect["spike_count"])):
             for key in (name, f"reg_{name}"):
                 if c[key] != value:
                     errors.append(f"counter {key} = {c[key]}, expected {value}")
         if c["cycles"] != obs.busy_cycles or c["reg_cycles"] != obs.busy_cycles:
             errors.append(f"cycles counter {c['cycles']} (register {c['reg_cycles']}) but busy "
                           f"was high for {obs.busy_cycles} cycles")
-        if check_cycles and obs.busy_cycles != sched.cycles:
-            errors.append(f"cycles {obs.busy_cycles}, cycle model predicts {sched.cycles}")
+        if check_cycles and obs.busy_cycles != expect["cycles"]:
+            errors.append(f"cycles {obs.busy_cycles}, cycle model predicts {expect['cycles']}")
         self.cases += 1
         self.cycles += obs.busy_cycles
-        self.saturations += bool(saturation_hits(layer, spikes_in, membranes))
+        self.saturations += bool(expect["saturating"])
         errors = [f"{label}: {e}" for e in errors]
         self.failures += errors
         return errors
@@ -363,43 +367,41 @@ def _report(name: str, **values) -> None:
         Path(path).write_text(json.dumps(_REPORT, indent=1))
 
 
-def _config() -> EngineConfig:
+def _config():
+    from sim.layer_cases import EngineConfig
+
     return EngineConfig(**json.loads(os.environ["SPIKEFORGE_TB_CONFIG"]))
 
 
-def _replay(config: EngineConfig, seed: int, index: int | None = None) -> str:
+def _replay(config_name: str, seed: int, index: int | None = None) -> str:
     select = f"SPIKEFORGE_CASE={index} " if index is not None else ""
     return (f"SPIKEFORGE_SEED={seed} {select}.venv/bin/pytest tests/test_layer_rtl.py "
-            f"-m 'not slow' -k '{config.name}'")
-
-
-async def _run_case(tb: LayerTB, board: Scoreboard, case: Case, label: str,
-                    load: bool = True) -> list[str]:
-    if load:
-        await tb.load_layer(case.layer)
-    await tb.program(case.layer)
-    obs = await tb.infer(case.beats())
-    return board.check(label, case.layer, case.spikes_in, obs)
+            f"-m 'not slow' -k '{config_name}'")
 
 
 @cocotb.test()
 async def random_regression(dut):
-    """Random layers and spike trains on one build, each compared in full."""
-    config = _config()
-    seed = int(os.environ["SPIKEFORGE_SEED"])
-    count = int(os.environ.get("SPIKEFORGE_CASES", "40"))
-    only = os.environ.get("SPIKEFORGE_CASE")
-    indices = [int(only)] if only else list(range(count))
+    """Random layers and spike trains on one build, each compared in full.
+
+    The cases and their expectations come precomputed from ``$SPIKEFORGE_TB_PLAN``
+    (:func:`sim.layer_cases.regression_plan`), so this test needs neither torch nor the golden
+    model in the simulator process.
+    """
+    plan = json.loads(Path(os.environ["SPIKEFORGE_TB_PLAN"]).read_text())
+    seed = plan["seed"]
     tb = LayerTB(dut)
     began, began_ns = time.perf_counter(), get_sim_time(unit="ns")
     await tb.reset()
     board = Scoreboard(tb.lanes)
-    for index in indices:
-        case = random_case(config, seed, index)
-        errors = await _run_case(tb, board, case, f"seed {seed} case {index} ({case.style})")
+    for case in plan["cases"]:
+        await tb.load_words(case["weight_words"], case["bias_words"])
+        for addr, value in case["writes"]:
+            await tb.write_reg(addr, value)
+        obs = await tb.infer([tuple(beat) for beat in case["beats"]])
+        errors = board.compare(case["label"], case["expect"], obs)
         if errors:
             _REPORT["failures"] += errors
-            _REPORT["replay"] = _replay(config, seed, index)
+            _REPORT["replay"] = _replay(plan["config"], seed, case["index"])
             break
     _report("random_regression", cases=board.cases, saturating_cases=board.saturations,
             cycles=board.cycles, seed=seed, run_s=time.perf_counter() - began,
@@ -411,6 +413,10 @@ async def random_regression(dut):
 async def rom_contents(dut):
     """The ROM variant: the reset contents and registers run the layer they were built from,
     then reprogrammed thresholds and leak shift change the next inference exactly."""
+    import torch
+
+    from sim.layer_cases import Case
+
     config = _config()
     seed = int(os.environ["SPIKEFORGE_SEED"])
     layer = config.rom_layer()
@@ -444,7 +450,7 @@ async def rom_contents(dut):
     _report("rom_contents", cases=board.cases, seed=seed)
     _REPORT["failures"] += board.failures
     if board.failures:
-        _REPORT["replay"] = _replay(config, seed)
+        _REPORT["replay"] = _replay(config.name, seed)
     assert not board.failures, "\n".join(board.failures)
 
 
@@ -453,6 +459,12 @@ async def directed(dut):
     """Directed cases on a loadable build: seed 002, empty timesteps, every neuron firing every
     step, thresholds and leak reprogrammed between inferences, bad input addresses, writes while
     busy, stalls and backpressure."""
+    import torch
+
+    from sim.layer_cases import Case, random_case
+    from sw.golden import DenseLayer, FireMode
+
+    torch.set_num_threads(1)  # pytest-xdist already runs one simulation per core
     config = _config()
     seed = int(os.environ["SPIKEFORGE_SEED"])
     tb = LayerTB(dut)
@@ -491,10 +503,10 @@ async def directed(dut):
                                               for _ in range(steps)]),
                           leak_shift=rng.randint(0, min(4, p["v_bits"])))
     for t in range(steps):
-        await tb.write_reg(Reg.THETA + t, int(changed.theta[t]))
-    await tb.write_reg(Reg.LEAK_SHIFT, changed.leak_shift)
+        await tb.write_reg(REG_THETA + t, int(changed.theta[t]))
+    await tb.write_reg(REG_LEAK_SHIFT, changed.leak_shift)
     for t in range(steps):
-        got = await tb.read_reg(Reg.THETA + t, signed=True)
+        got = await tb.read_reg(REG_THETA + t, signed=True)
         if got != int(changed.theta[t]):
             board.failures.append(f"THETA[{t}] reads {got}, wrote {int(changed.theta[t])}")
     board.check("after reprogramming", changed, base.spikes_in, await tb.infer(base.beats()))
@@ -512,8 +524,8 @@ async def directed(dut):
     board.check("bad addresses", changed, base.spikes_in, obs, bad=bad)
     if obs.bad_addr != 1:
         board.failures.append("bad addresses: STATUS.bad_addr not set")
-    await tb.write_reg(Reg.STATUS, 1)
-    if await tb.read_reg(Reg.STATUS) & 1:
+    await tb.write_reg(REG_STATUS, 1)
+    if await tb.read_reg(REG_STATUS) & 1:
         board.failures.append("bad addresses: STATUS.bad_addr did not clear on write 1")
     obs = await tb.infer(base.beats())
     board.check("after bad addresses", changed, base.spikes_in, obs)
@@ -524,13 +536,13 @@ async def directed(dut):
     tb.dut.start.value = 1
     await FallingEdge(tb.clk)
     tb.dut.start.value = 0
-    await tb.write_reg(Reg.THETA, 12345)
+    await tb.write_reg(REG_THETA, 12345)
     tb.driver.send(base.beats())
     while int(tb.dut.busy.value):
         await FallingEdge(tb.clk)
-    if await tb.read_reg(Reg.THETA, signed=True) != int(changed.theta[0]):
+    if await tb.read_reg(REG_THETA, signed=True) != int(changed.theta[0]):
         board.failures.append("a THETA write while busy was not ignored")
-    if not (await tb.read_reg(Reg.STATUS)) & 2:
+    if not (await tb.read_reg(REG_STATUS)) & 2:
         board.failures.append("a write while busy did not set STATUS.busy_write")
 
     # 6. producer stalls and consumer backpressure: same spikes and membranes, more cycles
@@ -561,5 +573,5 @@ async def directed(dut):
     _report("directed", cases=board.cases, seed=seed)
     _REPORT["failures"] += board.failures
     if board.failures:
-        _REPORT["replay"] = _replay(config, seed)
+        _REPORT["replay"] = _replay(config.name, seed)
     assert not board.failures, "\n".join(board.failures)

@@ -119,3 +119,21 @@ def test_generate_verilog_writes_port_metadata(tmp_path):
 def test_bias_words_follow_the_rom_layout():
     assert pack_bias([1, -1, 2], 2, 4) == [0xF1, 0x02]
     assert Reg.THETA == 0x10 and Reg.CYCLES == 0x05
+
+
+def test_testbench_register_map_matches_the_engine():
+    import ast
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parent.parent / "sim" / "tb_layer.py"
+    names = {}
+    for node in ast.parse(source.read_text()).body:
+        if isinstance(node, ast.Assign):
+            targets = node.targets[0]
+            if isinstance(targets, ast.Tuple) and isinstance(node.value, ast.Call):
+                for k, target in enumerate(targets.elts):
+                    names[target.id] = k
+            elif isinstance(targets, ast.Name) and isinstance(node.value, ast.Constant):
+                names[targets.id] = node.value.value
+    for reg in Reg:
+        assert names[f"REG_{reg.name}"] == reg.value

