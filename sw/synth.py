@@ -48,8 +48,13 @@ _EBR_SHAPES = {
     "ecp5": ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)),  # DP16KD
 }
 _SPRAM_SHAPE = (16, 16384)  # SB_SPRAM256KA
-#: Memories below this many bits are left to logic (yosys maps them to LUTs/flip-flops).
-LOGIC_MEMORY_BITS = 512
+#: Memories below this many bits are left to logic (yosys maps them to flip-flops); above it,
+#: yosys's memory_libmap puts even shallow memories into EBR on iCE40.
+LOGIC_MEMORY_BITS = 192
+#: ROMs up to this many bits become logic (yosys turns small constant tables into LUTs).
+LOGIC_ROM_BITS = 1024
+#: Width of an entry of the accelerator's spike buffers (address + end-of-timestep marker).
+SPIKE_ENTRY_BITS = 17
 #: ECP5 memories this shallow go to distributed (LUT) RAM, as yosys maps them.
 ECP5_LUTRAM_DEPTH = 64
 
@@ -203,6 +208,14 @@ def _memories(shape: NetworkShape) -> list[MemoryUse]:
         out.append(MemoryUse(f"layer{k}.bias", P * layer.v_bits, groups, rom=True))
         out.append(MemoryUse(f"layer{k}.vmem", P * layer.v_bits, groups))
         out.append(MemoryUse(f"layer{k}.current", P * current, 2 * groups))
+    # The accelerator's own memories (hw/accelerator.py): pixels, encoder state, and the two
+    # ping-pong spike buffers sized for the widest stage's spikes over all timesteps.
+    out.append(MemoryUse("accel.pixels", shape.pixel_bits, shape.n_inputs))
+    out.append(MemoryUse("accel.encoder", shape.pixel_bits + 1, shape.n_inputs))
+    widest = max([shape.n_inputs] + [x.fan_out for x in shape.layers[:-1]])
+    for b in range(min(2, len(shape.layers))):
+        out.append(MemoryUse(f"accel.spikes{b}", SPIKE_ENTRY_BITS,
+                             shape.timesteps * (widest + 1)))
     out.append(MemoryUse("link.image", shape.pixel_bits, shape.n_inputs))
     return out
 
@@ -213,7 +226,8 @@ def plan_memories(shape: NetworkShape, spec) -> FitReport:
     memories = _memories(shape)
     ebr = 0
     for x in memories:
-        if x.bits < LOGIC_MEMORY_BITS or (family == "ecp5" and x.depth <= ECP5_LUTRAM_DEPTH):
+        if (x.bits < LOGIC_MEMORY_BITS or (x.rom and x.bits <= LOGIC_ROM_BITS)
+                or (family == "ecp5" and x.depth <= ECP5_LUTRAM_DEPTH)):
             x.kind, x.blocks = "logic", 0
         else:
             x.kind, x.blocks = "EBR", block_count(family, x.width, x.depth)

@@ -46,28 +46,41 @@ def test_small_network_fits_ebr():
 
 
 def test_mnist_on_up5k_spills_weights_to_spram():
-    report = check_fit(MNIST, UP5K)
+    shape = NetworkShape.dense([784, 128, 10], lanes=2, w_bits=4, pixel_bits=4, name="mnist")
+    report = check_fit(shape, UP5K)
     assert report.fits
     spram = [x for x in report.memories if x.kind == "SPRAM"]
-    assert [x.name for x in spram] == ["layer0.weights"] and report.spram_used == 2
+    assert [x.name for x in spram] == ["layer0.weights"] and report.spram_used == 4
     assert report.ebr_used <= 30
     assert any("SPRAM has no initial contents" in line for line in report.lines())
 
 
 def test_mnist_on_ecp5_fits_ebr():
     report = check_fit(MNIST, ECP5)
-    assert report.fits and report.ebr_used <= 208
+    assert report.fits and report.ebr_used <= 208 and report.spram_used == 0
+
+
+def test_plan_counts_the_accelerators_buffers():
+    shape = NetworkShape.dense([64, 32, 10], lanes=2, w_bits=4, pixel_bits=4, timesteps=4)
+    names = {x.name: x for x in plan_memories(shape, UP5K).memories}
+    assert names["accel.spikes0"].depth == 4 * (64 + 1)  # hw.accelerator.spike_buffer_depth
+    assert names["accel.spikes1"].width == 17
+    # Measured with yosys (memory_libmap) for this network: 18 SB_RAM40_4K.
+    assert plan_memories(shape, UP5K).ebr_used == 18
 
 
 def test_refusal_names_what_would_fit():
-    shape = NetworkShape.dense([784, 256, 10], lanes=8, w_bits=8, name="big")
+    shape = NetworkShape.dense([784, 128, 10], lanes=4, w_bits=4, pixel_bits=4, name="mnist4")
     with pytest.raises(FitError) as error:
         check_fit(shape, UP5K)
     message = str(error.value)
-    assert message.startswith("big (203264 synapses, 1604 kbit of ROM at lanes=8, w_bits=8) "
-                              "does not fit the iCE40UP5K-SG48")
-    assert "it would fit with w_bits=4 (lanes=8)" in message
-    assert plan_memories(shape.with_(w_bits=4), UP5K).fits
+    assert message.startswith("mnist4 (101632 synapses, 400 kbit of ROM at lanes=4, w_bits=4) "
+                              "does not fit the iCE40UP5K-SG48: it needs 33 EBR + 3 SPRAM")
+    assert "it would fit with lanes=3 (w_bits=4)" in message
+    assert plan_memories(shape.with_(lanes=3), UP5K).fits
+    big = NetworkShape.dense([784, 512, 512, 10], lanes=8, w_bits=8, name="big")
+    with pytest.raises(FitError, match=r"it would fit with w_bits=4 \(lanes=8\)"):
+        check_fit(big, ECP5)
 
 
 def test_refusal_when_nothing_fits():
@@ -155,12 +168,14 @@ def test_synth_command_check_only(tmp_path):
 
 
 def test_synth_command_refuses_network_too_big(tmp_path):
-    folder = _export(tmp_path / "big", [1024, 512, 10], w_bits=8)
+    folder = _export(tmp_path / "big", [784, 128, 10], w_bits=4, lanes=4)
     result = _synth(str(folder), "--board", "icebreaker", "--check-only")
     assert result.returncode == 1
     assert "spikeforge synth: error: big (" in result.stderr
     assert "does not fit the iCE40UP5K-SG48" in result.stderr
-    assert "it would fit with" in result.stderr
+    assert "it would fit with lanes=3 (w_bits=4)" in result.stderr
+    assert _synth(str(folder), "--board", "icebreaker", "--check-only", "--lanes", "2"
+                  ).returncode == 0
 
 
 def test_synth_command_refuses_direct_encoder(tmp_path):
