@@ -90,7 +90,14 @@ def link_images_per_second(network) -> float:
 def run_case(name, board, out_root, *, lanes=None):
     from hw.accelerator import NetworkAccelerator
     from hw.boards import BoardTop, load_board_spec
-    from sw.synth import NetworkShape, SynthError, build_bitstream, plan_memories
+    from sw.synth import (
+        FitError,
+        NetworkShape,
+        SynthError,
+        build_bitstream,
+        check_fit,
+        plan_memories,
+    )
 
     network, images = CASES[name]()
     lanes = lanes or LANES[board]
@@ -105,7 +112,10 @@ def run_case(name, board, out_root, *, lanes=None):
            "plan_ebr": plan.ebr_used, "plan_spram": plan.spram_used,
            "link_images_per_s": link_images_per_second(network)}
     if not plan.fits:
-        row["status"] = "does not fit the block RAM"
+        try:
+            check_fit(shape, spec)
+        except FitError as error:
+            row["status"] = f"refused: {error}"
         return row
     if plan.spram_used:
         row["status"] = ("weights need SPRAM, which the accelerator cannot load yet "
