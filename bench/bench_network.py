@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="clock for inferences/s (default 48 MHz; use the synthesized Fmax)")
     parser.add_argument("--checkpoint", type=Path, default=Path("out/demo/checkpoint.pt"))
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=160)
     if not args.checkpoint.exists():
         console.print(f"{args.checkpoint} missing: training the demo network first")
         train(demo_config(), out=args.checkpoint)

@@ -283,7 +283,9 @@ class NetworkAccelerator(wiring.Component):
 
         # ---- readout: scores of the last layer -------------------------------------------------
         final = self._engines[-1]
-        scores = Array(Signal(signed(32), name=f"score{i}") for i in range(n_out))
+        # Scores only as wide as they can get: a count <= T, a radix value < 2**T, or a membrane.
+        score_bits = last.v_bits if not last.fires else T + 2
+        scores = Array(Signal(signed(score_bits), name=f"score{i}") for i in range(n_out))
         out_t = Signal(range(T + 1))
         clear_scores = Signal()
         with m.If(clear_scores):
@@ -294,7 +296,7 @@ class NetworkAccelerator(wiring.Component):
             with m.If(beat.eot):
                 m.d.sync += out_t.eq(out_t + 1)
             with m.Elif(beat.addr < n_out):
-                increment = (Const(1, 32) << out_t) if last.fire_mode.value == "radix" else 1
+                increment = (Const(1, T + 1) << out_t) if last.fire_mode.value == "radix" else 1
                 m.d.sync += scores[beat.addr].eq(scores[beat.addr] + increment)
         if not last.fires:
             beat = final.membranes
@@ -308,7 +310,7 @@ class NetworkAccelerator(wiring.Component):
                                     m.d.sync += scores[g * P + lane].eq(beat.payload.v[lane])
 
         out_index = Signal(range(n_out + 1))
-        best_value = Signal(signed(32))
+        best_value = Signal(signed(score_bits))
         best_index = Signal(range(n_out))
         is_prediction = out_index == n_out
         m.d.comb += [

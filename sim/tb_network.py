@@ -30,7 +30,7 @@ from pathlib import Path
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, RisingEdge
+from cocotb.triggers import Event, FallingEdge, RisingEdge
 from cocotb.utils import get_sim_time
 
 from hw.accelerator import LAYER_BASE, LAYER_STRIDE, GlobalReg
@@ -114,6 +114,7 @@ class NetworkTB:
         dut.bus__w_en.value = 0
         dut.bus__r_en.value = 0
         self.tracing = False
+        self._trace_on = Event()
         self.spike_taps: list[SpikeTap] = []
         self.membrane_taps: list[MembraneTap] = []
         if "input_spikes__valid" in self.meta["ports"]:
@@ -125,15 +126,23 @@ class NetworkTB:
                     layer["fan_out"], self.params["timesteps"]))
             cocotb.start_soon(self._monitor())
 
+    def trace(self, on: bool) -> None:
+        """Record the taps (per-cycle Python, slow) or let Verilator run free."""
+        self.tracing = on
+        if on:
+            self._trace_on.set()
+
     async def _monitor(self) -> None:
         # Sampled at the falling edge: a tap shown here transfers at the next rising edge.
         while True:
+            if not self.tracing:
+                self._trace_on.clear()
+                await self._trace_on.wait()
             await FallingEdge(self.clk)
-            if self.tracing:
-                for tap in self.spike_taps:
-                    tap.sample()
-                for tap in self.membrane_taps:
-                    tap.sample()
+            for tap in self.spike_taps:
+                tap.sample()
+            for tap in self.membrane_taps:
+                tap.sample()
 
     async def reset(self) -> None:
         self.dut.rst.value = 1
@@ -239,9 +248,9 @@ async def run_job(dut):
         if index in dropped:
             results.append(await tb.send_refused(pixels))
             continue
-        tb.tracing = index < n_trace
+        tb.trace(index < n_trace)
         scores, prediction = await tb.classify(pixels)
-        tb.tracing = False
+        tb.trace(False)
         entry = {"scores": scores, "prediction": prediction, **await tb.read_counters()}
         if index < n_trace:
             taps = [tap.take() for tap in tb.spike_taps]
