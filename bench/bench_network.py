@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     network = integer_network(args.checkpoint)
     pixels, labels = load_dataset("digits", split="test")
 
-    table = Table(title=f"demo network {[network.n_inputs] + [l.fan_out for l in network.layers]}"
+    shape = [network.n_inputs] + [layer.fan_out for layer in network.layers]
+    table = Table(title=f"demo network {shape}"
                         f", T={network.timesteps}, digits test set (360 images) on the RTL")
     for column in ("P", "cycles/inf", f"inf/s @ {args.clock_mhz:g} MHz", "SynOps/inf",
                    "utilization", "RTL acc", "RTL = golden", "mismatches", "Verilator img/s",

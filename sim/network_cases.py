@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import torch
@@ -20,7 +21,7 @@ def random_network(seed: int) -> tuple[Network, int]:
     widths = [rng.randint(1, 24) for _ in range(rng.randint(3, 5))]
     lanes = rng.choice([1, 2, 3, 4, 8])
     layers = []
-    for k, (fan_in, fan_out) in enumerate(zip(widths, widths[1:])):
+    for k, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
         is_last = k == len(widths) - 2
         w_bits, v_bits = rng.randint(2, 8), rng.randint(5, 16)
         w_low, w_high = signed_range(w_bits)

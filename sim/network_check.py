@@ -13,9 +13,9 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -33,7 +33,8 @@ class Mismatch:
     observed: object
 
     def __str__(self) -> str:
-        return f"image {self.image}: {self.what}: expected {self.expected}, observed {self.observed}"
+        return (f"image {self.image}: {self.what}: expected {self.expected}, "
+                f"observed {self.observed}")
 
 
 @dataclass

@@ -260,6 +260,6 @@ async def run_job(dut):
         results.append(entry)
         if progress:
             Path(progress).write_text(f"{index + 1}\n")
-    report = {"results": results, "registers": registers, "wall_seconds": time.perf_counter() - start,
-              "sim_time_ns": get_sim_time(unit="ns")}
+    report = {"results": results, "registers": registers,
+              "wall_seconds": time.perf_counter() - start, "sim_time_ns": get_sim_time(unit="ns")}
     Path(os.environ["SPIKEFORGE_TB_REPORT"]).write_text(json.dumps(report))

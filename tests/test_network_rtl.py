@@ -9,7 +9,7 @@ import torch
 from hw.accelerator import LAYER_BASE, LAYER_STRIDE, GlobalReg, NetworkAccelerator, Status
 from hw.layer import Reg
 from sim.network_cases import random_network, random_pixels
-from sim.network_check import build_accelerator, compare, simulate
+from sim.network_check import compare, simulate
 from sim.toolchain import have_verilator
 from sw.golden import DenseLayer, Encoder, Network
 
@@ -116,5 +116,5 @@ def test_global_registers_describe_the_design():
 
 def test_direct_encoding_is_refused_with_a_clear_message():
     network = Network(small_network().layers, 3, Encoder("direct", 4))
-    with pytest.raises(ValueError, match="direct .* not implemented in hardware"):
+    with pytest.raises(ValueError, match=r"direct .* not implemented in hardware"):
         NetworkAccelerator(network, 2)
