@@ -17,7 +17,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from hw.neuron import FireMode, NeuronDatapath, check_width, signed_bits_for
+from hw.neuron import FireMode, NeuronFire, NeuronIntegrate, check_width, signed_bits_for
 from hw.rom import pack_weights
 
 __all__ = [
@@ -371,6 +371,11 @@ class LayerEngine(wiring.Component):
         c_g = Signal(range(G + 1))
         c_base = Signal(range(G * P + 1))
         c_eot = Signal()
+        d_valid = Signal()
+        d_g = Signal(range(G + 1))
+        d_base = Signal(range(G * P + 1))
+        d_eot = Signal()
+        d_sat = Signal(v_lanes)             # saturated membranes of the group in stage F
         s_mask = Signal(P)
         s_base = Signal(range(G * P + 1))
         s_eot = Signal()
@@ -385,10 +390,12 @@ class LayerEngine(wiring.Component):
         out_valid = s_eot | (s_mask != 0)
         out_take = out_valid & self.outputs.ready
         s_free = ~out_valid | (self.outputs.ready & (s_eot | s_single))
+        d_advance = Signal()
         c_advance = Signal()
         r_advance = Signal()
         m.d.comb += [
-            c_advance.eq(c_valid & s_free),
+            d_advance.eq(d_valid & s_free),
+            c_advance.eq(c_valid & (~d_valid | d_advance)),
             r_advance.eq(fu_busy & (fu_g <= G) & (~c_valid | c_advance)),
         ]
         fu_read = r_advance & (fu_g < G)
@@ -403,6 +410,10 @@ class LayerEngine(wiring.Component):
             ]
         with m.Elif(c_advance):
             m.d.sync += c_valid.eq(0)
+        with m.If(c_advance):
+            m.d.sync += [d_valid.eq(1), d_g.eq(c_g), d_base.eq(c_base), d_eot.eq(c_eot)]
+        with m.Elif(d_advance):
+            m.d.sync += d_valid.eq(0)
 
         # The accumulator banks: the integration unit owns bank iu_bank, the fire unit the other.
         current = data.View(c_lanes, Mux(fu_bank, acc_rd[1].data, acc_rd[0].data))
@@ -425,26 +436,32 @@ class LayerEngine(wiring.Component):
             with m.Elif(state == _State.CLEAR):
                 m.d.comb += [wr.addr.eq(clear_g), wr.data.eq(0), wr.en.eq(1)]
 
-        # P neuron datapaths on the group in stage C.
+        # Stage C: P lanes of leak, exact sum and saturation; stage F: fire and soft reset.
         v_old = data.View(v_lanes, v_rd.data)
         bias_in = data.View(v_lanes, b_rd.data)
         v_new = Signal(v_lanes)
         fired = Signal(P)
+        fu_write = d_advance & ~d_eot
         lanes_in_last = N - (G - 1) * P
         for lane in range(P):
-            dp = NeuronDatapath(VB, CB)
-            m.submodules[f"lane{lane}"] = dp
+            integrate = NeuronIntegrate(VB, CB)
+            fire = NeuronFire(VB)
+            m.submodules[f"integrate{lane}"] = integrate
+            m.submodules[f"fire{lane}"] = fire
             m.d.comb += [
-                dp.v.eq(v_old[lane]), dp.first.eq(fu_t == 0), dp.v_init.eq(v_init),
-                dp.leak_shift.eq(leak_shift), dp.bias.eq(bias_in[lane]),
-                dp.current.eq(current[lane]), dp.theta.eq(theta[fu_t]),
-                dp.fire_mode.eq(fire_mode), dp.fires.eq(fires),
-                v_new[lane].eq(dp.v_next),
+                integrate.v.eq(v_old[lane]), integrate.first.eq(fu_t == 0),
+                integrate.v_init.eq(v_init), integrate.leak_shift.eq(leak_shift),
+                integrate.bias.eq(bias_in[lane]), integrate.current.eq(current[lane]),
+                fire.v_sat.eq(d_sat[lane]), fire.theta.eq(theta[fu_t]),
+                fire.fire_mode.eq(fire_mode), fire.fires.eq(fires),
+                v_new[lane].eq(fire.v_next),
             ]
-            exists = Const(1) if lane < lanes_in_last else (c_g != G - 1)
-            m.d.comb += fired[lane].eq(dp.spike & exists)
+            with m.If(c_advance):
+                m.d.sync += d_sat[lane].eq(integrate.v_sat)
+            exists = Const(1) if lane < lanes_in_last else (d_g != G - 1)
+            m.d.comb += fired[lane].eq(fire.spike & exists)
         m.d.comb += [
-            v_wr.addr.eq(c_g), v_wr.data.eq(v_new.as_value()), v_wr.en.eq(fu_clear),
+            v_wr.addr.eq(d_g), v_wr.data.eq(v_new.as_value()), v_wr.en.eq(fu_write),
         ]
 
         # Stage S: one output beat per cycle, lowest address first.
@@ -464,18 +481,18 @@ class LayerEngine(wiring.Component):
                     m.d.sync += [state.eq(_State.IDLE), self.done.eq(1), fu_t.eq(0)]
             with m.Else():
                 m.d.sync += [s_mask.eq(s_mask & (s_mask - 1)), self.spikes.eq(self.spikes + 1)]
-        with m.If(c_advance):
-            with m.If(c_eot):
+        with m.If(d_advance):
+            with m.If(d_eot):
                 m.d.sync += [s_eot.eq(1), s_mask.eq(0)]
             with m.Else():
-                m.d.sync += [s_mask.eq(fired), s_base.eq(c_base)]
+                m.d.sync += [s_mask.eq(fired), s_base.eq(d_base)]
 
         # Membrane port: registered copy of the group just closed.
-        m.d.sync += self.membranes.valid.eq(fu_clear)
-        with m.If(fu_clear):
+        m.d.sync += self.membranes.valid.eq(fu_write)
+        with m.If(fu_write):
             m.d.sync += [
                 self.membranes.payload.timestep.eq(fu_t),
-                self.membranes.payload.group.eq(c_g),
+                self.membranes.payload.group.eq(d_g),
                 self.membranes.payload.v.eq(v_new),
             ]
 
@@ -488,7 +505,7 @@ class LayerEngine(wiring.Component):
             m.d.sync += [
                 state.eq(_State.CLEAR), clear_g.eq(0), iu_t.eq(0), iu_bank.eq(0),
                 eot_pending.eq(0), ev_valid.eq(0), wb_valid.eq(0), fu_busy.eq(0), fu_t.eq(0),
-                c_valid.eq(0), s_mask.eq(0), s_eot.eq(0), self.cycles.eq(0),
+                c_valid.eq(0), d_valid.eq(0), s_mask.eq(0), s_eot.eq(0), self.cycles.eq(0),
                 self.synops.eq(0), self.spikes.eq(0), self.bad_addr.eq(0), self.busy_write.eq(0),
             ]
 

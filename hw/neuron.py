@@ -1,4 +1,4 @@
-"""One lane of the neuron core: the combinational datapath that closes a timestep.
+"""One lane of the neuron core: the datapath that closes a timestep.
 
 The array (:mod:`hw.layer`) integrates a timestep's input events exactly into a wide accumulator
 and then, once per neuron and timestep, runs this datapath on the accumulated current. It
@@ -8,6 +8,10 @@ implements steps 1-4 of ``docs/contract.md`` for one neuron::
     v_sat  = sat(base + bias + current)                                  (exact, one clamp)
     spike  = v_sat >= theta          (threshold)   or  v_sat[0]  (radix)  (0 if not fires)
     v_next = v_sat - theta * spike   (threshold)   or  v_sat - spike       (radix)
+
+The first two lines are :class:`NeuronIntegrate`, the last two :class:`NeuronFire`; the layer
+engine registers ``v_sat`` between them (two pipeline stages), :class:`NeuronDatapath` chains
+them combinationally.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["FireMode", "NeuronDatapath", "check_width", "signed_bits_for"]
+__all__ = ["FireMode", "NeuronIntegrate", "NeuronFire", "NeuronDatapath", "check_width",
+           "signed_bits_for"]
 
 
 class FireMode(enum.Enum, shape=unsigned(1)):
@@ -43,10 +48,131 @@ def signed_bits_for(low: int, high: int) -> int:
     return bits
 
 
+class NeuronIntegrate(wiring.Component):
+    """Leak and exact integration with one saturation (``docs/contract.md`` steps 1-2).
+
+    Purely combinational.
+
+    Parameters
+    ----------
+    v_bits : int
+        Membrane width (signed), 2..32.
+    current_bits : int
+        Width (signed) of the accumulated synaptic current of one timestep, 1..64.
+
+    Members
+    -------
+    v : In(signed(v_bits))
+        Membrane at the end of the previous timestep (ignored when ``first``).
+    first : In(1)
+        This is timestep 0: start from ``v_init`` and do not leak.
+    v_init : In(signed(v_bits))
+    leak_shift : In(range(v_bits + 1))
+        Arithmetic right shift applied to ``v`` (not to ``v_init``).
+    bias : In(signed(v_bits))
+    current : In(signed(current_bits))
+        Exact sum of the timestep's weights.
+    v_sat : Out(signed(v_bits))
+        ``sat(base + bias + current)``.
+    saturated : Out(1)
+        The exact sum lay outside the ``v_bits`` range and was clamped.
+    """
+
+    def __init__(self, v_bits: int = 16, current_bits: int = 16):
+        self._v_bits = check_width("Membrane width v_bits", v_bits, 2, 32)
+        self._current_bits = check_width("Current width current_bits", current_bits, 1, 64)
+        super().__init__({
+            "v": In(signed(v_bits)),
+            "first": In(1),
+            "v_init": In(signed(v_bits)),
+            "leak_shift": In(range(v_bits + 1)),
+            "bias": In(signed(v_bits)),
+            "current": In(signed(current_bits)),
+            "v_sat": Out(signed(v_bits)),
+            "saturated": Out(1),
+        })
+
+    @property
+    def v_bits(self) -> int:
+        return self._v_bits
+
+    @property
+    def current_bits(self) -> int:
+        return self._current_bits
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        low, high = -(1 << (self._v_bits - 1)), (1 << (self._v_bits - 1)) - 1
+
+        base = Signal(signed(self._v_bits))
+        m.d.comb += base.eq(Mux(self.first, self.v_init, self.v >> self.leak_shift))
+        # Amaranth widens every addition, so this sum is exact.
+        total = base + self.bias + self.current
+        with m.If(total > high):
+            m.d.comb += [self.v_sat.eq(high), self.saturated.eq(1)]
+        with m.Elif(total < low):
+            m.d.comb += [self.v_sat.eq(low), self.saturated.eq(1)]
+        with m.Else():
+            m.d.comb += self.v_sat.eq(total)
+        return m
+
+
+class NeuronFire(wiring.Component):
+    """Fire and soft reset of a saturated membrane (``docs/contract.md`` steps 3-4).
+
+    Purely combinational.
+
+    Parameters
+    ----------
+    v_bits : int
+        Membrane width (signed), 2..32.
+
+    Members
+    -------
+    v_sat : In(signed(v_bits))
+        Saturated membrane of this timestep.
+    theta : In(signed(v_bits))
+        Threshold of this timestep, ``>= 1`` by contract.
+    fire_mode : In(FireMode)
+    fires : In(1)
+        0: integrate only (no spike, no reset).
+    spike : Out(1)
+    v_next : Out(signed(v_bits))
+        Membrane at the end of this timestep (after soft reset).
+    """
+
+    def __init__(self, v_bits: int = 16):
+        self._v_bits = check_width("Membrane width v_bits", v_bits, 2, 32)
+        super().__init__({
+            "v_sat": In(signed(v_bits)),
+            "theta": In(signed(v_bits)),
+            "fire_mode": In(FireMode),
+            "fires": In(1),
+            "spike": Out(1),
+            "v_next": Out(signed(v_bits)),
+        })
+
+    @property
+    def v_bits(self) -> int:
+        return self._v_bits
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        v_sat = self.v_sat
+        m.d.comb += self.v_next.eq(v_sat)
+        with m.If(self.fires):
+            with m.If(self.fire_mode == FireMode.RADIX):
+                m.d.comb += [self.spike.eq(v_sat[0]), self.v_next.eq(v_sat - v_sat[0])]
+            with m.Elif(v_sat >= self.theta):
+                m.d.comb += [self.spike.eq(1), self.v_next.eq(v_sat - self.theta)]
+        return m
+
+
 class NeuronDatapath(wiring.Component):
     """Leak, exact integration with one saturation, fire and soft reset of one neuron.
 
     Purely combinational: every output follows the inputs in the same cycle.
+    :class:`NeuronIntegrate` followed by :class:`NeuronFire`.
 
     Parameters
     ----------
@@ -108,25 +234,15 @@ class NeuronDatapath(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        low, high = -(1 << (self._v_bits - 1)), (1 << (self._v_bits - 1)) - 1
-
-        base = Signal(signed(self._v_bits))
-        m.d.comb += base.eq(Mux(self.first, self.v_init, self.v >> self.leak_shift))
-        # Amaranth widens every addition, so this sum is exact.
-        total = base + self.bias + self.current
-        v_sat = Signal(signed(self._v_bits))
-        with m.If(total > high):
-            m.d.comb += [v_sat.eq(high), self.saturated.eq(1)]
-        with m.Elif(total < low):
-            m.d.comb += [v_sat.eq(low), self.saturated.eq(1)]
-        with m.Else():
-            m.d.comb += v_sat.eq(total)
-
-        m.d.comb += self.v_next.eq(v_sat)
-        with m.If(self.fires):
-            with m.If(self.fire_mode == FireMode.RADIX):
-                m.d.comb += [self.spike.eq(v_sat[0]), self.v_next.eq(v_sat - v_sat[0])]
-            with m.Elif(v_sat >= self.theta):
-                m.d.comb += [self.spike.eq(1), self.v_next.eq(v_sat - self.theta)]
+        m.submodules.integrate = integrate = NeuronIntegrate(self._v_bits, self._current_bits)
+        m.submodules.fire = fire = NeuronFire(self._v_bits)
+        m.d.comb += [
+            integrate.v.eq(self.v), integrate.first.eq(self.first),
+            integrate.v_init.eq(self.v_init), integrate.leak_shift.eq(self.leak_shift),
+            integrate.bias.eq(self.bias), integrate.current.eq(self.current),
+            self.saturated.eq(integrate.saturated),
+            fire.v_sat.eq(integrate.v_sat), fire.theta.eq(self.theta),
+            fire.fire_mode.eq(self.fire_mode), fire.fires.eq(self.fires),
+            self.spike.eq(fire.spike), self.v_next.eq(fire.v_next),
+        ]
         return m
-

@@ -3,14 +3,14 @@ spikes and the lane count.
 
 The engine has two units that overlap (``docs/microarchitecture.md``): the integration unit (IU)
 spends ``G`` cycles per valid input spike and one per dropped (bad) spike; the fire unit (FU)
-closes a timestep in ``3 + sum_g max(1, k_g)`` cycles, ``k_g`` being the output spikes of group
+closes a timestep in ``4 + sum_g max(1, k_g)`` cycles, ``k_g`` being the output spikes of group
 ``g``. With cycle 0 the cycle in which ``start`` is high, and the producer and consumer never
 stalling::
 
     a_0     = G + 1                                   first cycle an input beat is taken
     p_t     = a_t + G * E_t + B_t                     the marker of step t is taken
     h_t     = max(p_t + 1, f_{t-1})                   the accumulator bank goes to the FU
-    e_t     = h_t + 3 + sum_g max(1, k_{t,g})         the FU emits the step's output marker
+    e_t     = h_t + 4 + sum_g max(1, k_{t,g})         the FU emits the step's output marker
     f_t     = e_t + 1                                 the FU is free again (f_{-1} = 0)
     a_{t+1} = h_t + 1
     cycles  = e_{T-1}                                 the ``busy`` cycles, what ``cycles`` counts
@@ -46,7 +46,8 @@ def fire_pass_cycles(spikes: Sequence[int] | torch.Tensor, lanes: int) -> int:
     """Cycles of one fire pass, from its first membrane read to its output marker (inclusive).
 
     ``spikes`` is the layer's binary output of one timestep (``fan_out`` entries): every group
-    takes one cycle, or one per output spike if it has more than one.
+    takes one cycle, or one per output spike if it has more than one; the four fixed cycles are
+    the pipeline's fill (stages R, C, F) and the marker.
     """
     spikes = torch.as_tensor(spikes, dtype=torch.int64).reshape(-1)
     n = spikes.shape[0]
@@ -54,7 +55,7 @@ def fire_pass_cycles(spikes: Sequence[int] | torch.Tensor, lanes: int) -> int:
     padded = torch.zeros(g * lanes, dtype=torch.int64)
     padded[:n] = spikes != 0
     per_group = padded.reshape(g, lanes).sum(1).clamp(min=1)
-    return 3 + int(per_group.sum())
+    return 4 + int(per_group.sum())
 
 
 @dataclass(frozen=True)

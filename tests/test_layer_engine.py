@@ -88,7 +88,7 @@ def test_seed002_in_pysim():
 def test_fire_pass_and_schedule_by_hand():
     # 10 neurons on 4 lanes: groups hold 4, 4, 2; spikes 0+0, 3 in group 1, none elsewhere
     spikes = [0, 0, 0, 0, 1, 1, 0, 1, 0, 0]
-    assert fire_pass_cycles(spikes, 4) == 3 + (1 + 3 + 1)
+    assert fire_pass_cycles(spikes, 4) == 4 + (1 + 3 + 1)
     # G = 2, one step with 3 events and one empty step, fire passes of 5 cycles each
     s = schedule(2, [3, 0], [5, 5])
     assert [st.first_beat for st in s.steps] == [3, 11]
