@@ -40,8 +40,8 @@ lint: $(STAMP)
 
 # Per-board settings that the demo network meets today (docs/synthesis.md): the UP5K fits it at
 # 2 lanes, and the clock is set just below the Fmax nextpnr reports for the current datapath.
-SYNTH_ARGS_icebreaker := --lanes 2 --clock-mhz 18
-SYNTH_ARGS_ulx3s      := --clock-mhz 48
+SYNTH_ARGS_icebreaker := --lanes 2 --clock-mhz 24
+SYNTH_ARGS_ulx3s      := --clock-mhz 60
 
 synth: $(STAMP)
 	$(VENV)/bin/spikeforge demo --out $(OUT)/demo --no-sim
