@@ -165,8 +165,8 @@ class NetworkTB:
         self.dut.bus__r_en.value = 0
         return int(self.dut.bus__r_data.value)
 
-    async def classify(self, pixels) -> tuple[list[int], int]:
-        """Stream one image in and collect its results: ``(scores, prediction)``."""
+    async def send_pixels(self, pixels) -> None:
+        """Drive one image into ``pixels``, one beat per cycle while the design is ready."""
         dut = self.dut
         for pixel in pixels:
             dut.pixels__payload.value = int(pixel)
@@ -177,6 +177,11 @@ class NetworkTB:
                 if ready:
                     break
         dut.pixels__valid.value = 0
+
+    async def classify(self, pixels) -> tuple[list[int], int]:
+        """Stream one image in and collect its results: ``(scores, prediction)``."""
+        dut = self.dut
+        await self.send_pixels(pixels)
         dut.results__ready.value = 1
         if not int(dut.results__valid.value):
             await RisingEdge(dut.results__valid)  # no Python in between: Verilator runs free
@@ -196,15 +201,7 @@ class NetworkTB:
     async def send_refused(self, pixels, wait_cycles: int = 64) -> dict:
         """Stream an image the design must drop; report whether any result appeared."""
         dut = self.dut
-        for pixel in pixels:
-            dut.pixels__payload.value = int(pixel)
-            dut.pixels__valid.value = 1
-            while True:
-                ready = int(dut.pixels__ready.value)
-                await FallingEdge(self.clk)
-                if ready:
-                    break
-        dut.pixels__valid.value = 0
+        await self.send_pixels(pixels)
         produced = busy = 0
         for _ in range(wait_cycles):
             produced |= int(dut.results__valid.value)
