@@ -288,11 +288,17 @@ class NetworkAccelerator(wiring.Component):
         scores = Array(Signal(signed(score_bits), name=f"score{i}") for i in range(n_out))
         out_t = Signal(range(T + 1))
         clear_scores = Signal()
+        # The last engine's output beats are registered before they update the scores: it takes
+        # the spike-address encoder off the score adders' path, and the last beat (the final
+        # marker) still lands in the engine's `done` cycle, before READOUT starts.
+        beat_valid = Signal()
+        beat = Signal(spike_shape)
+        m.d.sync += [beat_valid.eq(final.outputs.valid & running[L - 1]),
+                     beat.eq(final.outputs.payload)]
         with m.If(clear_scores):
             m.d.sync += [score.eq(0) for score in scores]
             m.d.sync += out_t.eq(0)
-        with m.Elif(final.outputs.valid & running[L - 1]):
-            beat = final.outputs.payload
+        with m.Elif(beat_valid):
             with m.If(beat.eot):
                 m.d.sync += out_t.eq(out_t + 1)
             with m.Elif(beat.addr < n_out):
