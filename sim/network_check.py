@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from sim.network_model import network_timing
-from sw.golden import Network
+from sw.golden import Network, Trace
 
 __all__ = ["Mismatch", "Comparison", "build_accelerator", "simulate", "compare"]
 
@@ -44,6 +44,7 @@ class Comparison:
     mismatches: list[Mismatch] = field(default_factory=list)
     cycles: list[int] = field(default_factory=list)
     predictions: list[int] = field(default_factory=list)
+    golden_predictions: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -132,19 +133,29 @@ def compare(network: Network, lanes: int, pixels, report: dict, *,
     if len(results) != len(pixels):
         comparison.mismatches.append(Mismatch(-1, "number of results", len(pixels), len(results)))
         return comparison
+    # One batched golden run per distinct network; dropped images are checked by the caller
+    # (the golden model refuses their pixels too).
+    expected: dict[int, tuple[Trace, list, int]] = {}
+    for net in {id(n): n for n in networks}.values():
+        images = [i for i, r in enumerate(results) if networks[i] is net and "dropped" not in r]
+        if images:
+            trace = net.trace(pixels[images])
+            timings = network_timing(net, lanes, trace)
+            for b, i in enumerate(images):
+                expected[i] = (trace, timings, b)
     for i, observed in enumerate(results):
-        if "dropped" in observed:
-            continue  # checked by the caller: the golden model refuses such an image too
+        if i not in expected:
+            continue
         net = networks[i]
-        trace = net.trace(pixels[i:i + 1])
-        timing = network_timing(net, lanes, trace)[0]
+        trace, timings, b = expected[i]
+        timing = timings[b]
         expect = {
-            "prediction": int(trace.prediction[0]),
-            "scores": trace.output[0].tolist(),
+            "prediction": int(trace.prediction[b]),
+            "scores": trace.output[b].tolist(),
             "cycles": timing.cycles,
             "layer_cycles": list(timing.layers),
-            "synops": [int(layer.synops[0]) for layer in trace.layers],
-            "spikes": [int(layer.spikes[0].sum()) for layer in trace.layers],
+            "synops": [int(layer.synops[b]) for layer in trace.layers],
+            "spikes": [int(layer.spikes[b].sum()) for layer in trace.layers],
             "status": 0,
         }
         for key, value in expect.items():
@@ -152,23 +163,21 @@ def compare(network: Network, lanes: int, pixels, report: dict, *,
                 comparison.mismatches.append(Mismatch(i, key, value, observed[key]))
         comparison.cycles.append(observed["cycles"])
         comparison.predictions.append(observed["prediction"])
+        comparison.golden_predictions.append(expect["prediction"])
         if "layers" not in observed:
             continue
-        frames = trace.inputs[0]
+        frames = trace.inputs[b]
         want_input = [_addresses(frames[t]) for t in range(net.timesteps)]
         if observed["input"] != want_input:
             comparison.mismatches.append(Mismatch(i, "input spikes", want_input, observed["input"]))
         for k, (layer_trace, seen) in enumerate(zip(trace.layers, observed["layers"], strict=True)):
-            spikes = layer_trace.spikes[0]
+            spikes = layer_trace.spikes[b]
             want = [_addresses(spikes[t]) for t in range(net.timesteps)]
             if seen["spikes"] != want:
                 comparison.mismatches.append(Mismatch(i, f"layer {k} spikes", want, seen["spikes"]))
-            membranes = layer_trace.membranes[0].tolist()
+            membranes = layer_trace.membranes[b].tolist()
             if seen["membranes"] != membranes:
                 comparison.mismatches.append(
                     Mismatch(i, f"layer {k} membranes", membranes, seen["membranes"]))
     return comparison
 
-
-def replay_hint(seed: int) -> str:
-    return f"SPIKEFORGE_SEED={seed} {os.environ.get('PYTEST_CURRENT_TEST', '').split(' ')[0]}"

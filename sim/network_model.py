@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from sim.cycle_model import layer_schedule
 from sw.golden import Network, Trace
 
@@ -59,7 +57,3 @@ def network_timing(network: Network, lanes: int, trace: Trace) -> list[NetworkTi
         timings.append(NetworkTiming(encoder_cycles(network), tuple(per_layer)))
     return timings
 
-
-def utilization(synops: torch.Tensor | int, lanes: int, cycles: int) -> float:
-    """Synaptic operations per lane-cycle: how busy the accumulators were."""
-    return float(synops) / (lanes * cycles)

@@ -213,10 +213,13 @@ class DenseLayer:
             return torch.float64
         return torch.int64
 
-    def current(self, s_in: torch.Tensor) -> torch.Tensor:
-        """Exact synaptic current ``s_in @ weight.T`` for integer input ``[..., in]``."""
-        dtype = self._compute_dtype(s_in)
-        return (s_in.to(dtype) @ self.weight.T.to(dtype)).to(torch.int64)
+    def current(self, s_in: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Synaptic current ``s_in @ weight.T`` of input ``[rows, fan_in]``, in ``dtype``.
+
+        Exact when ``dtype`` comes from :meth:`_compute_dtype`. A layer with another
+        connectivity (convolution) replaces this method; the neuron dynamics stay in :meth:`run`.
+        """
+        return s_in.to(dtype) @ self.weight.T.to(dtype)
 
     def run(self, s_in: torch.Tensor, trace: bool = False, *, _peak: int | None = None,
             _raw: bool = False):
@@ -240,8 +243,7 @@ class DenseLayer:
         exact_int = dtype == torch.int64
         low, high = signed_range(self.v_bits)
         # Time-major, so that every per-step slice below is contiguous.
-        flat = s_in.transpose(0, 1).reshape(steps * batch, -1).to(dtype)
-        currents = flat @ self.weight.T.to(dtype)
+        currents = self.current(s_in.transpose(0, 1).reshape(steps * batch, -1), dtype)
         currents = currents.reshape(steps, batch, -1).add_(self.bias.to(dtype))
         v = torch.full((batch, self.fan_out), self.v_init, dtype=dtype)
         spikes = torch.zeros((steps, batch, self.fan_out), dtype=dtype)
