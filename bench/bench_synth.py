@@ -17,7 +17,12 @@ spike statistics, which for MNIST would need the trained network and the data se
 
 * ``demo``: 64 -> 10 (the 8x8-digit template network of ``spikeforge demo``), 4-bit weights,
   rate-coded 4-bit pixels, T = 4.
-* ``mnist``: 784 -> 128 -> 10, 4-bit weights, rate-coded 4-bit pixels, T = 4.
+* ``mnist``: 784 -> 128 -> 10, 4-bit weights, rate-coded 4-bit pixels; T = 4 on the ECP5 and
+  T = 2 on the UP5K (whose EBR holds the T = 4 spike buffers only at T <= 3, see
+  ``--mnist-timesteps``). Layer 0's 392 kbit of weights go to SPRAM on the UP5K (loaded over
+  the link after configuration). The images are MNIST-like: the digits test set's 8x8 images
+  scaled to a 20x20 box centred in 28x28, as MNIST's digits are (mean intensity 0.16, MNIST's
+  is 0.13), so input spike counts and cycles are in MNIST's range.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ OUT = Path("out/bench")
 #: Lanes per layer engine on each board (the UP5K has 5280 logic cells in all).
 LANES = {"icebreaker": 2, "ulx3s": 8}
 TIMESTEPS = 4
+#: MNIST timesteps per board (the UP5K's EBR limits the spike buffers).
+MNIST_TIMESTEPS = {"icebreaker": 2, "ulx3s": 4}
 BAUD = 115200
 
 
@@ -64,9 +71,22 @@ def demo_network():
         load_dataset("digits", split="test")[0][:64]
 
 
-def mnist_network():
-    g = torch.Generator().manual_seed(1)
-    return random_network([784, 128, 10]), torch.randint(0, 16, (16, 784), generator=g)
+def mnist_like_images(count: int = 32) -> torch.Tensor:
+    """``int[count, 784]`` 4-bit images: digits scaled into MNIST's 20x20 box in 28x28."""
+    import torch.nn.functional as F
+
+    from sw.data import load_dataset
+
+    pixels = torch.as_tensor(load_dataset("digits", split="test")[0][:count])
+    scaled = F.interpolate(pixels.reshape(-1, 1, 8, 8).float(), size=(20, 20), mode="bilinear",
+                           align_corners=False)
+    canvas = torch.zeros(pixels.shape[0], 1, 28, 28)
+    canvas[..., 4:24, 4:24] = scaled
+    return canvas.round().clamp(0, 15).to(torch.int64).reshape(-1, 784)
+
+
+def mnist_network(timesteps: int = TIMESTEPS):
+    return random_network([784, 128, 10], timesteps=timesteps), mnist_like_images()
 
 
 CASES = {"demo": demo_network, "mnist": mnist_network}
@@ -87,7 +107,7 @@ def link_images_per_second(network) -> float:
     return BAUD / 10 / (request + reply)
 
 
-def run_case(name, board, out_root, *, lanes=None):
+def run_case(name, board, out_root, *, lanes=None, mnist_timesteps=None):
     from hw.accelerator import NetworkAccelerator
     from hw.boards import BoardTop, load_board_spec
     from sw.synth import (
@@ -99,7 +119,10 @@ def run_case(name, board, out_root, *, lanes=None):
         plan_memories,
     )
 
-    network, images = CASES[name]()
+    if name == "mnist":
+        network, images = mnist_network((mnist_timesteps or MNIST_TIMESTEPS)[board])
+    else:
+        network, images = CASES[name]()
     lanes = lanes or LANES[board]
     spec = load_board_spec(board)
     shape = NetworkShape(
@@ -107,7 +130,8 @@ def run_case(name, board, out_root, *, lanes=None):
         network.encoder.pixel_bits, network.timesteps, name)
     plan = plan_memories(shape, spec)
     cycles = cycles_per_inference(network, lanes, images)
-    row = {"network": name, "board": board, "lanes": lanes, "required_mhz": spec.required_mhz,
+    row = {"network": name, "board": board, "lanes": lanes, "timesteps": network.timesteps,
+           "required_mhz": spec.required_mhz,
            "cycles_per_inference": cycles, "rom_kbit": plan.rom_bits / 1024,
            "plan_ebr": plan.ebr_used, "plan_spram": plan.spram_used,
            "link_images_per_s": link_images_per_second(network)}
@@ -117,13 +141,11 @@ def run_case(name, board, out_root, *, lanes=None):
         except FitError as error:
             row["status"] = f"refused: {error}"
         return row
-    if plan.spram_used:
-        row["status"] = ("weights need SPRAM, which the accelerator cannot load yet "
-                         "(no weight-load path): not built")
-        return row
+    row["spram_layers"] = plan.spram_layers
     start = time.monotonic()
     try:
-        top = BoardTop(board, lambda: NetworkAccelerator(network, lanes))
+        top = BoardTop(board, lambda: NetworkAccelerator(network, lanes,
+                                                         spram_layers=plan.spram_layers))
         report = build_bitstream(top, board, out_root / f"{name}-{board}",
                                  progress=lambda m: print(f"  [{name}/{board}] {m}", flush=True))
     except SynthError as error:
@@ -132,6 +154,8 @@ def run_case(name, board, out_root, *, lanes=None):
     row.update(report.as_dict())
     row["status"] = "timing met" if report.timing_met else "timing NOT met"
     row["inferences_per_s_at_fmax"] = report.fmax_mhz * 1e6 / cycles
+    row["latency_ms_at_fmax"] = cycles / (report.fmax_mhz * 1e3)
+    row["latency_ms_at_required"] = cycles / (spec.required_mhz * 1e3)
     row["build_s"] = time.monotonic() - start
     return row
 
@@ -143,9 +167,9 @@ def _shape(layer):
 
 
 def markdown(rows) -> str:
-    head = ("| network | board | lanes | LUT/LC | FF | EBR | SPRAM | Fmax MHz (req.) | "
-            "cycles/inf. | inf./s at Fmax | inf./s over UART | status |")
-    lines = [head, "|" + "---|" * 12]
+    head = ("| network | board | lanes | T | LUT/LC | FF | EBR | SPRAM | Fmax MHz (req.) | "
+            "cycles/inf. | ms/inf. at Fmax | inf./s at Fmax | inf./s over UART | status |")
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
         def g(key, fmt="{}", r=r):
             return fmt.format(r[key]) if key in r and r[key] is not None else "-"
@@ -153,8 +177,10 @@ def markdown(rows) -> str:
         ebr = f"{g('ebr')}/{g('ebr_available')}" if "ebr" in r else f"({r['plan_ebr']} planned)"
         spram = f"{g('spram')}" if "spram" in r else f"({r['plan_spram']} planned)"
         fmax = f"{g('fmax_mhz', '{:.1f}')} ({r['required_mhz']:.0f})"
-        lines.append(f"| {r['network']} | {r['board']} | {r['lanes']} | {lut} | {g('ffs')} | "
+        lines.append(f"| {r['network']} | {r['board']} | {r['lanes']} | {r['timesteps']} | "
+                     f"{lut} | {g('ffs')} | "
                      f"{ebr} | {spram} | {fmax} | {r['cycles_per_inference']:.0f} | "
+                     f"{g('latency_ms_at_fmax', '{:.3f}')} | "
                      f"{g('inferences_per_s_at_fmax', '{:.0f}')} | "
                      f"{r['link_images_per_s']:.1f} | {r['status']} |")
     return "\n".join(lines) + "\n"
@@ -166,6 +192,9 @@ def main(argv):
     parser.add_argument("--boards", nargs="*", default=["icebreaker", "ulx3s"],
                         choices=["icebreaker", "ulx3s"])
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--mnist-timesteps", type=int, default=None,
+                        help="T of the MNIST-sized network on both boards (default: "
+                             + ", ".join(f"{b} {t}" for b, t in MNIST_TIMESTEPS.items()) + ")")
     args = parser.parse_args(argv)
     from sim.toolchain import have_yowasp
 
@@ -177,7 +206,9 @@ def main(argv):
     for name in args.cases:
         for board in args.boards:
             print(f"{name} on {board} ...", flush=True)
-            rows.append(run_case(name, board, args.out / "synth"))
+            timesteps = ({b: args.mnist_timesteps for b in MNIST_TIMESTEPS}
+                         if args.mnist_timesteps else None)
+            rows.append(run_case(name, board, args.out / "synth", mnist_timesteps=timesteps))
             print(f"  {rows[-1]['status']}", flush=True)
     (args.out / "synth.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
     table = markdown(rows)

@@ -21,17 +21,19 @@ from __future__ import annotations
 
 import enum as py_enum
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from hw.layer import LayerEngine, membrane_layout, spike_layout
 from hw.link import RegisterBusSignature, ResultLayout
 from sw.golden import EncoderKind, Network
 
-__all__ = ["NetworkAccelerator", "GlobalReg", "ID_MAGIC", "Status", "spike_buffer_depth"]
+__all__ = ["NetworkAccelerator", "GlobalReg", "ID_MAGIC", "Status", "spike_buffer_depths",
+           "spike_entry_bits"]
 
 #: Value of the ``ID`` register.
 ID_MAGIC = 0x5F0B6E01
@@ -73,10 +75,22 @@ class _Phase(enum.Enum, shape=unsigned(3)):
     READOUT = 5
 
 
-def spike_buffer_depth(network: Network) -> int:
-    """Entries each spike buffer needs: the most spikes plus markers any phase can write."""
-    widths = [network.n_inputs] + [layer.fan_out for layer in network.layers[:-1]]
-    return network.timesteps * (max(widths) + 1)
+def spike_buffer_depths(network: Network) -> list[int]:
+    """Entries of each spike buffer: the most spikes plus markers a phase writes into it.
+
+    Buffer 0 takes the encoder's spikes and those of layers 1, 3, ...; buffer 1 those of layers
+    0, 2, ... (the last layer writes into neither: it feeds the readout).
+    """
+    widths = [[network.n_inputs], []]
+    for k, layer in enumerate(network.layers[:-1]):
+        widths[(k + 1) % 2].append(layer.fan_out)
+    return [network.timesteps * (max(w) + 1) for w in widths[:min(2, len(network.layers))]]
+
+
+def spike_entry_bits(network: Network) -> int:
+    """Bits of a spike buffer entry: the widest address any phase writes, and the marker bit."""
+    widest = max([network.n_inputs] + [layer.fan_out for layer in network.layers[:-1]])
+    return max(1, ceil_log2(widest)) + 1
 
 
 class NetworkAccelerator(wiring.Component):
@@ -94,6 +108,10 @@ class NetworkAccelerator(wiring.Component):
         Add observation ports for testbenches: ``input_spikes``, ``layer{k}_spikes`` (every
         spike and marker a stage writes, one per cycle at most) and ``layer{k}_membranes``
         (engine ``k``'s end-of-timestep membranes). They add no logic.
+    spram_layers : iterable of int
+        Layers whose weights live in iCE40 UltraPlus SPRAM (``weight_memory="spram"`` of
+        :class:`hw.layer.LayerEngine`): empty after configuration, loaded by the host through
+        the layer's ``W_ADDR``/``W_DATA`` registers (``LinkClient.load_network_weights``).
 
     Members
     -------
@@ -104,7 +122,8 @@ class NetworkAccelerator(wiring.Component):
         See ``docs/host-interface.md``.
     """
 
-    def __init__(self, network: Network, lanes: int, *, taps: bool = False):
+    def __init__(self, network: Network, lanes: int, *, taps: bool = False,
+                 spram_layers=()):
         if not isinstance(network, Network):
             raise TypeError(f"network must be a sw.golden.Network, not {type(network).__name__}")
         if network.encoder.kind is EncoderKind.DIRECT:
@@ -116,8 +135,15 @@ class NetworkAccelerator(wiring.Component):
                              "address")
         self._network = network
         self._taps = bool(taps)
-        self._engines = [LayerEngine.from_layer(layer, lanes, addr_bits=ADDR_BITS)
-                         for layer in network.layers]
+        spram_layers = sorted({int(k) for k in spram_layers})
+        if any(not 0 <= k < len(network.layers) for k in spram_layers):
+            raise ValueError(f"spram_layers {spram_layers} name a layer outside "
+                             f"0..{len(network.layers) - 1}")
+        self._spram_layers = spram_layers
+        self._engines = [
+            LayerEngine.from_layer(layer, lanes, addr_bits=ADDR_BITS,
+                                   weight_memory="spram" if k in spram_layers else "rom")
+            for k, layer in enumerate(network.layers)]
         self._lanes = lanes
 
         members = {
@@ -139,17 +165,20 @@ class NetworkAccelerator(wiring.Component):
         super().__init__(members)
 
     @classmethod
-    def from_export(cls, folder, *, lanes: int | None = None, taps: bool = False):
+    def from_export(cls, folder, *, lanes: int | None = None, taps: bool = False,
+                    spram_layers=()):
         """Elaborate from an export folder (``spikeforge export``), verified on load."""
         from sw.export import load_manifest
 
         manifest = load_manifest(folder)
-        return cls(manifest.network, lanes or manifest.lanes, taps=taps)
+        return cls(manifest.network, lanes or manifest.lanes, taps=taps,
+                   spram_layers=spram_layers)
 
     network = property(lambda self: self._network)
     lanes = property(lambda self: self._lanes)
     engines = property(lambda self: list(self._engines))
     taps = property(lambda self: self._taps)
+    spram_layers = property(lambda self: list(self._spram_layers))
 
     @property
     def parameters(self) -> dict:
@@ -158,7 +187,9 @@ class NetworkAccelerator(wiring.Component):
             "n_inputs": net.n_inputs, "n_outputs": net.n_outputs, "timesteps": net.timesteps,
             "lanes": self._lanes, "pixel_bits": net.encoder.pixel_bits,
             "encoder": net.encoder.kind.value, "n_layers": len(net.layers),
-            "spike_buffer_depth": spike_buffer_depth(net),
+            "spram_layers": list(self._spram_layers),
+            "spike_buffer_depths": spike_buffer_depths(net),
+            "spike_entry_bits": spike_entry_bits(net),
             "layers": [engine.parameters for engine in self._engines],
         }
 
@@ -170,7 +201,11 @@ class NetworkAccelerator(wiring.Component):
         x_max = (1 << pixel_bits) - 1
         last = net.layers[-1]
         spike_shape = spike_layout(ADDR_BITS)
-        spike_width = Shape.cast(spike_shape).width
+        # Buffer entries hold only the address bits a phase can use, then the marker bit.
+        entry_bits = spike_entry_bits(net)
+
+        def pack(beat):
+            return Cat(beat.addr[:entry_bits - 1], beat.eot)
 
         for k, engine in enumerate(self._engines):
             m.submodules[f"layer{k}"] = engine
@@ -206,8 +241,8 @@ class NetworkAccelerator(wiring.Component):
                     m.d.sync += bad_pixel.eq(1)
 
         # ---- spike buffers (ping-pong FIFOs) -------------------------------------------------
-        depth = spike_buffer_depth(net)
-        buffers = [SyncFIFOBuffered(width=spike_width, depth=depth) for _ in range(min(2, L))]
+        buffers = [SyncFIFOBuffered(width=entry_bits, depth=depth)
+                   for depth in spike_buffer_depths(net)]
         for b, fifo in enumerate(buffers):
             m.submodules[f"spike_buffer{b}"] = fifo
 
@@ -260,14 +295,15 @@ class NetworkAccelerator(wiring.Component):
         for k in range(L):
             m.d.comb += running[k].eq((phase == _Phase.RUN) & (layer_k == k))
         w_en = [enc_write if b == 0 else Const(0) for b in range(len(buffers))]
-        w_data = [enc_payload.as_value() if b == 0 else Const(0, spike_width)
+        w_data = [pack(enc_payload) if b == 0 else Const(0, entry_bits)
                   for b in range(len(buffers))]
         r_en = [Const(0) for _ in buffers]
         for k, engine in enumerate(self._engines):
             source = buffers[k % 2]
             m.d.comb += [
                 engine.inputs.valid.eq(source.r_rdy & running[k]),
-                engine.inputs.payload.eq(source.r_data),
+                engine.inputs.payload.addr.eq(source.r_data[:entry_bits - 1]),
+                engine.inputs.payload.eot.eq(source.r_data[entry_bits - 1]),
                 engine.start.eq((phase == _Phase.START) & (layer_k == k)),
             ]
             r_en[k % 2] = r_en[k % 2] | (engine.inputs.ready & running[k])
@@ -275,7 +311,7 @@ class NetworkAccelerator(wiring.Component):
                 sink = (k + 1) % 2
                 m.d.comb += engine.outputs.ready.eq(buffers[sink].w_rdy)
                 w_en[sink] = w_en[sink] | (engine.outputs.valid & running[k])
-                w_data[sink] = Mux(running[k], engine.outputs.payload.as_value(), w_data[sink])
+                w_data[sink] = Mux(running[k], pack(engine.outputs.payload), w_data[sink])
             else:
                 m.d.comb += engine.outputs.ready.eq(1)
         for b, fifo in enumerate(buffers):
@@ -287,7 +323,7 @@ class NetworkAccelerator(wiring.Component):
         score_bits = last.v_bits if not last.fires else T + 2
         scores = Array(Signal(signed(score_bits), name=f"score{i}") for i in range(n_out))
         out_t = Signal(range(T + 1))
-        clear_scores = Signal()
+        clear_scores = Signal()             # registered: the scores clear in ENCODE's first cycle
         # The last engine's output beats are registered before they update the scores: it takes
         # the spike-address encoder off the score adders' path, and the last beat (the final
         # marker) still lands in the engine's `done` cycle, before READOUT starts.
@@ -315,30 +351,40 @@ class NetworkAccelerator(wiring.Component):
                                 if g * P + lane < n_out:
                                     m.d.sync += scores[g * P + lane].eq(beat.payload.v[lane])
 
+        # The argmax runs one beat behind the scores on `results`: each score sent is registered
+        # as a candidate and compared in the next cycle, and the prediction waits for the last
+        # comparison (the score mux and the compare are then never in the same cycle).
         out_index = Signal(range(n_out + 1))
         best_value = Signal(signed(score_bits))
         best_index = Signal(range(n_out))
+        candidate_valid = Signal()
+        candidate_value = Signal(signed(score_bits))
+        candidate_index = Signal(range(n_out))
         is_prediction = out_index == n_out
         m.d.comb += [
-            self.results.valid.eq(phase == _Phase.READOUT),
+            self.results.valid.eq((phase == _Phase.READOUT) & ~(is_prediction & candidate_valid)),
             self.results.payload.value.eq(Mux(is_prediction, best_index, scores[out_index])),
             self.results.payload.last.eq(is_prediction),
         ]
+        m.d.sync += candidate_valid.eq(0)
         with m.If(self.results.valid & self.results.ready):
             m.d.sync += out_index.eq(out_index + 1)
-            with m.If(~is_prediction & ((out_index == 0) | (scores[out_index] > best_value))):
-                m.d.sync += [best_value.eq(scores[out_index]), best_index.eq(out_index)]
+            with m.If(~is_prediction):
+                m.d.sync += [candidate_valid.eq(1), candidate_value.eq(scores[out_index]),
+                             candidate_index.eq(out_index)]
+        with m.If(candidate_valid & ((candidate_index == 0) | (candidate_value > best_value))):
+            m.d.sync += [best_value.eq(candidate_value), best_index.eq(candidate_index)]
 
         # ---- sequencer -------------------------------------------------------------------------
         cycles = Signal(32)
+        m.d.sync += clear_scores.eq(0)
         with m.If((phase != _Phase.LOAD) & (phase != _Phase.READOUT)):
             m.d.sync += cycles.eq(cycles + 1)
         with m.Switch(phase):
             with m.Case(_Phase.LOAD):
                 with m.If(image_done & ~pix_bad & (self.pixels.payload <= x_max)):
-                    m.d.comb += clear_scores.eq(1)
                     m.d.sync += [phase.eq(_Phase.ENCODE), enc_t.eq(0), enc_j.eq(0),
-                                 cycles.eq(0)]
+                                 cycles.eq(0), clear_scores.eq(1)]
             with m.Case(_Phase.ENCODE):
                 with m.If((enc_t == T - 1) & (enc_j == n_in)):
                     m.d.sync += phase.eq(_Phase.DRAIN)

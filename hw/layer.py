@@ -9,6 +9,7 @@ memories, the stream protocol and the cycle formula that :mod:`sim.cycle_model` 
 from __future__ import annotations
 
 import enum as py_enum
+from types import SimpleNamespace
 
 import torch
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -17,8 +18,17 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from hw.neuron import FireMode, NeuronFire, NeuronIntegrate, check_width, signed_bits_for
+from hw.neuron import (
+    FireMode,
+    NeuronFire,
+    NeuronIntegrate,
+    NeuronLeak,
+    check_width,
+    drive_bits,
+    signed_bits_for,
+)
 from hw.rom import pack_weights
+from hw.spram import WeightStore
 
 __all__ = [
     "spike_layout",
@@ -28,6 +38,8 @@ __all__ = [
     "Reg",
     "LayerEngine",
     "current_bits",
+    "WeightMemory",
+    "weight_chunks",
 ]
 
 #: Largest timestep count: thresholds sit at register words 0x10 .. 0xff.
@@ -90,8 +102,30 @@ class Reg(py_enum.IntEnum):
     SPIKES = 0x03      #: R, output spikes of the last inference
     FIRE = 0x04        #: RW, bit 0 = radix mode, bit 1 = fires
     CYCLES = 0x05      #: R, busy cycles of the last inference
-    STATUS = 0x06      #: R, write 1 to clear: bit 0 bad_addr, bit 1 busy_write
+    STATUS = 0x06      #: R, write 1 to clear: bit 0 bad_addr, bit 1 busy_write,
+                       #: bit 2 load_overflow
+    W_ADDR = 0x07      #: RW, weight word the next W_DATA word completes (RAM weights only)
+    W_DATA = 0x08      #: W, next 32-bit chunk of a weight word, lowest chunk first
+    W_INFO = 0x09      #: R, bit 0 weights in RAM, bits 4..7 chunks per word, 8..31 words
     THETA = 0x10       #: RW, THETA + t = threshold of timestep t (signed v_bits)
+
+
+class WeightMemory(py_enum.Enum):
+    """Where an engine keeps its weights."""
+
+    ROM = "rom"        #: block RAM initialised from the bitstream
+    SPRAM = "spram"    #: iCE40 UltraPlus SPRAM, loaded after configuration through W_DATA
+
+
+def weight_chunks(weight, lanes: int, w_bits: int) -> list[int]:
+    """The 32-bit words a host writes to ``W_DATA`` to load ``weight`` (``int[fan_out, fan_in]``).
+
+    Each weight word of ``docs/rom-layout.md`` (``lanes * w_bits`` bits) is split into
+    ``ceil(lanes * w_bits / 32)`` chunks, lowest bits first, words in address order.
+    """
+    per_word = -(-lanes * w_bits // 32)
+    return [(word >> (32 * i)) & 0xFFFF_FFFF
+            for word in pack_weights(weight, lanes, w_bits) for i in range(per_word)]
 
 
 def current_bits(fan_in: int, w_bits: int) -> int:
@@ -136,6 +170,11 @@ class LayerEngine(wiring.Component):
     loadable : bool
         Add ``weight_load`` and ``bias_load`` write ports to the weight and bias memories (for
         testbenches that run many layers on one build). Without them both memories are ROMs.
+    weight_memory : WeightMemory or str
+        ``"rom"``: the weights are the memory's initial contents. ``"spram"``: the weights live
+        in a :class:`hw.spram.WeightStore` on SPRAM, which starts empty; the host writes them
+        word by word through ``W_ADDR``/``W_DATA`` (:func:`weight_chunks`) before the first
+        inference. Not combinable with ``loadable``.
 
     Members
     -------
@@ -169,7 +208,8 @@ class LayerEngine(wiring.Component):
     def __init__(self, *, fan_in: int, fan_out: int, timesteps: int, lanes: int,
                  w_bits: int = 8, v_bits: int = 16, weight=None, bias=None, theta=None,
                  leak_shift: int = 0, v_init: int = 0, fire_mode=FireMode.THRESHOLD,
-                 fires: bool = True, addr_bits: int = 16, loadable: bool = False):
+                 fires: bool = True, addr_bits: int = 16, loadable: bool = False,
+                 weight_memory: WeightMemory | str = WeightMemory.ROM):
         check_width("Address width addr_bits", addr_bits, 1, 32)
         check_width("Fan-in", fan_in, 1, 1 << addr_bits)
         check_width("Fan-out", fan_out, 1, 1 << addr_bits)
@@ -196,6 +236,10 @@ class LayerEngine(wiring.Component):
         self._fan_in, self._fan_out, self._timesteps = fan_in, fan_out, timesteps
         self._lanes, self._w_bits, self._v_bits = lanes, w_bits, v_bits
         self._addr_bits, self._loadable = addr_bits, bool(loadable)
+        self._weight_memory = WeightMemory(weight_memory)
+        if loadable and self._weight_memory is not WeightMemory.ROM:
+            raise ValueError("loadable=True needs weight_memory='rom' (SPRAM weights are "
+                             "loaded through the W_ADDR/W_DATA registers)")
         self._groups = -(-fan_out // lanes)
         self._current_bits = current_bits(fan_in, w_bits)
         self._reset = {"theta": theta, "leak_shift": leak_shift, "v_init": v_init,
@@ -259,6 +303,7 @@ class LayerEngine(wiring.Component):
     v_bits = property(lambda self: self._v_bits)
     addr_bits = property(lambda self: self._addr_bits)
     loadable = property(lambda self: self._loadable)
+    weight_memory = property(lambda self: self._weight_memory)
     current_bits = property(lambda self: self._current_bits)
 
     @property
@@ -269,6 +314,7 @@ class LayerEngine(wiring.Component):
             "lanes": self._lanes, "groups": self._groups, "w_bits": self._w_bits,
             "v_bits": self._v_bits, "current_bits": self._current_bits,
             "addr_bits": self._addr_bits, "loadable": self._loadable,
+            "weight_memory": self._weight_memory.value,
             "reset": {**self._reset, "fire_mode": self._reset["fire_mode"].name.lower()},
         }
 
@@ -279,14 +325,21 @@ class LayerEngine(wiring.Component):
         v_lanes = data.ArrayLayout(signed(VB), P)
         w_lanes = data.ArrayLayout(signed(WB), P)
         c_lanes = data.ArrayLayout(signed(CB), P)
+        d_lanes = data.ArrayLayout(signed(drive_bits(VB, CB)), P)
 
         # ---- memories ------------------------------------------------------------------------
-        m.submodules.weights = weights = Memory(
-            shape=unsigned(P * WB), depth=M * G, init=self._weight_words)
+        in_ram = self._weight_memory is WeightMemory.SPRAM
+        if in_ram:
+            m.submodules.weights = weights = WeightStore(P * WB, M * G, spram=True)
+            w_rd = SimpleNamespace(addr=weights.read_addr, en=weights.read_en,
+                                   data=weights.read_data)
+        else:
+            m.submodules.weights = weights = Memory(
+                shape=unsigned(P * WB), depth=M * G, init=self._weight_words)
+            w_rd = weights.read_port()
         m.submodules.biases = biases = Memory(
             shape=unsigned(P * VB), depth=G, init=self._bias_words)
         m.submodules.vmem = vmem = Memory(shape=unsigned(P * VB), depth=G, init=[])
-        w_rd = weights.read_port()
         b_rd = biases.read_port()
         v_rd = vmem.read_port()
         v_wr = vmem.write_port()
@@ -315,6 +368,16 @@ class LayerEngine(wiring.Component):
         v_init = Signal(signed(VB), init=reset["v_init"])
         fire_mode = Signal(FireMode, init=reset["fire_mode"])
         fires = Signal(init=reset["fires"])
+        # theta[fu_t], registered: thresholds change only while idle and fu_t only between fire
+        # passes, so the copy is always current when stage F uses it.
+        theta_now = Signal(signed(VB), init=reset["theta"][0])
+
+        # ---- weight loading (RAM weights): W_DATA chunks -> one word at W_ADDR -----------------
+        chunks_per_word = -(-P * WB // 32)
+        w_load_addr = Signal(range(M * G + 1))
+        w_chunk = Signal(range(chunks_per_word))
+        w_held = Signal(32 * chunks_per_word)   # earlier chunks of the word being assembled
+        load_overflow = Signal()
 
         # ---- control -------------------------------------------------------------------------
         state = Signal(_State)
@@ -325,6 +388,21 @@ class LayerEngine(wiring.Component):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         m.d.sync += self.done.eq(0)
 
+        # ---- input register: the stream's beat lands in a register before the IU decodes it ----
+        # (so a block RAM FIFO's read data never feeds the address arithmetic in the same cycle)
+        in_t = Signal(range(T + 1))         # markers taken from the stream
+        in_valid = Signal()
+        in_beat = Signal(spike_layout(self._addr_bits))
+        consume = Signal()                  # the IU takes the registered beat this cycle
+        m.d.comb += self.inputs.ready.eq((state == _State.RUN) & (in_t < T)
+                                         & (~in_valid | consume))
+        with m.If(self.inputs.valid & self.inputs.ready):
+            m.d.sync += [in_valid.eq(1), in_beat.eq(self.inputs.payload)]
+            with m.If(self.inputs.payload.eot):
+                m.d.sync += in_t.eq(in_t + 1)
+        with m.Elif(consume):
+            m.d.sync += in_valid.eq(0)
+
         # ---- integration unit: one input spike -> G reads -> G * P accumulates ----------------
         iu_t = Signal(range(T + 1))         # markers accepted
         iu_bank = Signal()                  # accumulator bank of the timestep being integrated
@@ -333,24 +411,32 @@ class LayerEngine(wiring.Component):
         ev_addr = Signal(range(M * G))      # weight word j * G + g
         ev_g = Signal(range(G))
         ev_last = ev_g == G - 1
+        # W1: the weight word leaves the RAM into `w_held_lanes`, the accumulator word is read;
+        # WB: their sum is written back. (The register keeps the RAM's slow clock-to-out off
+        # the adders.)
+        w1_valid = Signal()
+        w1_bank = Signal()
+        w1_g = Signal(range(G))
+        weight_reg = Signal(P * WB)
         wb_valid = Signal()
         wb_bank = Signal()
         wb_g = Signal(range(G))
 
-        accept = Signal()
-        m.d.comb += [
-            self.inputs.ready.eq((state == _State.RUN) & (iu_t < T) & ~eot_pending
-                                 & (~ev_valid | ev_last)),
-            accept.eq(self.inputs.valid & self.inputs.ready),
+        m.d.comb += consume.eq(in_valid & (state == _State.RUN) & (iu_t < T) & ~eot_pending
+                               & (~ev_valid | ev_last))
+        m.d.sync += [
+            w1_valid.eq(ev_valid), w1_bank.eq(iu_bank), w1_g.eq(ev_g),
+            wb_valid.eq(w1_valid), wb_bank.eq(w1_bank), wb_g.eq(w1_g),
         ]
-        m.d.sync += [wb_valid.eq(ev_valid), wb_bank.eq(iu_bank), wb_g.eq(ev_g)]
+        with m.If(w1_valid):
+            m.d.sync += weight_reg.eq(w_rd.data)
         with m.If(ev_valid):
             m.d.sync += [ev_addr.eq(ev_addr + 1), ev_g.eq(ev_g + 1)]
             with m.If(ev_last):
                 m.d.sync += ev_valid.eq(0)
-        in_addr = self.inputs.payload.addr
-        with m.If(accept):
-            with m.If(self.inputs.payload.eot):
+        in_addr = in_beat.addr
+        with m.If(consume):
+            with m.If(in_beat.eot):
                 m.d.sync += [eot_pending.eq(1), iu_t.eq(iu_t + 1)]
             with m.Elif(in_addr < M):
                 m.d.sync += [
@@ -362,20 +448,25 @@ class LayerEngine(wiring.Component):
         m.d.comb += [w_rd.addr.eq(ev_addr), w_rd.en.eq(ev_valid)]
 
         # ---- fire unit: walk the groups, close the timestep, serialize spikes ------------------
+        # Stages: R reads the memories, L leaks and forms the drive, C sums and clamps, F fires
+        # and writes back, S serializes. Every stage carries its group, base address and marker.
         fu_busy = Signal()
         fu_bank = Signal()
         fu_t = Signal(range(T))
+        m.d.sync += theta_now.eq(theta[fu_t])
         fu_g = Signal(range(G + 2))         # next item to read; item G is the marker
         fu_base = Signal(range(G * P + 1))  # fu_g * P
-        c_valid = Signal()
-        c_g = Signal(range(G + 1))
-        c_base = Signal(range(G * P + 1))
-        c_eot = Signal()
-        d_valid = Signal()
-        d_g = Signal(range(G + 1))
-        d_base = Signal(range(G * P + 1))
-        d_eot = Signal()
-        d_sat = Signal(v_lanes)             # saturated membranes of the group in stage F
+
+        def stage(name):
+            return (Signal(name=f"{name}_valid"), Signal(range(G + 1), name=f"{name}_g"),
+                    Signal(range(G * P + 1), name=f"{name}_base"), Signal(name=f"{name}_eot"))
+
+        l_valid, l_g, l_base, l_eot = stage("l")
+        c_valid, c_g, c_base, c_eot = stage("c")
+        d_valid, d_g, d_base, d_eot = stage("d")
+        c_leaked = Signal(v_lanes)          # stage C: leaked membranes ...
+        c_drive = Signal(d_lanes)           # ... and bias + current
+        d_sat = Signal(v_lanes)             # stage F: saturated membranes
         s_mask = Signal(P)
         s_base = Signal(range(G * P + 1))
         s_eot = Signal()
@@ -386,57 +477,68 @@ class LayerEngine(wiring.Component):
                 fu_g.eq(0), fu_base.eq(0),
             ]
 
-        s_single = (s_mask & (s_mask - 1))[:P] == 0
+        # At most one spike left in the mask: a ripple of ORs (no carry chain) on the stall path.
+        seen, several = Const(0), Const(0)
+        for lane in range(P):
+            several = several | (seen & s_mask[lane])
+            seen = seen | s_mask[lane]
+        s_single = ~several
         out_valid = s_eot | (s_mask != 0)
         out_take = out_valid & self.outputs.ready
         s_free = ~out_valid | (self.outputs.ready & (s_eot | s_single))
         d_advance = Signal()
         c_advance = Signal()
+        l_advance = Signal()
         r_advance = Signal()
         m.d.comb += [
             d_advance.eq(d_valid & s_free),
             c_advance.eq(c_valid & (~d_valid | d_advance)),
-            r_advance.eq(fu_busy & (fu_g <= G) & (~c_valid | c_advance)),
+            l_advance.eq(l_valid & (~c_valid | c_advance)),
+            r_advance.eq(fu_busy & (fu_g <= G) & (~l_valid | l_advance)),
         ]
         fu_read = r_advance & (fu_g < G)
         m.d.comb += [
             v_rd.addr.eq(fu_g), v_rd.en.eq(fu_read),
             b_rd.addr.eq(fu_g), b_rd.en.eq(fu_read),
         ]
+        for (_, g, base, eot), (n_valid, n_g, n_base, n_eot), advance, n_advance in [
+            ((l_valid, l_g, l_base, l_eot), (c_valid, c_g, c_base, c_eot), l_advance, c_advance),
+            ((c_valid, c_g, c_base, c_eot), (d_valid, d_g, d_base, d_eot), c_advance, d_advance),
+        ]:
+            with m.If(advance):
+                m.d.sync += [n_valid.eq(1), n_g.eq(g), n_base.eq(base), n_eot.eq(eot)]
+            with m.Elif(n_advance):
+                m.d.sync += n_valid.eq(0)
         with m.If(r_advance):
             m.d.sync += [
-                c_valid.eq(1), c_g.eq(fu_g), c_base.eq(fu_base), c_eot.eq(fu_g == G),
+                l_valid.eq(1), l_g.eq(fu_g), l_base.eq(fu_base), l_eot.eq(fu_g == G),
                 fu_g.eq(fu_g + 1), fu_base.eq(fu_base + P),
             ]
-        with m.Elif(c_advance):
-            m.d.sync += c_valid.eq(0)
-        with m.If(c_advance):
-            m.d.sync += [d_valid.eq(1), d_g.eq(c_g), d_base.eq(c_base), d_eot.eq(c_eot)]
-        with m.Elif(d_advance):
-            m.d.sync += d_valid.eq(0)
+        with m.Elif(l_advance):
+            m.d.sync += l_valid.eq(0)
 
         # The accumulator banks: the integration unit owns bank iu_bank, the fire unit the other.
         current = data.View(c_lanes, Mux(fu_bank, acc_rd[1].data, acc_rd[0].data))
         acc_sum = Signal(c_lanes)
-        weight_in = data.View(w_lanes, w_rd.data)
+        weight_in = data.View(w_lanes, weight_reg)
         wb_data = data.View(c_lanes, Mux(wb_bank, acc_rd[1].data, acc_rd[0].data))
         for lane in range(P):
             m.d.comb += acc_sum[lane].eq(wb_data[lane] + weight_in[lane])
-        fu_clear = c_advance & ~c_eot
+        fu_clear = l_advance & ~l_eot
         for b, (rd, wr) in enumerate(zip(acc_rd, acc_wr, strict=True)):
-            iu_owns = iu_bank == b
+            iu_reads = w1_valid & (w1_bank == b)
             m.d.comb += [
-                rd.addr.eq(Mux(iu_owns, ev_g, fu_g)),
-                rd.en.eq(Mux(iu_owns, ev_valid, fu_read & (fu_bank == b))),
+                rd.addr.eq(Mux(iu_reads, w1_g, fu_g)),
+                rd.en.eq(iu_reads | (fu_read & (fu_bank == b))),
             ]
             with m.If(wb_valid & (wb_bank == b)):
                 m.d.comb += [wr.addr.eq(wb_g), wr.data.eq(acc_sum.as_value()), wr.en.eq(1)]
             with m.Elif(fu_clear & (fu_bank == b)):
-                m.d.comb += [wr.addr.eq(c_g), wr.data.eq(0), wr.en.eq(1)]
+                m.d.comb += [wr.addr.eq(l_g), wr.data.eq(0), wr.en.eq(1)]
             with m.Elif(state == _State.CLEAR):
                 m.d.comb += [wr.addr.eq(clear_g), wr.data.eq(0), wr.en.eq(1)]
 
-        # Stage C: P lanes of leak, exact sum and saturation; stage F: fire and soft reset.
+        # Stage L: leak and drive; stage C: exact sum and saturation; stage F: fire, soft reset.
         v_old = data.View(v_lanes, v_rd.data)
         bias_in = data.View(v_lanes, b_rd.data)
         v_new = Signal(v_lanes)
@@ -444,25 +546,27 @@ class LayerEngine(wiring.Component):
         fu_write = d_advance & ~d_eot
         lanes_in_last = N - (G - 1) * P
         for lane in range(P):
+            leak = NeuronLeak(VB, CB)
             integrate = NeuronIntegrate(VB, CB)
             fire = NeuronFire(VB)
+            m.submodules[f"leak{lane}"] = leak
             m.submodules[f"integrate{lane}"] = integrate
             m.submodules[f"fire{lane}"] = fire
             m.d.comb += [
-                integrate.v.eq(v_old[lane]), integrate.first.eq(fu_t == 0),
-                integrate.v_init.eq(v_init), integrate.leak_shift.eq(leak_shift),
-                integrate.bias.eq(bias_in[lane]), integrate.current.eq(current[lane]),
-                fire.v_sat.eq(d_sat[lane]), fire.theta.eq(theta[fu_t]),
+                leak.v.eq(v_old[lane]), leak.first.eq(fu_t == 0),
+                leak.v_init.eq(v_init), leak.leak_shift.eq(leak_shift),
+                leak.bias.eq(bias_in[lane]), leak.current.eq(current[lane]),
+                integrate.base.eq(c_leaked[lane]), integrate.drive.eq(c_drive[lane]),
+                fire.v_sat.eq(d_sat[lane]), fire.theta.eq(theta_now),
                 fire.fire_mode.eq(fire_mode), fire.fires.eq(fires),
                 v_new[lane].eq(fire.v_next),
             ]
+            with m.If(l_advance):
+                m.d.sync += [c_leaked[lane].eq(leak.base), c_drive[lane].eq(leak.drive)]
             with m.If(c_advance):
                 m.d.sync += d_sat[lane].eq(integrate.v_sat)
             exists = Const(1) if lane < lanes_in_last else (d_g != G - 1)
             m.d.comb += fired[lane].eq(fire.spike & exists)
-        m.d.comb += [
-            v_wr.addr.eq(d_g), v_wr.data.eq(v_new.as_value()), v_wr.en.eq(fu_write),
-        ]
 
         # Stage S: one output beat per cycle, lowest address first.
         lowest = Signal(range(max(P, 2)))
@@ -487,7 +591,8 @@ class LayerEngine(wiring.Component):
             with m.Else():
                 m.d.sync += [s_mask.eq(fired), s_base.eq(d_base)]
 
-        # Membrane port: registered copy of the group just closed.
+        # Membrane port: registered copy of the group just closed, which is also what writes the
+        # group back to vmem (a cycle after F, so the RAM's write port is off the fire path).
         m.d.sync += self.membranes.valid.eq(fu_write)
         with m.If(fu_write):
             m.d.sync += [
@@ -495,6 +600,11 @@ class LayerEngine(wiring.Component):
                 self.membranes.payload.group.eq(d_g),
                 self.membranes.payload.v.eq(v_new),
             ]
+        m.d.comb += [
+            v_wr.addr.eq(self.membranes.payload.group),
+            v_wr.data.eq(self.membranes.payload.v.as_value()),
+            v_wr.en.eq(self.membranes.valid),
+        ]
 
         # ---- start / clear pass ----------------------------------------------------------------
         with m.If(state == _State.CLEAR):
@@ -504,9 +614,11 @@ class LayerEngine(wiring.Component):
         with m.If(self.start):
             m.d.sync += [
                 state.eq(_State.CLEAR), clear_g.eq(0), iu_t.eq(0), iu_bank.eq(0),
-                eot_pending.eq(0), ev_valid.eq(0), wb_valid.eq(0), fu_busy.eq(0), fu_t.eq(0),
-                c_valid.eq(0), d_valid.eq(0), s_mask.eq(0), s_eot.eq(0), self.cycles.eq(0),
-                self.synops.eq(0), self.spikes.eq(0), self.bad_addr.eq(0), self.busy_write.eq(0),
+                eot_pending.eq(0), ev_valid.eq(0), w1_valid.eq(0), wb_valid.eq(0),
+                fu_busy.eq(0), fu_t.eq(0),
+                in_valid.eq(0), in_t.eq(0), l_valid.eq(0), c_valid.eq(0), d_valid.eq(0),
+                s_mask.eq(0), s_eot.eq(0), self.cycles.eq(0), self.synops.eq(0),
+                self.spikes.eq(0), self.bad_addr.eq(0), self.busy_write.eq(0),
             ]
 
         # ---- register access -------------------------------------------------------------------
@@ -526,7 +638,12 @@ class LayerEngine(wiring.Component):
                 with m.Case(Reg.CYCLES):
                     m.d.sync += cfg.r_data.eq(self.cycles)
                 with m.Case(Reg.STATUS):
-                    m.d.sync += cfg.r_data.eq(Cat(self.bad_addr, self.busy_write))
+                    m.d.sync += cfg.r_data.eq(Cat(self.bad_addr, self.busy_write, load_overflow))
+                with m.Case(Reg.W_ADDR):
+                    m.d.sync += cfg.r_data.eq(w_load_addr)
+                with m.Case(Reg.W_INFO):
+                    m.d.sync += cfg.r_data.eq(Cat(Const(in_ram, 4), Const(chunks_per_word, 4),
+                                                  Const(M * G, 24)))
                 for t in range(T):
                     with m.Case(Reg.THETA + t):
                         m.d.sync += cfg.r_data.eq(theta[t])
@@ -538,6 +655,8 @@ class LayerEngine(wiring.Component):
                     m.d.sync += self.bad_addr.eq(0)
                 with m.If(cfg.w_data[1]):
                     m.d.sync += self.busy_write.eq(0)
+                with m.If(cfg.w_data[2]):
+                    m.d.sync += load_overflow.eq(0)
             with m.Elif(busy):
                 m.d.sync += self.busy_write.eq(1)
             with m.Else():
@@ -549,9 +668,32 @@ class LayerEngine(wiring.Component):
                     with m.Case(Reg.FIRE):
                         m.d.sync += [fire_mode.as_value().eq(cfg.w_data[0]),
                                      fires.eq(cfg.w_data[1])]
+                    if in_ram:
+                        with m.Case(Reg.W_ADDR):
+                            m.d.sync += [w_load_addr.eq(Mux(cfg.w_data > M * G, M * G,
+                                                            cfg.w_data)),
+                                         w_chunk.eq(0)]
+                        with m.Case(Reg.W_DATA):
+                            m.d.sync += w_held.word_select(w_chunk, 32).eq(cfg.w_data)
+                            with m.If(w_chunk == chunks_per_word - 1):
+                                m.d.sync += w_chunk.eq(0)
+                                with m.If(w_load_addr < M * G):
+                                    m.d.sync += w_load_addr.eq(w_load_addr + 1)
+                                with m.Else():
+                                    m.d.sync += load_overflow.eq(1)
+                            with m.Else():
+                                m.d.sync += w_chunk.eq(w_chunk + 1)
                     for t in range(T):
                         with m.Case(Reg.THETA + t):
                             m.d.sync += theta[t].eq(cfg.w_data)
+        if in_ram:
+            completes = (cfg.w_en & ~busy & (cfg.addr == Reg.W_DATA)
+                         & (w_chunk == chunks_per_word - 1) & (w_load_addr < M * G))
+            word = Cat(w_held[:32 * (chunks_per_word - 1)], cfg.w_data)
+            m.d.comb += [
+                weights.write_addr.eq(w_load_addr), weights.write_data.eq(word[:P * WB]),
+                weights.write_en.eq(completes),
+            ]
         return m
 
 

@@ -5,8 +5,9 @@ that host and gateware can never disagree. :class:`LinkBridge` sits between a by
 (the UART) and the accelerator's host interface (docs/host-interface.md): its ``bus``,
 ``pixels``, ``results`` and ``busy`` members connect one to one to ``NetworkAccelerator``'s.
 
-A request is only acted on once its CRC has been checked: the image of a RUN frame is held in
-the bridge's own pixel buffer until then, so a bad frame never reaches the accelerator.
+A request is only acted on once its CRC has been checked: the image of a RUN frame and the
+words of a WRITE_BLOCK frame are held in the bridge's own buffer until then, so a bad frame never
+reaches the accelerator.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from amaranth.lib.wiring import In, Out
 
 from sw.link import (
     LINK_VERSION,
-    MAX_READ,
+    MAX_BLOCK_LEN,
+    MAX_WORDS,
     SYNC_REPLY,
     SYNC_REQUEST,
     Command,
@@ -75,6 +77,8 @@ class LinkBridge(wiring.Component):
     rx : In(stream.Signature(8)), tx : Out(stream.Signature(8))
         Bytes from and to the host.
     bus : Out(RegisterBusSignature())
+        A WRITE_BLOCK's words are written after its CRC has been checked, in order, all to its
+        one address, at most one per cycle.
     pixels : Out(stream.Signature(16))
     results : In(stream.Signature(ResultLayout))
     busy : In(1)
@@ -127,7 +131,11 @@ class LinkBridge(wiring.Component):
         run_len = n_in * self._pixel_bytes
         pixel_max = (1 << self._pixel_bits) - 1
 
-        m.submodules.buffer = buffer = Memory(shape=self._pixel_bits, depth=n_in, init=[])
+        # Payloads wait here for their CRC, a byte a slot (two with two-byte pixels: a slot is
+        # a pixel). RUN and WRITE_BLOCK read theirs back, so both must fit.
+        unit_bits = 8 * self._pixel_bytes
+        depth = max(n_in, MAX_BLOCK_LEN // self._pixel_bytes)
+        m.submodules.buffer = buffer = Memory(shape=unit_bits, depth=depth, init=[])
         wp = buffer.write_port()
         rp = buffer.read_port(transparent_for=())
 
@@ -155,7 +163,7 @@ class LinkBridge(wiring.Component):
         code = Signal(8)
         args = Signal(48)
         high = Signal(8)  # first byte of a two-byte pixel
-        pix = Signal(range(n_in + 1))
+        slot = Signal(range(depth + 1))  # of the buffer: written on receive, read to execute
         pixel = Signal(self._pixel_bits)
         bad_pixel = Signal()
 
@@ -186,16 +194,19 @@ class LinkBridge(wiring.Component):
         write_addr, write_data = args[32:48], args[0:32]
         info_words = [
             (LINK_VERSION << 24) | (self._pixel_bits << 16) | n_in,
-            (n_out << 16) | MAX_READ,
+            (n_out << 16) | MAX_WORDS,
         ]
 
         def fail(error_code, next_state):
             m.d.sync += code.eq(error_code)
             m.next = next_state
 
-        def expected_length(command):
+        def length_ok(command, length):
+            if command == Command.WRITE_BLOCK:  # addr, then 1..MAX_WORDS words
+                count = length[2:]
+                return (length[:2] == 2) & (count >= 1) & (count <= MAX_WORDS)
             lengths = {Command.INFO: 0, Command.READ: 3, Command.WRITE: 6, Command.RUN: run_len}
-            return lengths[command]
+            return length == lengths[command]
 
         m.d.sync += self.error.eq(0)
         # The register bus is driven from flip-flops: no path from this FSM reaches into the
@@ -215,7 +226,7 @@ class LinkBridge(wiring.Component):
             # ---- receive -----------------------------------------------------------------
             with m.State("IDLE"):
                 with m.If(got):
-                    m.d.sync += [crc.eq(0xFFFF), cmd.eq(0), bad_pixel.eq(0), pix.eq(0), odd.eq(0)]
+                    m.d.sync += [crc.eq(0xFFFF), cmd.eq(0), bad_pixel.eq(0), slot.eq(0), odd.eq(0)]
                     with m.If(byte == SYNC_REQUEST):
                         m.next = "CMD"
                     with m.Else():
@@ -247,7 +258,7 @@ class LinkBridge(wiring.Component):
                     with m.If(~Cat(*is_cmd.values()).any()):
                         fail(ErrorCode.COMMAND, "DISCARD")
                     for command, flag in is_cmd.items():
-                        with m.Elif(flag & (full != expected_length(command))):
+                        with m.Elif(flag & ~length_ok(command, full)):
                             fail(ErrorCode.LENGTH, "DISCARD")
                     with m.Elif(full == 0):
                         m.next = "CRC_HI"
@@ -258,22 +269,22 @@ class LinkBridge(wiring.Component):
                 def take_payload():
                     m.d.sync += [args.eq(Cat(byte, args[:40])), remaining.eq(remaining - 1),
                                  odd.eq(~odd)]
-                    with m.If(is_cmd[Command.RUN]):
-                        if self._pixel_bytes == 1:
-                            value, complete = byte, C(1, 1)
-                        else:
-                            value, complete = Cat(byte, high), odd
-                            m.d.sync += high.eq(byte)
-                        with m.If(complete):
-                            m.d.comb += [wp.addr.eq(pix), wp.data.eq(value), wp.en.eq(1)]
-                            m.d.sync += pix.eq(pix + 1)
-                            with m.If(value > pixel_max):
-                                m.d.sync += bad_pixel.eq(1)
+                    # Every payload goes to the buffer (the longest is RUN's or WRITE_BLOCK's).
+                    if self._pixel_bytes == 1:
+                        value, complete = byte, C(1, 1)
+                    else:
+                        value, complete = Cat(byte, high), odd
+                        m.d.sync += high.eq(byte)
+                    with m.If(complete):
+                        m.d.comb += [wp.addr.eq(slot), wp.data.eq(value), wp.en.eq(1)]
+                        m.d.sync += slot.eq(slot + 1)
+                        with m.If(value > pixel_max):  # only counts for a RUN
+                            m.d.sync += bad_pixel.eq(1)
                     with m.If(remaining == 0):
                         m.next = "CRC_HI"
                 receive(None, take_payload)
             with m.State("CRC_HI"):
-                m.d.sync += count_ok.eq((read_count != 0) & (read_count <= MAX_READ))
+                m.d.sync += count_ok.eq((read_count != 0) & (read_count <= MAX_WORDS))
                 receive("CRC_LO")
             with m.State("CRC_LO"):
                 receive("CHECK")
@@ -282,12 +293,12 @@ class LinkBridge(wiring.Component):
                     fail(ErrorCode.CRC, "DISCARD")
                 with m.Elif(is_cmd[Command.RUN] & bad_pixel):
                     fail(ErrorCode.PIXEL, "REPLY_ERROR")
-                with m.Elif(is_cmd[Command.WRITE] & self.busy):
+                with m.Elif((is_cmd[Command.WRITE] | is_cmd[Command.WRITE_BLOCK]) & self.busy):
                     fail(ErrorCode.BUSY, "REPLY_ERROR")
                 with m.Elif(is_cmd[Command.READ] & ~count_ok):
                     fail(ErrorCode.ARGUMENT, "REPLY_ERROR")
                 with m.Else():
-                    m.d.sync += [code.eq(ErrorCode.OK), pix.eq(0), waddr.eq(read_addr)]
+                    m.d.sync += [code.eq(ErrorCode.OK), slot.eq(0), waddr.eq(read_addr)]
                     with m.If(is_cmd[Command.INFO]):
                         m.d.sync += [rsp_len.eq(8), words.eq(2)]
                         m.next = "REPLY"
@@ -301,6 +312,9 @@ class LinkBridge(wiring.Component):
                     with m.Elif(is_cmd[Command.RUN]):
                         m.d.sync += [rsp_len.eq((n_out + 1) * 4), words.eq(n_out + 1)]
                         m.next = "PIXEL_ADDR"
+                    with m.Elif(is_cmd[Command.WRITE_BLOCK]):  # words: writes still to do
+                        m.d.sync += [rsp_len.eq(0), words.eq(length[2:])]
+                        m.next = "BLOCK_ADDR"
             with m.State("DISCARD"):
                 # Swallow the rest of a bad frame (and any garbage) until the line is quiet.
                 with m.If(timed_out & ~got):
@@ -309,7 +323,7 @@ class LinkBridge(wiring.Component):
             # ---- execute -----------------------------------------------------------------
             # The pixel stream is driven from flip-flops, not straight from the buffer's read port.
             with m.State("PIXEL_ADDR"):
-                m.d.comb += [rp.addr.eq(pix), rp.en.eq(1)]
+                m.d.comb += [rp.addr.eq(slot), rp.en.eq(1)]
                 m.next = "PIXEL_LATCH"
             with m.State("PIXEL_LATCH"):
                 m.d.sync += pixel.eq(rp.data)
@@ -317,11 +331,33 @@ class LinkBridge(wiring.Component):
             with m.State("PIXEL_SEND"):
                 m.d.comb += [self.pixels.valid.eq(1), self.pixels.payload.eq(pixel)]
                 with m.If(self.pixels.ready):
-                    m.d.sync += pix.eq(pix + 1)
-                    with m.If(pix == n_in - 1):
+                    m.d.sync += slot.eq(slot + 1)
+                    with m.If(slot == n_in - 1):
                         m.next = "REPLY"
                     with m.Else():
                         m.next = "PIXEL_ADDR"
+
+            # A WRITE_BLOCK payload is shifted back into ``args`` a slot at a time, as it
+            # arrived: with the address and the first word in, ``args`` holds them as it holds
+            # a WRITE's; each later word replaces the low 32 bits.
+            addr_slots, word_slots = 2 // self._pixel_bytes, 4 // self._pixel_bytes
+            with m.State("BLOCK_ADDR"):
+                m.d.comb += [rp.addr.eq(slot), rp.en.eq(1)]
+                m.next = "BLOCK_LATCH"
+            with m.State("BLOCK_LATCH"):
+                m.d.sync += [args.eq(Cat(rp.data, args)[:48]), slot.eq(slot + 1)]
+                with m.If((slot >= addr_slots) & (slot % word_slots == addr_slots - 1)):
+                    m.next = "BLOCK_WRITE"  # that was the last slot of a word
+                with m.Else():
+                    m.next = "BLOCK_ADDR"
+            with m.State("BLOCK_WRITE"):
+                with m.If(slot == addr_slots + word_slots):  # the first word: the address too
+                    m.d.sync += bus_addr.eq(write_addr)
+                m.d.sync += [bus_w_data.eq(write_data), bus_w_en.eq(1), words.eq(words - 1)]
+                with m.If(words == 1):
+                    m.next = "REPLY"
+                with m.Else():
+                    m.next = "BLOCK_ADDR"
 
             # ---- reply -------------------------------------------------------------------
             with m.State("REPLY_ERROR"):

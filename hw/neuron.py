@@ -5,23 +5,25 @@ and then, once per neuron and timestep, runs this datapath on the accumulated cu
 implements steps 1-4 of ``docs/contract.md`` for one neuron::
 
     base   = v_init                  if first else  v >> leak_shift      (arithmetic shift)
-    v_sat  = sat(base + bias + current)                                  (exact, one clamp)
+    drive  = bias + current                                              (exact)
+    v_sat  = sat(base + drive)                                           (exact, one clamp)
     spike  = v_sat >= theta          (threshold)   or  v_sat[0]  (radix)  (0 if not fires)
     v_next = v_sat - theta * spike   (threshold)   or  v_sat - spike       (radix)
 
-The first two lines are :class:`NeuronIntegrate`, the last two :class:`NeuronFire`; the layer
-engine registers ``v_sat`` between them (two pipeline stages), :class:`NeuronDatapath` chains
-them combinationally.
+The lines are three components, one per pipeline stage of the layer engine's fire unit, which
+registers ``base``/``drive`` and ``v_sat`` between them: :class:`NeuronLeak` (the first two),
+:class:`NeuronIntegrate` (the clamp) and :class:`NeuronFire` (the last two).
+:class:`NeuronDatapath` chains the three combinationally.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, signed, unsigned
 from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["FireMode", "NeuronIntegrate", "NeuronFire", "NeuronDatapath", "check_width",
-           "signed_bits_for"]
+__all__ = ["FireMode", "NeuronLeak", "NeuronIntegrate", "NeuronFire", "NeuronDatapath",
+           "check_width", "signed_bits_for", "drive_bits"]
 
 
 class FireMode(enum.Enum, shape=unsigned(1)):
@@ -48,10 +50,16 @@ def signed_bits_for(low: int, high: int) -> int:
     return bits
 
 
-class NeuronIntegrate(wiring.Component):
-    """Leak and exact integration with one saturation (``docs/contract.md`` steps 1-2).
+def drive_bits(v_bits: int, current_bits: int) -> int:
+    """Width of ``bias + current``: exact for every ``v_bits`` bias and ``current_bits`` current."""
+    return max(v_bits, current_bits) + 1
 
-    Purely combinational.
+
+class NeuronLeak(wiring.Component):
+    """Leak and the input drive of one timestep (``docs/contract.md`` steps 1-2, before the sum).
+
+    Purely combinational. The two outputs are independent, so a pipeline can register them
+    side by side and leave :class:`NeuronIntegrate` one two-operand add and a clamp.
 
     Parameters
     ----------
@@ -72,10 +80,10 @@ class NeuronIntegrate(wiring.Component):
     bias : In(signed(v_bits))
     current : In(signed(current_bits))
         Exact sum of the timestep's weights.
-    v_sat : Out(signed(v_bits))
-        ``sat(base + bias + current)``.
-    saturated : Out(1)
-        The exact sum lay outside the ``v_bits`` range and was clamped.
+    base : Out(signed(v_bits))
+        ``v_init`` if ``first`` else ``v >> leak_shift``.
+    drive : Out(signed(drive_bits(v_bits, current_bits)))
+        ``bias + current``, exact.
     """
 
     def __init__(self, v_bits: int = 16, current_bits: int = 16):
@@ -88,6 +96,50 @@ class NeuronIntegrate(wiring.Component):
             "leak_shift": In(range(v_bits + 1)),
             "bias": In(signed(v_bits)),
             "current": In(signed(current_bits)),
+            "base": Out(signed(v_bits)),
+            "drive": Out(signed(drive_bits(v_bits, current_bits))),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.d.comb += [
+            self.base.eq(Mux(self.first, self.v_init, self.v >> self.leak_shift)),
+            self.drive.eq(self.bias + self.current),
+        ]
+        return m
+
+
+class NeuronIntegrate(wiring.Component):
+    """Exact integration with one saturation (``docs/contract.md`` step 2).
+
+    Purely combinational.
+
+    Parameters
+    ----------
+    v_bits : int
+        Membrane width (signed), 2..32.
+    current_bits : int
+        Width (signed) of the accumulated synaptic current of one timestep, 1..64; the drive
+        is ``drive_bits(v_bits, current_bits)`` wide.
+
+    Members
+    -------
+    base : In(signed(v_bits))
+        The leaked membrane (:class:`NeuronLeak`).
+    drive : In(signed(drive_bits(v_bits, current_bits)))
+        ``bias + current``.
+    v_sat : Out(signed(v_bits))
+        ``sat(base + drive)``.
+    saturated : Out(1)
+        The exact sum lay outside the ``v_bits`` range and was clamped.
+    """
+
+    def __init__(self, v_bits: int = 16, current_bits: int = 16):
+        self._v_bits = check_width("Membrane width v_bits", v_bits, 2, 32)
+        self._current_bits = check_width("Current width current_bits", current_bits, 1, 64)
+        super().__init__({
+            "base": In(signed(v_bits)),
+            "drive": In(signed(drive_bits(v_bits, current_bits))),
             "v_sat": Out(signed(v_bits)),
             "saturated": Out(1),
         })
@@ -103,11 +155,8 @@ class NeuronIntegrate(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         low, high = -(1 << (self._v_bits - 1)), (1 << (self._v_bits - 1)) - 1
-
-        base = Signal(signed(self._v_bits))
-        m.d.comb += base.eq(Mux(self.first, self.v_init, self.v >> self.leak_shift))
         # Amaranth widens every addition, so this sum is exact.
-        total = base + self.bias + self.current
+        total = self.base + self.drive
         with m.If(total > high):
             m.d.comb += [self.v_sat.eq(high), self.saturated.eq(1)]
         with m.Elif(total < low):
@@ -172,7 +221,7 @@ class NeuronDatapath(wiring.Component):
     """Leak, exact integration with one saturation, fire and soft reset of one neuron.
 
     Purely combinational: every output follows the inputs in the same cycle.
-    :class:`NeuronIntegrate` followed by :class:`NeuronFire`.
+    :class:`NeuronLeak`, :class:`NeuronIntegrate` and :class:`NeuronFire` in a chain.
 
     Parameters
     ----------
@@ -234,12 +283,14 @@ class NeuronDatapath(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
+        m.submodules.leak = leak = NeuronLeak(self._v_bits, self._current_bits)
         m.submodules.integrate = integrate = NeuronIntegrate(self._v_bits, self._current_bits)
         m.submodules.fire = fire = NeuronFire(self._v_bits)
         m.d.comb += [
-            integrate.v.eq(self.v), integrate.first.eq(self.first),
-            integrate.v_init.eq(self.v_init), integrate.leak_shift.eq(self.leak_shift),
-            integrate.bias.eq(self.bias), integrate.current.eq(self.current),
+            leak.v.eq(self.v), leak.first.eq(self.first),
+            leak.v_init.eq(self.v_init), leak.leak_shift.eq(self.leak_shift),
+            leak.bias.eq(self.bias), leak.current.eq(self.current),
+            integrate.base.eq(leak.base), integrate.drive.eq(leak.drive),
             self.saturated.eq(integrate.saturated),
             fire.v_sat.eq(integrate.v_sat), fire.theta.eq(self.theta),
             fire.fire_mode.eq(self.fire_mode), fire.fires.eq(self.fires),

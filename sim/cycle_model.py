@@ -3,14 +3,14 @@ spikes and the lane count.
 
 The engine has two units that overlap (``docs/microarchitecture.md``): the integration unit (IU)
 spends ``G`` cycles per valid input spike and one per dropped (bad) spike; the fire unit (FU)
-closes a timestep in ``4 + sum_g max(1, k_g)`` cycles, ``k_g`` being the output spikes of group
+closes a timestep in ``5 + sum_g max(1, k_g)`` cycles, ``k_g`` being the output spikes of group
 ``g``. With cycle 0 the cycle in which ``start`` is high, and the producer and consumer never
 stalling::
 
-    a_0     = G + 1                                   first cycle an input beat is taken
+    a_0     = G + 2                                   first cycle the IU takes an input beat
     p_t     = a_t + G * E_t + B_t                     the marker of step t is taken
     h_t     = max(p_t + 1, f_{t-1})                   the accumulator bank goes to the FU
-    e_t     = h_t + 4 + sum_g max(1, k_{t,g})         the FU emits the step's output marker
+    e_t     = h_t + 5 + sum_g max(1, k_{t,g})         the FU emits the step's output marker
     f_t     = e_t + 1                                 the FU is free again (f_{-1} = 0)
     a_{t+1} = h_t + 1
     cycles  = e_{T-1}                                 the ``busy`` cycles, what ``cycles`` counts
@@ -31,10 +31,19 @@ __all__ = [
     "LayerSchedule",
     "groups",
     "fire_pass_cycles",
+    "FIRE_PASS_FIXED",
+    "FIRST_BEAT_DELAY",
     "schedule",
     "layer_schedule",
     "layer_cycles",
 ]
+
+
+#: Fixed cycles of a fire pass: the fill of stages R, L, C, F and the marker slot.
+FIRE_PASS_FIXED = 5
+#: Cycles from ``start`` to the first input beat the IU can take, on top of the ``G``-cycle
+#: clear pass: the step into RUN and the input register.
+FIRST_BEAT_DELAY = 2
 
 
 def groups(fan_out: int, lanes: int) -> int:
@@ -46,8 +55,8 @@ def fire_pass_cycles(spikes: Sequence[int] | torch.Tensor, lanes: int) -> int:
     """Cycles of one fire pass, from its first membrane read to its output marker (inclusive).
 
     ``spikes`` is the layer's binary output of one timestep (``fan_out`` entries): every group
-    takes one cycle, or one per output spike if it has more than one; the four fixed cycles are
-    the pipeline's fill (stages R, C, F) and the marker.
+    takes one cycle, or one per output spike if it has more than one; the
+    :data:`FIRE_PASS_FIXED` cycles are the pipeline's fill (stages R, L, C, F) and the marker.
     """
     spikes = torch.as_tensor(spikes, dtype=torch.int64).reshape(-1)
     n = spikes.shape[0]
@@ -55,7 +64,7 @@ def fire_pass_cycles(spikes: Sequence[int] | torch.Tensor, lanes: int) -> int:
     padded = torch.zeros(g * lanes, dtype=torch.int64)
     padded[:n] = spikes != 0
     per_group = padded.reshape(g, lanes).sum(1).clamp(min=1)
-    return 4 + int(per_group.sum())
+    return FIRE_PASS_FIXED + int(per_group.sum())
 
 
 @dataclass(frozen=True)
@@ -96,7 +105,7 @@ def schedule(groups: int, events: Sequence[int], fire: Sequence[int],
     if not len(events) == len(fire) == len(bad) or not len(events):
         raise ValueError("events, fire and bad need one entry per timestep (at least one)")
     steps = []
-    first_beat, fu_free = groups + 1, 0
+    first_beat, fu_free = groups + FIRST_BEAT_DELAY, 0
     for e_t, f_t, b_t in zip(events, fire, bad, strict=True):
         marker = first_beat + groups * int(e_t) + int(b_t)
         handoff = max(marker + 1, fu_free)

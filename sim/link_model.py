@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from sw.link import (
     ID_MAGIC,
     LINK_VERSION,
-    MAX_READ,
+    MAX_BLOCK_LEN,
+    MAX_WORDS,
     SYNC_REQUEST,
     Command,
     ErrorCode,
@@ -41,6 +42,8 @@ class MockBackend:
         self.n_layers, self.timesteps = n_layers, timesteps
         self.status = 0
         self.busy = False
+        #: Every register write, in order: ``(address, value)``.
+        self.writes: list[tuple[int, int]] = []
 
     def _writable(self):
         out = {}
@@ -72,6 +75,7 @@ class MockBackend:
             address >= 0x100 and k < self.n_layers and (address & 0xFF) in (2, 3))
 
     def write(self, address: int, value: int) -> None:
+        self.writes.append((address, value))
         if address == 1:
             self.status &= ~value
             return
@@ -106,9 +110,13 @@ class LinkModel:
         self.state = "IDLE"
         self.replies: list[bytes] = []
 
-    def _expected_length(self, cmd):
-        return {Command.INFO: 0, Command.READ: 3, Command.WRITE: 6,
-                Command.RUN: self.backend.n_inputs * self.pixel_bytes}.get(cmd)
+    def _length_ok(self, cmd, length):
+        """Whether ``length`` payload bytes are what ``cmd`` takes; None for an unknown cmd."""
+        if cmd == Command.WRITE_BLOCK:
+            return length in range(6, MAX_BLOCK_LEN + 1, 4)
+        expected = {Command.INFO: 0, Command.READ: 3, Command.WRITE: 6,
+                    Command.RUN: self.backend.n_inputs * self.pixel_bytes}.get(cmd)
+        return None if expected is None else length == expected
 
     def _error(self, code, *, discard):
         self.code = code
@@ -146,10 +154,10 @@ class LinkModel:
                 self.state = "LEN_LO"
             elif state == "LEN_LO":
                 length = struct.unpack(">H", self.body[1:3])[0]
-                expected = self._expected_length(self.cmd)
-                if expected is None:
+                ok = self._length_ok(self.cmd, length)
+                if ok is None:
                     self._error(ErrorCode.COMMAND, discard=True)
-                elif length != expected:
+                elif not ok:
                     self._error(ErrorCode.LENGTH, discard=True)
                 else:
                     self.remaining = length
@@ -187,22 +195,23 @@ class LinkModel:
                 self._error(ErrorCode.PIXEL, discard=False)
                 return
             words = b.classify(pixels)
-        elif cmd == Command.WRITE:
+        elif cmd in (Command.WRITE, Command.WRITE_BLOCK):
             if b.busy:
                 self._error(ErrorCode.BUSY, discard=False)
                 return
-            address, value = struct.unpack(">HI", payload)
-            b.write(address, value)
+            address, *values = struct.unpack(f">H{(len(payload) - 2) // 4}I", payload)
+            for value in values:
+                b.write(address, value)
             words = []
         elif cmd == Command.READ:
             address, count = struct.unpack(">HB", payload)
-            if not 1 <= count <= MAX_READ:
+            if not 1 <= count <= MAX_WORDS:
                 self._error(ErrorCode.ARGUMENT, discard=False)
                 return
             words = [b.read((address + i) & 0xFFFF) for i in range(count)]
         else:  # INFO
             words = [(LINK_VERSION << 24) | (b.pixel_bits << 16) | b.n_inputs,
-                     (b.n_outputs << 16) | MAX_READ]
+                     (b.n_outputs << 16) | MAX_WORDS]
         reply = struct.pack(f">{len(words)}I", *[w & 0xFFFF_FFFF for w in words])
         self.replies.append(encode_reply(cmd, ErrorCode.OK, reply))
 

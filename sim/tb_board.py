@@ -4,33 +4,38 @@ The host side is the real host client, :class:`sw.link.LinkClient`, unchanged: i
 thread started with :func:`cocotb.task.bridge`, and its transport, :class:`CocotbUartTransport`,
 hands each ``write``/``read`` back to the simulation with :func:`cocotb.task.resume`, where the
 cocotbext-uart models ``UartSource``/``UartSink`` drive and watch the serial lines. The fault
-injection uses the same UART models with hand-made bad frames.
+injection uses the same UART models with hand-made bad frames. A monitor records every write
+on the register bus between the bridge and the accelerator (``TB.writes``), so a test sees
+exactly which writes a frame caused, whatever the accelerator.
 
 The test is configured through the ``SPIKEFORGE_TB`` environment variable (JSON written by
 tests/test_board_sim.py): ``divisor``, ``clock_ns``, ``timeout_cycles``, ``images`` and
 ``expected`` (``[[scores...], prediction]`` per image, from the Python model of the
 accelerator under test), ``threshold_address`` (a read/write register whose reset value is
-``threshold_reset``).
+``threshold_reset``), ``seed`` (of the random block-write words; failures name it).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import struct
 
 import cocotb
 from cocotb.clock import Clock
 from cocotb.task import bridge, resume
-from cocotb.triggers import ClockCycles, Timer
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, Timer
 from cocotbext.uart import UartSink, UartSource
 
 from sw.link import (
     ID_MAGIC,
+    MAX_WORDS,
     Command,
     ErrorCode,
     LinkClient,
     decode_reply,
+    encode_block,
     encode_request,
     register_address,
 )
@@ -93,6 +98,20 @@ class TB:
         scale = 200 * self.byte_ns / 1e9
         self.transport = CocotbUartTransport(self.source, self.sink, time_scale=scale)
         self.client = LinkClient(self.transport, timeout=1.0, retries=2)
+        self.writes: list[tuple[int, int]] = []
+        cocotb.start_soon(self._watch_bus())
+
+    async def _watch_bus(self):
+        """Append ``(address, value)`` to :attr:`writes` for every cycle ``w_en`` is high."""
+        bus_w_en = self.dut.bridge.bus__w_en
+        while True:
+            await RisingEdge(bus_w_en)
+            await ReadOnly()
+            while bus_w_en.value:
+                self.writes.append((int(self.dut.bridge.bus__addr.value),
+                                    int(self.dut.bridge.bus__w_data.value)))
+                await RisingEdge(self.dut.clk)
+                await ReadOnly()
 
     async def reset(self):
         self.dut.rst.value = 1
@@ -137,6 +156,8 @@ async def test_classify_matches_model(dut):
     assert await tb.host(lambda c: c.identify()) == ID_MAGIC
     info = await tb.host(lambda c: c.info())
     assert (info.n_inputs, info.n_outputs) == (tb.cfg["n_inputs"], tb.cfg["n_outputs"])
+    for layer, chunks in tb.cfg["weight_chunks"].items():
+        await tb.host(lambda c, k=int(layer), w=chunks: c.load_weights(k, w))
     results = await tb.host(_classify_all, tb.cfg["images"])
     expected = [(scores, best) for scores, best in tb.cfg["expected"]]
     assert results == expected
@@ -160,6 +181,23 @@ def _bad_frames(cfg):
         ("garbage", bytes([0x00, 0xFF, 0x13, 0x5A, 0x37]), ErrorCode.SYNC),
         ("bad CRC", good[:-2] + bytes([good[-2] ^ 0xFF, good[-1]]), ErrorCode.CRC),
     ]
+    # WRITE_BLOCK: none of these may write a word.
+    rng = random.Random(cfg["seed"])
+    words = [rng.randrange(1 << 32) for _ in range(12)]
+    block = encode_block(address, words)
+    good = encode_request(Command.WRITE_BLOCK, block)
+    bit = rng.randrange(6 * 8, (len(good) - 2) * 8)  # in the words
+    flipped = bytearray(good)
+    flipped[bit // 8] ^= 1 << (bit % 8)
+    frames += [
+        (f"block: bit {bit} flipped (seed {cfg['seed']})", bytes(flipped), ErrorCode.CRC),
+        ("block: len not 2 + 4 * count", encode_request(Command.WRITE_BLOCK, block[:-2]),
+         ErrorCode.LENGTH),
+        ("block: count 0", encode_request(Command.WRITE_BLOCK, block[:2]), ErrorCode.LENGTH),
+        (f"block: count {MAX_WORDS + 1}", encode_request(
+            Command.WRITE_BLOCK, block[:2] + bytes(4 * (MAX_WORDS + 1))), ErrorCode.LENGTH),
+        ("block: truncated", good[:len(good) // 2], ErrorCode.TIMEOUT),
+    ]
     return frames
 
 
@@ -171,7 +209,9 @@ async def test_fault_injection(dut):
     cfg = tb.cfg
     address = cfg["threshold_address"]
     image, (scores, best) = cfg["images"][0], cfg["expected"][0]
+    block = [0x600D_F00D, 0xFFFF_FFFF, cfg["threshold_reset"]]
     for name, frame, code in _bad_frames(cfg):
+        tb.writes.clear()
         await tb.send_raw(frame)
         reply = await tb.raw_reply()
         assert reply.code != ErrorCode.OK, f"{name}: accepted"
@@ -179,9 +219,12 @@ async def test_fault_injection(dut):
             assert reply.code == code, f"{name}: error {reply.code}, expected {code}"
         await tb.quiet()
         assert tb.sink.empty(), f"{name}: more than one reply"
+        assert tb.writes == [], f"{name}: register writes {tb.writes}"
         # State intact, link alive: the very next good frames are answered correctly.
         assert await tb.host(lambda c: c.read_register(address)) == cfg["threshold_reset"], name
         assert await tb.host(lambda c: c.classify(image)) == (scores, best), name
+        await tb.host(lambda c: c.write_block(address, block))
+        assert tb.writes == [(address, word) for word in block], name
 
     # A corrupted RUN frame never reaches the accelerator: its counters still describe the last
     # good image.
@@ -231,3 +274,20 @@ async def test_thresholds_over_the_link(dut):
         return client.read_register(address), client.read_leak_shift(0)
 
     assert await tb.host(program) == (77, 1)
+
+
+@cocotb.test()
+async def test_block_write_over_the_link(dut):
+    """write_block's words reach the register bus exactly, in order, all at the one address."""
+    tb = TB(dut)
+    await tb.reset()
+    cfg = tb.cfg
+    address, seed = cfg["threshold_address"], cfg["seed"]
+    rng = random.Random(seed)
+    # Two frames (MAX_WORDS, then the rest); the last word restores the register.
+    words = [rng.randrange(1 << 32) for _ in range(MAX_WORDS + 20)] + [cfg["threshold_reset"]]
+    await tb.host(lambda c: c.write_block(address, words))
+    assert tb.writes == [(address, word) for word in words], f"seed {seed}"
+    assert await tb.host(lambda c: c.read_register(address)) == cfg["threshold_reset"]
+    image, (scores, best) = cfg["images"][0], cfg["expected"][0]
+    assert await tb.host(lambda c: c.classify(image)) == (scores, best)

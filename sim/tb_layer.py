@@ -50,7 +50,8 @@ _PERIOD_NS = 10
 
 # hw.layer.Reg, restated so that this module needs no Amaranth (tests/test_layer_engine.py
 # checks that the two agree)
-REG_LEAK_SHIFT, REG_V_INIT, REG_SYNOPS, REG_SPIKES, REG_FIRE, REG_CYCLES, REG_STATUS = range(7)
+(REG_LEAK_SHIFT, REG_V_INIT, REG_SYNOPS, REG_SPIKES, REG_FIRE, REG_CYCLES, REG_STATUS,
+ REG_W_ADDR, REG_W_DATA, REG_W_INFO) = range(10)
 REG_THETA = 0x10
 
 

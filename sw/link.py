@@ -6,8 +6,9 @@ Three layers, each usable on its own:
 * a byte transport: anything with ``write(data)``, ``read(n, timeout) -> bytes`` (fewer bytes
   on timeout) and ``reset_input()``. :class:`SerialTransport` wraps a pyserial port;
   ``sim/tb_board.py`` has one that drives the cocotb UART models of the board simulation;
-* :class:`LinkClient`: register reads and writes, ``classify``, counters. The very same class
-  drives the board over a serial port and the board top in simulation.
+* :class:`LinkClient`: register reads and writes (also a block of words to one register),
+  ``classify``, counters. The very same class drives the board over a serial port and the board
+  top in simulation.
 
 Pure Python: importing this module needs neither Amaranth nor pyserial.
 """
@@ -15,8 +16,9 @@ Pure Python: importing this module needs neither Amaranth nor pyserial.
 from __future__ import annotations
 
 import enum
+import operator
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,7 +26,8 @@ __all__ = [
     "SYNC_REQUEST",
     "SYNC_REPLY",
     "LINK_VERSION",
-    "MAX_READ",
+    "MAX_WORDS",
+    "MAX_BLOCK_LEN",
     "ID_MAGIC",
     "Command",
     "ErrorCode",
@@ -40,6 +43,7 @@ __all__ = [
     "crc16",
     "encode_request",
     "encode_reply",
+    "encode_block",
     "decode_reply",
     "register_address",
 ]
@@ -47,8 +51,11 @@ __all__ = [
 SYNC_REQUEST = 0xA5
 SYNC_REPLY = 0x5A
 LINK_VERSION = 1
-#: Most registers one READ frame may return.
-MAX_READ = 64
+#: Most 32-bit words one frame carries: the registers a READ returns, the words of a WRITE_BLOCK
+#: (the ``max_read`` field of the INFO reply).
+MAX_WORDS = 64
+#: Longest WRITE_BLOCK payload: ``addr`` u16 and MAX_WORDS words.
+MAX_BLOCK_LEN = 2 + 4 * MAX_WORDS
 #: Value of the accelerator's ID register (docs/host-interface.md).
 ID_MAGIC = 0x5F0B6E01
 
@@ -58,6 +65,7 @@ class Command(enum.IntEnum):
     READ = 0x02  # payload: addr u16, count u8;     reply: count words
     WRITE = 0x03  # payload: addr u16, data u32;    reply: none
     RUN = 0x04  # payload: n_inputs pixels;         reply: n_outputs scores, prediction
+    WRITE_BLOCK = 0x05  # payload: addr u16, count words (1..MAX_WORDS); reply: none
 
 
 class ErrorCode(enum.IntEnum):
@@ -68,7 +76,7 @@ class ErrorCode(enum.IntEnum):
     TIMEOUT = 0x04  # the line went idle in the middle of a frame
     PIXEL = 0x05  # a pixel above 2**pixel_bits - 1; the image was not run
     BUSY = 0x06  # register write while the accelerator is busy; not written
-    ARGUMENT = 0x07  # READ count of 0 or above MAX_READ
+    ARGUMENT = 0x07  # READ count of 0 or above MAX_WORDS
     SYNC = 0x08  # bytes outside a frame (garbage, or a frame whose SYNC byte was corrupted)
 
 
@@ -119,6 +127,25 @@ def encode_request(command: int, payload: bytes = b"") -> bytes:
     return bytes([SYNC_REQUEST]) + body + struct.pack(">H", crc16(body))
 
 
+def _words32(words: Sequence[int]) -> list[int]:
+    """``words`` as a list of ints, each checked to fit an unsigned 32-bit word."""
+    out = [operator.index(word) for word in words]
+    for i, word in enumerate(out):
+        if not 0 <= word <= 0xFFFF_FFFF:
+            raise ValueError(f"Word {i} of the block, {word!r}, does not fit 32 bits unsigned")
+    return out
+
+
+def encode_block(address: int, words: Sequence[int]) -> bytes:
+    """Payload of a WRITE_BLOCK request: ``addr`` u16, then 1..:data:`MAX_WORDS` u32 words."""
+    if not 0 <= address <= 0xFFFF:
+        raise ValueError(f"Register address must be 16-bit, not {address!r}")
+    words = _words32(words)
+    if not 1 <= len(words) <= MAX_WORDS:
+        raise ValueError(f"A block holds 1..{MAX_WORDS} words, not {len(words)}")
+    return struct.pack(f">H{len(words)}I", address, *words)
+
+
 def encode_reply(command: int, code: int, payload: bytes = b"") -> bytes:
     """``SYNC cmd code len_hi len_lo payload crc_hi crc_lo`` (what the device sends)."""
     body = bytes([command, code]) + struct.pack(">H", len(payload)) + bytes(payload)
@@ -154,8 +181,11 @@ def decode_reply(frame: bytes) -> Reply:
 
 def register_address(name: str, layer: int = 0, t: int = 0) -> int:
     """Word address of a register of docs/host-interface.md (``"THETA"``, layer, step ``t``)."""
-    fixed = {"ID": 0x0000, "STATUS": 0x0001, "CYCLES": 0x0002, "N_LAYERS": 0x0003}
-    per_layer = {"LEAK_SHIFT": 0x00, "V_INIT": 0x01, "SYNOPS": 0x02, "SPIKES": 0x03, "THETA": 0x10}
+    fixed = {"ID": 0x0000, "STATUS": 0x0001, "CYCLES": 0x0002, "N_LAYERS": 0x0003,
+             "N_INPUTS": 0x0004, "N_OUTPUTS": 0x0005, "TIMESTEPS": 0x0006, "LANES": 0x0007}
+    per_layer = {"LEAK_SHIFT": 0x00, "V_INIT": 0x01, "SYNOPS": 0x02, "SPIKES": 0x03,
+                 "FIRE": 0x04, "LAYER_CYCLES": 0x05, "LAYER_STATUS": 0x06, "W_ADDR": 0x07,
+                 "W_DATA": 0x08, "W_INFO": 0x09, "THETA": 0x10}
     if name in fixed:
         return fixed[name]
     if name not in per_layer:
@@ -219,6 +249,15 @@ class LinkInfo:
 
 
 @dataclass(frozen=True)
+class WeightInfo:
+    """A layer's ``W_INFO`` register: whether its weights must be loaded, and their size."""
+
+    in_ram: bool
+    chunks_per_word: int
+    words: int
+
+
+@dataclass(frozen=True)
 class Counters:
     cycles: int
     status: int
@@ -266,8 +305,14 @@ class LinkClient:
             raise LinkTimeout(f"reply truncated: {len(rest)} of {length + 2} bytes")
         return decode_reply(first + header + rest)
 
-    def transact(self, command: int, payload: bytes = b"") -> Reply:
-        """Send one request and return its successful reply (retrying link-level failures)."""
+    def transact(self, command: int, payload: bytes = b"", *, idempotent: bool = True) -> Reply:
+        """Send one request and return its successful reply (retrying link-level failures).
+
+        A request that must not be executed twice (``idempotent=False``: a WRITE_BLOCK into a
+        register that stores every write) is resent only when the device answered that the
+        frame did not get through (a :data:`RETRYABLE` code). After a lost or corrupt reply it
+        may or may not have been executed, so that raises at once.
+        """
         frame = encode_request(command, payload)
         last: LinkError | None = None
         for _ in range(self.retries + 1):
@@ -276,12 +321,17 @@ class LinkClient:
             try:
                 reply = self._read_reply()
             except LinkError as error:
+                if not idempotent:
+                    raise
                 last = error
                 continue
             if reply.code == ErrorCode.OK and reply.command == command:
                 return reply
             if reply.code != ErrorCode.OK and reply.code not in RETRYABLE:
                 raise DeviceError(reply.command, reply.code)
+            if reply.code == ErrorCode.OK and not idempotent:
+                raise LinkError(f"reply to command 0x{reply.command:02x}, not 0x{command:02x}; "
+                                f"not resent, the request may have been executed")
             last = DeviceError(reply.command, reply.code)
         assert last is not None
         raise last
@@ -299,8 +349,8 @@ class LinkClient:
         return self._info
 
     def read_registers(self, address: int, count: int) -> list[int]:
-        if not 1 <= count <= MAX_READ:
-            raise ValueError(f"Register count must be 1..{MAX_READ}, not {count!r}")
+        if not 1 <= count <= MAX_WORDS:
+            raise ValueError(f"Register count must be 1..{MAX_WORDS}, not {count!r}")
         if not 0 <= address <= 0xFFFF:
             raise ValueError(f"Register address must be 16-bit, not {address!r}")
         return self.transact(Command.READ, struct.pack(">HB", address, count)).words()
@@ -312,6 +362,27 @@ class LinkClient:
         if not 0 <= address <= 0xFFFF:
             raise ValueError(f"Register address must be 16-bit, not {address!r}")
         self.transact(Command.WRITE, struct.pack(">HI", address, value & 0xFFFF_FFFF))
+
+    def write_block(self, address: int, words: Sequence[int]) -> None:
+        """Write ``words`` in order, all to the one register ``address`` (a register that takes
+        consecutive writes, such as a weight data port): one WRITE_BLOCK frame per
+        :data:`MAX_WORDS` words. Every word is checked before anything is sent; no words, no
+        frame.
+
+        A frame is not resent after a lost or corrupt reply (its words may have been written):
+        the :class:`LinkError` raised then, or the :class:`DeviceError` of a refused frame
+        (``BUSY``), carries ``words_written``, the words of the frames before it.
+        """
+        if not 0 <= address <= 0xFFFF:
+            raise ValueError(f"Register address must be 16-bit, not {address!r}")
+        words = _words32(words)
+        for start in range(0, len(words), MAX_WORDS):
+            payload = encode_block(address, words[start:start + MAX_WORDS])
+            try:
+                self.transact(Command.WRITE_BLOCK, payload, idempotent=False)
+            except LinkError as error:
+                error.words_written = start
+                raise
 
     def classify(self, pixels: Sequence[int]) -> tuple[list[int], int]:
         """Run one image; returns (the scores of every output neuron, the predicted class)."""
@@ -337,6 +408,68 @@ class LinkClient:
             synops.append(syn)
             spikes.append(spk)
         return Counters(cycles=cycles, status=status, synops=tuple(synops), spikes=tuple(spikes))
+
+    def weight_info(self, layer: int) -> WeightInfo:
+        """Layer ``layer``'s weight memory, from its ``W_INFO`` register."""
+        info = self.read_register(register_address("W_INFO", layer))
+        return WeightInfo(in_ram=bool(info & 1), chunks_per_word=(info >> 4) & 0xF,
+                          words=info >> 8)
+
+    def load_weights(self, layer: int, chunks: Sequence[int], *,
+                     progress: Callable[[int, int], None] | None = None) -> None:
+        """Write layer ``layer``'s SPRAM weights: ``chunks`` are the 32-bit words of
+        ``hw.layer.weight_chunks`` for the board's lane count, all of them, in order.
+
+        Every frame starts on a weight-word boundary with its own ``W_ADDR`` write, so a frame
+        whose reply was lost is sent again whole (``retries`` times) without writing any word
+        twice. ``progress(chunks_done, chunks_total)`` is called after each frame.
+        """
+        info = self.weight_info(layer)
+        if not info.in_ram:
+            raise ValueError(f"Layer {layer}'s weights are in ROM, not loadable over the link")
+        chunks = _words32(chunks)
+        if len(chunks) != info.words * info.chunks_per_word:
+            raise ValueError(
+                f"Layer {layer} takes {info.words} weight words of {info.chunks_per_word} "
+                f"chunks ({info.words * info.chunks_per_word} in all), not {len(chunks)}: "
+                f"were the chunks made for the board's lane count?")
+        per_frame = (MAX_WORDS // info.chunks_per_word) * info.chunks_per_word
+        for start in range(0, len(chunks), per_frame):
+            for attempt in range(self.retries + 1):
+                try:
+                    self.write_register(register_address("W_ADDR", layer),
+                                        start // info.chunks_per_word)
+                    self.write_block(register_address("W_DATA", layer),
+                                     chunks[start:start + per_frame])
+                    break
+                except DeviceError:
+                    raise
+                except LinkError:
+                    if attempt == self.retries:
+                        raise
+            if progress is not None:
+                progress(min(start + per_frame, len(chunks)), len(chunks))
+        status = self.read_register(register_address("LAYER_STATUS", layer))
+        if status & 4:
+            raise LinkError(f"Layer {layer} reports a weight load past its last word")
+
+    def load_network_weights(self, network, lanes: int, *,
+                             progress: Callable[[int, int, int], None] | None = None) -> list[int]:
+        """Load every layer of ``network`` (a :class:`sw.golden.Network`, the one the board was
+        built for) whose weights live in SPRAM; returns those layers' indices.
+        ``progress(layer, chunks_done, chunks_total)`` follows each frame."""
+        from hw.layer import weight_chunks
+
+        loaded = []
+        for k, layer in enumerate(network.layers):
+            if not self.weight_info(k).in_ram:
+                continue
+            report = None if progress is None else (lambda done, total, k=k: progress(k, done,
+                                                                                     total))
+            self.load_weights(k, weight_chunks(layer.weight, lanes, layer.w_bits),
+                              progress=report)
+            loaded.append(k)
+        return loaded
 
     def read_threshold(self, layer: int, t: int) -> int:
         return self.read_register(register_address("THETA", layer, t))

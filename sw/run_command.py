@@ -65,7 +65,7 @@ def load_images(source: str, *, data_root=None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from sw.link import LinkClient, LinkError, SerialTransport
+    from sw.link import LinkClient, LinkError, SerialTransport, register_address
 
     def fail(message: str) -> int:
         print(f"spikeforge run: error: {message}", file=sys.stderr)
@@ -100,6 +100,22 @@ def run(args: argparse.Namespace) -> int:
         info = client.info()
         print(f"board: {info.n_inputs} inputs, {info.n_outputs} outputs, "
               f"{info.pixel_bits}-bit pixels", file=sys.stderr)
+        n_layers = client.read_register(register_address("N_LAYERS"))
+        in_spram = [k for k in range(n_layers) if client.weight_info(k).in_ram]
+        if in_spram and golden is None:
+            return fail(f"the weights of layer {', '.join(map(str, in_spram))} live in SPRAM, "
+                        "which starts empty after configuration: pass --export DIR (the export "
+                        "the bitstream was built from) to load them")
+        if in_spram:
+            lanes = client.read_register(register_address("LANES"))
+            load_start = time.monotonic()
+
+            def progress(layer, done, total):
+                if done == total:
+                    print(f"loaded layer {layer}'s weights: {total} words in "
+                          f"{time.monotonic() - load_start:.1f} s", file=sys.stderr)
+
+            client.load_network_weights(golden, lanes, progress=progress)
         for index, image in enumerate(images):
             scores, prediction = client.classify(image)
             label = labels[index] if labels else None

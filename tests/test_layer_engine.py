@@ -10,21 +10,47 @@ import pytest
 import torch
 from amaranth.sim import Simulator
 
-from hw.layer import LayerEngine, Reg, pack_bias
+from hw.layer import LayerEngine, Reg, WeightMemory, pack_bias, weight_chunks
 from hw.rtl import generate_verilog
 from sim.cycle_model import fire_pass_cycles, layer_schedule, schedule
 from sim.layer_cases import EngineConfig, random_case, seed002_layer
 
 
-def run_pysim(layer, spikes_in, lanes):
-    """One inference on the Amaranth simulator: output spikes, membranes, counters."""
-    dut = LayerEngine.from_layer(layer, lanes=lanes)
+async def write_register(ctx, dut, addr, value):
+    ctx.set(dut.cfg.addr, addr)
+    ctx.set(dut.cfg.w_data, value)
+    ctx.set(dut.cfg.w_en, 1)
+    await ctx.tick()
+    ctx.set(dut.cfg.w_en, 0)
+
+
+async def read_register(ctx, dut, addr):
+    ctx.set(dut.cfg.addr, addr)
+    ctx.set(dut.cfg.r_en, 1)
+    await ctx.tick()
+    ctx.set(dut.cfg.r_en, 0)
+    return ctx.get(dut.cfg.r_data)
+
+
+def run_pysim(layer, spikes_in, lanes, weight_memory="rom"):
+    """One inference on the Amaranth simulator: output spikes, membranes, counters.
+
+    With ``weight_memory="spram"`` the engine starts with empty weights, and the testbench
+    loads them through ``W_ADDR``/``W_DATA`` as a host would.
+    """
+    dut = LayerEngine.from_layer(layer, lanes=lanes, weight_memory=weight_memory)
     beats = []
     for t in range(layer.timesteps):
         beats += [(j, 0) for j in spikes_in[t].nonzero().flatten().tolist()] + [(0, 1)]
     got = {"spikes": [], "membranes": {}, "busy": 0}
 
     async def testbench(ctx):
+        if dut.weight_memory is WeightMemory.SPRAM:
+            await write_register(ctx, dut, Reg.W_ADDR, 0)
+            for chunk in weight_chunks(layer.weight, lanes, layer.w_bits):
+                await write_register(ctx, dut, Reg.W_DATA, chunk)
+            got["w_addr"] = await read_register(ctx, dut, Reg.W_ADDR)
+            got["status"] = await read_register(ctx, dut, Reg.STATUS)
         ctx.set(dut.outputs.ready, 1)
         ctx.set(dut.start, 1)
         await ctx.tick()
@@ -80,6 +106,69 @@ def test_engine_matches_golden_in_pysim(config):
         assert got["counters"]["spikes"] == int(spikes.sum())
 
 
+@pytest.mark.parametrize("config", [
+    EngineConfig(4, 5, 7, 4, 4, 8), EngineConfig(3, 4, 10, 6, 2, 4),
+    EngineConfig(8, 6, 8, 2, 8, 12), EngineConfig(3, 70, 9, 2, 7, 16),
+], ids=lambda c: c.name)
+def test_spram_engine_loaded_over_registers_matches_golden(config):
+    """Weights in (modelled) SPRAM start empty; loaded through W_ADDR/W_DATA the engine must
+    give the golden model's spikes, membranes and the cycle model's count."""
+    case = random_case(config, 1, 0)
+    layer, lanes = case.layer, config.lanes
+    spikes, _, membranes = layer.run(case.spikes_in[None], trace=True)
+    got = run_pysim(layer, case.spikes_in, lanes, weight_memory="spram")
+    groups = -(-layer.fan_out // lanes)
+    assert got["w_addr"] == layer.fan_in * groups
+    assert got["status"] == 0
+    assert got["spikes"] == [row.nonzero().flatten().tolist() for row in spikes[0]]
+    for t in range(layer.timesteps):
+        for i in range(layer.fan_out):
+            assert got["membranes"][t, i // lanes][i % lanes] == membranes[0, t, i]
+    assert got["counters"]["cycles"] == layer_schedule(layer, case.spikes_in, lanes).cycles
+
+
+def test_weight_load_registers():
+    """W_INFO describes the memory; a load past the last word sets load_overflow and a load
+    while busy is refused like any register write."""
+    dut = LayerEngine(fan_in=3, fan_out=5, timesteps=2, lanes=4, w_bits=8, v_bits=8,
+                      weight_memory="spram")
+    rom = LayerEngine(fan_in=3, fan_out=5, timesteps=2, lanes=4, w_bits=8, v_bits=8)
+    got = {}
+
+    async def testbench(ctx):
+        info = await read_register(ctx, dut, Reg.W_INFO)
+        got["info"] = (info & 0xF, (info >> 4) & 0xF, info >> 8)
+        await write_register(ctx, dut, Reg.W_ADDR, 5)
+        await write_register(ctx, dut, Reg.W_DATA, 1)   # word 5: the last one (3 inputs x 2)
+        got["before"] = await read_register(ctx, dut, Reg.STATUS)
+        await write_register(ctx, dut, Reg.W_DATA, 2)   # past the end
+        got["after"] = await read_register(ctx, dut, Reg.STATUS)
+        await write_register(ctx, dut, Reg.STATUS, 4)
+        got["cleared"] = await read_register(ctx, dut, Reg.STATUS)
+        await write_register(ctx, dut, Reg.W_ADDR, 1000)
+        got["clamped"] = await read_register(ctx, dut, Reg.W_ADDR)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    # 4 lanes x 8 bits = one 32-bit chunk per word; 3 inputs x 2 groups = 6 words
+    assert got["info"] == (1, 1, 6)
+    assert got["before"] == 0 and got["after"] == 4 and got["cleared"] == 0
+    assert got["clamped"] == 6
+    assert rom.parameters["weight_memory"] == "rom"
+    with pytest.raises(ValueError, match="loadable=True needs weight_memory='rom'"):
+        LayerEngine(fan_in=3, fan_out=5, timesteps=2, lanes=4, loadable=True,
+                    weight_memory="spram")
+
+
+def test_weight_chunks_split_words_lowest_first():
+    # 5 lanes x 8 bits = 40-bit words -> two chunks each; neuron i's weight in lane i
+    weight = torch.tensor([[1], [-1], [3], [4], [-128]])     # fan_out 5, fan_in 1: one word
+    low = 0x01 | 0xFF << 8 | 0x03 << 16 | 0x04 << 24
+    assert weight_chunks(weight, 5, 8) == [low, 0x80]
+
+
 def test_seed002_in_pysim():
     got = run_pysim(seed002_layer(), torch.tensor([[1], [0], [1], [0]]), 1)
     assert [int(bool(step)) for step in got["spikes"]] == [0, 1, 0, 1]
@@ -88,13 +177,15 @@ def test_seed002_in_pysim():
 def test_fire_pass_and_schedule_by_hand():
     # 10 neurons on 4 lanes: groups hold 4, 4, 2; spikes 0+0, 3 in group 1, none elsewhere
     spikes = [0, 0, 0, 0, 1, 1, 0, 1, 0, 0]
-    assert fire_pass_cycles(spikes, 4) == 4 + (1 + 3 + 1)
-    # G = 2, one step with 3 events and one empty step, fire passes of 5 cycles each
+    # five fixed cycles: the fill of stages R, L, C, F and the marker slot
+    assert fire_pass_cycles(spikes, 4) == 5 + (1 + 3 + 1)
+    # G = 2, one step with 3 events and one empty step, fire passes of 5 cycles each; the first
+    # beat is taken after the 2-cycle clear pass, the step into RUN and the input register
     s = schedule(2, [3, 0], [5, 5])
-    assert [st.first_beat for st in s.steps] == [3, 11]
-    assert [st.marker for st in s.steps] == [9, 11]
-    assert [st.handoff for st in s.steps] == [10, 16]  # step 1 waits for the fire unit
-    assert s.cycles == 21 and s.step_cycles == [15, 6]
+    assert [st.first_beat for st in s.steps] == [4, 12]
+    assert [st.marker for st in s.steps] == [10, 12]
+    assert [st.handoff for st in s.steps] == [11, 17]  # step 1 waits for the fire unit
+    assert s.cycles == 22 and s.step_cycles == [16, 6]
 
 
 def test_generate_verilog_writes_port_metadata(tmp_path):

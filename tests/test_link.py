@@ -3,8 +3,11 @@
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sw.link import (
+    MAX_WORDS,
     Command,
     DeviceError,
     ErrorCode,
@@ -13,6 +16,7 @@ from sw.link import (
     LinkTimeout,
     crc16,
     decode_reply,
+    encode_block,
     encode_reply,
     encode_request,
     register_address,
@@ -41,6 +45,41 @@ def test_encode_request_layout():
 def test_encode_request_refuses_long_payload():
     with pytest.raises(ValueError, match="exceeds the 16-bit length field"):
         encode_request(Command.RUN, bytes(0x10000))
+
+
+def test_encode_block_layout():
+    frame = encode_request(Command.WRITE_BLOCK, encode_block(0x0110, [0x01020304, 0xA0B0C0D0]))
+    assert frame[:4] == bytes([0xA5, 0x05, 0x00, 0x0A])  # len = 2 + 4 * 2
+    assert frame[4:14] == bytes.fromhex("0110" "01020304" "a0b0c0d0")
+    assert crc16(frame[1:]) == 0 and len(frame) == 16
+
+
+@given(address=st.integers(0, 0xFFFF),
+       words=st.lists(st.integers(0, 0xFFFF_FFFF), min_size=1, max_size=MAX_WORDS))
+def test_block_frame_roundtrip(address, words):
+    # Parsed back by hand, not by the encoder: sync, cmd, len = 2 + 4 * count, addr, words, CRC.
+    frame = encode_request(Command.WRITE_BLOCK, encode_block(address, words))
+    sync, cmd, length = struct.unpack(">BBH", frame[:4])
+    assert (sync, cmd, length) == (0xA5, 0x05, 2 + 4 * len(words))
+    assert len(frame) == 4 + length + 2 and crc16(frame[1:]) == 0
+    assert int.from_bytes(frame[4:6], "big") == address
+    assert [int.from_bytes(frame[6 + 4 * i:10 + 4 * i], "big")
+            for i in range(len(words))] == words
+
+
+def test_encode_block_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="Register address must be 16-bit, not 65536"):
+        encode_block(0x10000, [1])
+    with pytest.raises(ValueError, match=r"A block holds 1\.\.64 words, not 0"):
+        encode_block(0, [])
+    with pytest.raises(ValueError, match=r"A block holds 1\.\.64 words, not 65"):
+        encode_block(0, [0] * 65)
+    with pytest.raises(ValueError, match="Word 1 of the block, 4294967296, does not fit 32 bits"):
+        encode_block(0, [0, 1 << 32])
+    with pytest.raises(ValueError, match="Word 0 of the block, -1, does not fit 32 bits"):
+        encode_block(0, [-1])
+    with pytest.raises(TypeError):
+        encode_block(0, [1.5])
 
 
 def test_decode_reply_roundtrip_and_errors():
@@ -118,3 +157,73 @@ def test_classify_checks_pixels_before_sending():
         client.classify([1, 2, 3])
     with pytest.raises(ValueError, match=r"Pixel 256 is outside 0\.\.255"):
         client.classify([1, 2, 3, 256])
+
+
+def block_frames(written):
+    """(address, words) of each WRITE_BLOCK frame the client wrote, parsed by hand."""
+    out = []
+    for frame in written:
+        assert frame[:2] == bytes([0xA5, Command.WRITE_BLOCK]) and crc16(frame[1:]) == 0
+        (length,) = struct.unpack(">H", frame[2:4])
+        address, *words = struct.unpack(f">H{(length - 2) // 4}I", frame[4:4 + length])
+        out.append((address, words))
+    return out
+
+
+OK_BLOCK = encode_reply(Command.WRITE_BLOCK, ErrorCode.OK)
+
+
+def test_write_block_splits_into_frames_of_max_words():
+    words = list(range(1000, 1000 + 2 * MAX_WORDS + 2))
+    transport = ScriptedTransport([OK_BLOCK] * 3)
+    LinkClient(transport).write_block(0x0123, words)
+    frames = block_frames(transport.written)
+    assert [len(w) for _, w in frames] == [MAX_WORDS, MAX_WORDS, 2]
+    assert {a for a, _ in frames} == {0x0123}
+    assert [x for _, w in frames for x in w] == words
+
+
+def test_write_block_of_no_words_sends_nothing():
+    transport = ScriptedTransport([])
+    LinkClient(transport).write_block(0x0123, [])
+    assert transport.written == []
+
+
+@pytest.mark.parametrize("address, words, message", [
+    (0x10000, [1], "Register address must be 16-bit, not 65536"),
+    (-1, [], "Register address must be 16-bit, not -1"),
+    (5, [0] * 100 + [1 << 32], "Word 100 of the block, 4294967296, does not fit 32 bits"),
+    (5, [7, -3], "Word 1 of the block, -3, does not fit 32 bits"),
+])
+def test_write_block_checks_everything_before_sending(address, words, message):
+    transport = ScriptedTransport([OK_BLOCK] * 3)
+    with pytest.raises(ValueError, match=message):
+        LinkClient(transport).write_block(address, words)
+    assert transport.written == []
+
+
+def test_write_block_resends_a_frame_the_device_did_not_take():
+    crc_error = encode_reply(Command.WRITE_BLOCK, ErrorCode.CRC)
+    timeout = encode_reply(Command.WRITE_BLOCK, ErrorCode.TIMEOUT)
+    transport = ScriptedTransport([crc_error, timeout, OK_BLOCK])
+    LinkClient(transport, retries=2).write_block(7, [1, 2, 3])
+    assert len(transport.written) == 3 and len(set(transport.written)) == 1
+
+
+@pytest.mark.parametrize("lost", ["no reply", "corrupt reply", "reply to another command"])
+def test_write_block_never_resends_after_a_lost_reply(lost):
+    # The device may have written the words: resending could store them twice.
+    bad = {"no reply": b"", "corrupt reply": OK_BLOCK[:-1] + bytes([OK_BLOCK[-1] ^ 1]),
+           "reply to another command": encode_reply(Command.WRITE, ErrorCode.OK)}[lost]
+    transport = ScriptedTransport([OK_BLOCK, bad, OK_BLOCK])
+    with pytest.raises(LinkError) as error:
+        LinkClient(transport, retries=2).write_block(7, list(range(MAX_WORDS + 5)))
+    assert len(transport.written) == 2
+    assert error.value.words_written == MAX_WORDS
+
+
+def test_write_block_busy_raises_at_once():
+    transport = ScriptedTransport([encode_reply(Command.WRITE_BLOCK, ErrorCode.BUSY)])
+    with pytest.raises(DeviceError, match="error BUSY") as error:
+        LinkClient(transport, retries=3).write_block(7, [1])
+    assert len(transport.written) == 1 and error.value.words_written == 0

@@ -2,6 +2,8 @@
 """The gateware frame decoder/encoder (hw/link.py) and the UART (hw/uart.py), in the Amaranth
 simulator, against the mock accelerator and the host-side protocol code of sw/link.py."""
 
+import os
+import random
 import struct
 
 import pytest
@@ -11,7 +13,16 @@ from amaranth.sim import Simulator
 from hw.link import LinkBridge
 from hw.uart import UARTRx, UARTTx, uart_divisor
 from sim.mock_accelerator import MockRegisters, mock_classify
-from sw.link import ID_MAGIC, Command, ErrorCode, decode_reply, encode_request, register_address
+from sw.link import (
+    ID_MAGIC,
+    MAX_WORDS,
+    Command,
+    ErrorCode,
+    decode_reply,
+    encode_block,
+    encode_request,
+    register_address,
+)
 from tests.link_harness import BridgeBench, split_replies
 
 THETA00 = register_address("THETA", 0, 0)
@@ -28,6 +39,14 @@ def write(addr, value):
 
 def run(pixels):
     return encode_request(Command.RUN, bytes(pixels))
+
+
+def write_block(addr, words):
+    return encode_request(Command.WRITE_BLOCK, encode_block(addr, words))
+
+
+def signed32(value):
+    return value - (1 << 32) if value >> 31 else value
 
 
 def replies(bench, steps):
@@ -69,11 +88,38 @@ def test_two_byte_pixels_and_bad_pixel():
     assert r[2].words() == [0]  # the bad image never reached the accelerator
 
 
+@pytest.mark.parametrize("pixel_bits", [8, 10])  # buffer slots of one byte and of two
+def test_write_block_reaches_the_bus_in_order(pixel_bits):
+    seed = int(os.environ["SPIKEFORGE_SEED"])
+    rng = random.Random(seed)
+    blocks = [(THETA00, [rng.randrange(1 << 32) for _ in range(MAX_WORDS)]),
+              (0xA55A, [rng.randrange(1 << 32)]),
+              (V_INIT0, [rng.randrange(1 << 32) for _ in range(rng.randrange(2, MAX_WORDS))])]
+    image = [rng.randrange(1 << pixel_bits) for _ in range(4)]
+    bench = BridgeBench(n_inputs=4, n_outputs=2, pixel_bits=pixel_bits)
+    r = replies(bench, [*(write_block(a, w) for a, w in blocks), read(THETA00),
+                        encode_request(Command.RUN, struct.pack(">4H" if pixel_bits > 8 else
+                                                                ">4B", *image))])
+    assert [(x.command, x.code, x.payload) for x in r[:3]] == [(Command.WRITE_BLOCK, 0, b"")] * 3
+    assert bench.writes == [(a, x) for a, w in blocks for x in w], f"seed {seed}"
+    assert r[3].words() == [blocks[0][1][-1]]
+    # The buffer that held the blocks holds the next image as before.
+    regs = MockRegisters()
+    regs.v_init[0] = signed32(blocks[2][1][-1])
+    scores, best = mock_classify(image, 2, regs)
+    assert [signed32(v) for v in r[4].words()] == [*scores, best], f"seed {seed}"
+
+
+BLOCK = [0x0102_0304 * k for k in range(1, 9)]
+
+
 @pytest.mark.parametrize("fault", ["crc", "length", "command", "truncated", "garbage", "sync",
-                                   "count"])
+                                   "count", "busy", "block_crc", "block_length", "block_count_0",
+                                   "block_count_65", "block_truncated", "block_busy"])
 def test_bad_frame_is_refused_and_state_kept(fault):
     bench = BridgeBench()
     frame = write(THETA00, 999)
+    block = write_block(THETA00, [999] * 9)
     bad = {
         "crc": frame[:-1] + bytes([frame[-1] ^ 0x04]),
         "length": frame[:3] + bytes([frame[3] + 1]) + frame[4:],
@@ -82,14 +128,28 @@ def test_bad_frame_is_refused_and_state_kept(fault):
         "garbage": b"\x00\x13\x37\xff",
         "sync": bytes([0xA4]) + frame[1:],
         "count": read(THETA00, 0),
+        "busy": [("busy", 1), frame, ("busy", 0)],
+        "block_crc": block[:17] + bytes([block[17] ^ 0x20]) + block[18:],
+        "block_length": encode_request(Command.WRITE_BLOCK, encode_block(THETA00, [9] * 2)[:-1]),
+        "block_count_0": encode_request(Command.WRITE_BLOCK, struct.pack(">H", THETA00)),
+        "block_count_65": encode_request(Command.WRITE_BLOCK,
+                                         struct.pack(">H65I", THETA00, *range(65))),
+        "block_truncated": block[:21],
+        "block_busy": [("busy", 1), block, ("busy", 0)],
     }[fault]
     code = {"crc": ErrorCode.CRC, "length": ErrorCode.LENGTH, "command": ErrorCode.COMMAND,
             "truncated": ErrorCode.TIMEOUT, "garbage": ErrorCode.SYNC, "sync": ErrorCode.SYNC,
-            "count": ErrorCode.ARGUMENT}[fault]
-    r = replies(bench, [bad, read(THETA00)])
-    assert len(r) == 2
-    assert r[0].code == code and r[0].payload == b""
+            "count": ErrorCode.ARGUMENT, "busy": ErrorCode.BUSY}
+    code.update({f"block_{name}": code[name] for name in ("crc", "truncated", "busy")})
+    code.update({"block_length": ErrorCode.LENGTH, "block_count_0": ErrorCode.LENGTH,
+                 "block_count_65": ErrorCode.LENGTH})
+    steps = bad if isinstance(bad, list) else [bad]
+    r = replies(bench, [*steps, read(THETA00), write_block(THETA00, BLOCK), read(THETA00)])
+    assert len(r) == 4
+    assert r[0].code == code[fault] and r[0].payload == b""
     assert r[1].code == 0 and r[1].words() == [16]  # threshold untouched, link alive
+    assert r[2].code == 0 and r[3].words() == [BLOCK[-1]]  # the next block goes through
+    assert bench.writes == [(THETA00, w) for w in BLOCK]  # and nothing but it reached the bus
 
 
 def test_bytes_split_by_gaps_shorter_than_timeout_are_one_frame():

@@ -9,7 +9,15 @@ import pytest
 
 from sim.link_model import LinkModel, MockBackend, PtyDevice
 from sim.mock_accelerator import MockRegisters, mock_classify
-from sw.link import Command, LinkClient, SerialTransport, encode_request, register_address
+from sw.link import (
+    MAX_WORDS,
+    Command,
+    LinkClient,
+    SerialTransport,
+    encode_block,
+    encode_request,
+    register_address,
+)
 from tests.link_harness import BridgeBench
 
 
@@ -23,6 +31,9 @@ def random_steps(rng, n_inputs, count):
         lambda: encode_request(Command.WRITE, struct.pack(
             ">HI", rng.choice([theta, 0x100, 0x101, 0x1, 0x9999]), rng.randrange(1 << 32))),
         lambda: encode_request(Command.RUN, bytes(rng.randrange(256) for _ in range(n_inputs))),
+        lambda: encode_request(Command.WRITE_BLOCK, encode_block(
+            rng.choice([theta, 0x101, 0x9999]),
+            [rng.randrange(1 << 32) for _ in range(rng.choice([1, 2, 7, MAX_WORDS]))])),
     ]
     steps = []
     for _ in range(count):
@@ -52,6 +63,7 @@ def test_model_matches_gateware(seed):
         model.feed(step)
         model.quiet()
     assert hardware == b"".join(model.replies)
+    assert bench.writes == model.backend.writes
 
 
 def test_client_over_pty_serial():
@@ -65,6 +77,9 @@ def test_client_over_pty_serial():
             assert client.classify(image) == mock_classify(image, 4, MockRegisters())
             client.write_threshold(0, 0, 99)
             assert client.read_threshold(0, 0) == 99
+            block = list(range(1, 100))
+            client.write_block(register_address("THETA", 1, 0), block)
+            assert backend.writes[-99:] == [(register_address("THETA", 1, 0), w) for w in block]
             transport.write(b"\x01\x02\x03")  # garbage: the client's next call recovers
             assert client.read_leak_shift(1) == 0
         finally:

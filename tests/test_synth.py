@@ -52,7 +52,8 @@ def test_mnist_on_up5k_spills_weights_to_spram():
     spram = [x for x in report.memories if x.kind == "SPRAM"]
     assert [x.name for x in spram] == ["layer0.weights"] and report.spram_used == 4
     assert report.ebr_used <= 30
-    assert any("SPRAM has no initial contents" in line for line in report.lines())
+    assert report.spram_layers == [0]
+    assert any("the weights of layer 0 go to SPRAM" in line for line in report.lines())
 
 
 def test_mnist_on_ecp5_fits_ebr():
@@ -63,10 +64,15 @@ def test_mnist_on_ecp5_fits_ebr():
 def test_plan_counts_the_accelerators_buffers():
     shape = NetworkShape.dense([64, 32, 10], lanes=2, w_bits=4, pixel_bits=4, timesteps=4)
     names = {x.name: x for x in plan_memories(shape, UP5K).memories}
-    assert names["accel.spikes0"].depth == 4 * (64 + 1)  # hw.accelerator.spike_buffer_depth
-    assert names["accel.spikes1"].width == 17
-    # Measured with yosys (memory_libmap) for this network: 18 SB_RAM40_4K.
-    assert plan_memories(shape, UP5K).ebr_used == 18
+    # hw.accelerator.spike_buffer_depths: buffer 0 takes the encoder's 64 inputs, buffer 1
+    # layer 0's 32 neurons, T = 4 steps each with one marker; entries are 6 address bits + eot
+    assert names["accel.spikes0"].depth == 4 * (64 + 1)
+    assert names["accel.spikes1"].depth == 4 * (32 + 1)
+    assert names["accel.spikes1"].width == 7
+    assert "layer0.acc0" in names and "layer0.acc1" in names
+    # Measured with yosys (memory_libmap, synth_ice40, link included) for this network:
+    # 16 SB_RAM40_4K.
+    assert plan_memories(shape, UP5K).ebr_used == 16
 
 
 def test_refusal_names_what_would_fit():
@@ -75,7 +81,7 @@ def test_refusal_names_what_would_fit():
         check_fit(shape, UP5K)
     message = str(error.value)
     assert message.startswith("mnist4 (101632 synapses, 400 kbit of ROM at lanes=4, w_bits=4) "
-                              "does not fit the iCE40UP5K-SG48: it needs 33 EBR + 3 SPRAM")
+                              "does not fit the iCE40UP5K-SG48: it needs 35 EBR + 3 SPRAM")
     assert "it would fit with lanes=3 (w_bits=4)" in message
     assert plan_memories(shape.with_(lanes=3), UP5K).fits
     big = NetworkShape.dense([784, 512, 512, 10], lanes=8, w_bits=8, name="big")
