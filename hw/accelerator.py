@@ -337,9 +337,13 @@ class NetworkAccelerator(wiring.Component):
         with m.Elif(beat_valid):
             with m.If(beat.eot):
                 m.d.sync += out_t.eq(out_t + 1)
-            with m.Elif(beat.addr < n_out):
+            if last.fires:
+                # Each score has its own adder, enabled by an address decode: no read mux of
+                # the scores on the path.
                 increment = (Const(1, T + 1) << out_t) if last.fire_mode.value == "radix" else 1
-                m.d.sync += scores[beat.addr].eq(scores[beat.addr] + increment)
+                for i, score in enumerate(scores):
+                    with m.If(~beat.eot & (beat.addr == i)):
+                        m.d.sync += score.eq(score + increment)
         if not last.fires:
             beat = final.membranes
             P, G = self._lanes, final.groups

@@ -133,6 +133,11 @@ def current_bits(fan_in: int, w_bits: int) -> int:
     return signed_bits_for(-fan_in << (w_bits - 1), fan_in * ((1 << (w_bits - 1)) - 1))
 
 
+#: Groups the fire unit's serializer can hold back while it emits a group's spikes: the depth
+#: of stages R .. F, so that S never waits for a group that R held back (docs/microarchitecture.md).
+_S_QUEUE = 4
+
+
 class _State(enum.Enum, shape=unsigned(2)):
     IDLE = 0
     CLEAR = 1
@@ -450,6 +455,9 @@ class LayerEngine(wiring.Component):
         # ---- fire unit: walk the groups, close the timestep, serialize spikes ------------------
         # Stages: R reads the memories, L leaks and forms the drive, C sums and clamps, F fires
         # and writes back, S serializes. Every stage carries its group, base address and marker.
+        # L, C and F never stall: F hands each group to S or, while S is busy, to a queue of
+        # _S_QUEUE entries, and R issues a group only while fewer than _S_QUEUE are on their way
+        # (`pending`, a register), so no stall reaches back from S to the memories' read ports.
         fu_busy = Signal()
         fu_bank = Signal()
         fu_t = Signal(range(T))
@@ -470,6 +478,11 @@ class LayerEngine(wiring.Component):
         s_mask = Signal(P)
         s_base = Signal(range(G * P + 1))
         s_eot = Signal()
+        pending = Signal(range(_S_QUEUE + 1))   # groups issued by R, not yet in S
+        q_count = Signal(range(_S_QUEUE + 1))
+        q_mask = [Signal(P, name=f"q{i}_mask") for i in range(_S_QUEUE)]
+        q_base = [Signal(range(G * P + 1), name=f"q{i}_base") for i in range(_S_QUEUE)]
+        q_eot = [Signal(name=f"q{i}_eot") for i in range(_S_QUEUE)]
 
         with m.If(eot_pending & ~fu_busy & ~ev_valid):
             m.d.sync += [
@@ -491,10 +504,10 @@ class LayerEngine(wiring.Component):
         l_advance = Signal()
         r_advance = Signal()
         m.d.comb += [
-            d_advance.eq(d_valid & s_free),
-            c_advance.eq(c_valid & (~d_valid | d_advance)),
-            l_advance.eq(l_valid & (~c_valid | c_advance)),
-            r_advance.eq(fu_busy & (fu_g <= G) & (~l_valid | l_advance)),
+            d_advance.eq(d_valid),
+            c_advance.eq(c_valid),
+            l_advance.eq(l_valid),
+            r_advance.eq(fu_busy & (fu_g <= G) & (pending < _S_QUEUE)),
         ]
         fu_read = r_advance & (fu_g < G)
         m.d.comb += [
@@ -585,11 +598,26 @@ class LayerEngine(wiring.Component):
                     m.d.sync += [state.eq(_State.IDLE), self.done.eq(1), fu_t.eq(0)]
             with m.Else():
                 m.d.sync += [s_mask.eq(s_mask & (s_mask - 1)), self.spikes.eq(self.spikes + 1)]
-        with m.If(d_advance):
-            with m.If(d_eot):
-                m.d.sync += [s_eot.eq(1), s_mask.eq(0)]
-            with m.Else():
-                m.d.sync += [s_mask.eq(fired), s_base.eq(d_base)]
+        # S takes its next group from the queue, else straight from F; F's group goes to the
+        # queue when S is busy or the queue is not empty.
+        fired_or_marker = Mux(d_eot, 0, fired)
+        pop = s_free & (q_count != 0)
+        direct = s_free & (q_count == 0) & d_valid
+        push = d_valid & ~direct
+        with m.If(pop):
+            m.d.sync += [s_mask.eq(q_mask[0]), s_base.eq(q_base[0]), s_eot.eq(q_eot[0])]
+        with m.Elif(direct):
+            m.d.sync += [s_mask.eq(fired_or_marker), s_base.eq(d_base), s_eot.eq(d_eot)]
+        for i in range(_S_QUEUE):
+            with m.If(push & (q_count - pop == i)):
+                m.d.sync += [q_mask[i].eq(fired_or_marker), q_base[i].eq(d_base),
+                             q_eot[i].eq(d_eot)]
+            if i + 1 < _S_QUEUE:
+                with m.Elif(pop):
+                    m.d.sync += [q_mask[i].eq(q_mask[i + 1]), q_base[i].eq(q_base[i + 1]),
+                                 q_eot[i].eq(q_eot[i + 1])]
+        m.d.sync += [q_count.eq(q_count + push - pop),
+                     pending.eq(pending + r_advance - (pop | direct))]
 
         # Membrane port: registered copy of the group just closed, which is also what writes the
         # group back to vmem (a cycle after F, so the RAM's write port is off the fire path).
@@ -617,7 +645,8 @@ class LayerEngine(wiring.Component):
                 eot_pending.eq(0), ev_valid.eq(0), w1_valid.eq(0), wb_valid.eq(0),
                 fu_busy.eq(0), fu_t.eq(0),
                 in_valid.eq(0), in_t.eq(0), l_valid.eq(0), c_valid.eq(0), d_valid.eq(0),
-                s_mask.eq(0), s_eot.eq(0), self.cycles.eq(0), self.synops.eq(0),
+                s_mask.eq(0), s_eot.eq(0), pending.eq(0), q_count.eq(0), self.cycles.eq(0),
+                self.synops.eq(0),
                 self.spikes.eq(0), self.bad_addr.eq(0), self.busy_write.eq(0),
             ]
 
