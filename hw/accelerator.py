@@ -246,43 +246,50 @@ class NetworkAccelerator(wiring.Component):
         for b, fifo in enumerate(buffers):
             m.submodules[f"spike_buffer{b}"] = fifo
 
-        # ---- encoder: slot (t, j), j == n_in is the marker slot; stage 1 one cycle later ----
+        # ---- encoder: slot (t, j), j == n_in is the marker slot --------------------------------
+        # Slot issue reads the pixel (and the rate encoder's state); stage 1 registers what the
+        # block RAMs return, so their clock-to-output delay never meets the adder; stage 2
+        # encodes, writes the state back and writes the spike buffer.
         enc_t = Signal(range(T + 1))
         enc_j = Signal(range(n_in + 1))
-        s1_valid = Signal()
-        s1_t = Signal(range(T + 1))
-        s1_j = Signal(range(n_in + 1))
+        s1_valid, s2_valid = Signal(), Signal()
+        s1_t, s2_t = Signal(range(T + 1)), Signal(range(T + 1))
+        s1_j, s2_j = Signal(range(n_in + 1)), Signal(range(n_in + 1))
+        s2_x = Signal(unsigned(pixel_bits))
         enc_spike = Signal()
         encoding = phase == _Phase.ENCODE
         m.d.comb += [pix_rd.addr.eq(enc_j), pix_rd.en.eq(encoding)]
-        m.d.sync += [s1_valid.eq(encoding), s1_t.eq(enc_t), s1_j.eq(enc_j)]
-        s1_marker = s1_j == n_in
-        x = pix_rd.data
+        m.d.sync += [s1_valid.eq(encoding), s1_t.eq(enc_t), s1_j.eq(enc_j),
+                     s2_valid.eq(s1_valid), s2_t.eq(s1_t), s2_j.eq(s1_j), s2_x.eq(pix_rd.data)]
+        s2_marker = s2_j == n_in
         if net.encoder.kind is EncoderKind.RATE:
             m.submodules.encoder_mem = enc_mem = Memory(
                 shape=unsigned(pixel_bits + 1), depth=n_in, init=[])
-            v_rd = enc_mem.read_port()
             v_wr = enc_mem.write_port()
-            v_prev = Mux(s1_t == 0, x_max // 2, v_rd.data)
+            # transparent: with one input, slot (t + 1, 0) reads as slot (t, 0) writes back
+            v_rd = enc_mem.read_port(transparent_for=(v_wr,))
+            s2_v = Signal(unsigned(pixel_bits + 1))
+            m.d.sync += s2_v.eq(v_rd.data)
+            v_prev = Mux(s2_t == 0, x_max // 2, s2_v)
             v_sum = Signal(unsigned(pixel_bits + 2))
             m.d.comb += [
                 v_rd.addr.eq(enc_j), v_rd.en.eq(encoding),
-                v_sum.eq(v_prev + x),
+                v_sum.eq(v_prev + s2_x),
                 enc_spike.eq(v_sum >= x_max),
-                v_wr.addr.eq(s1_j), v_wr.en.eq(s1_valid & ~s1_marker),
+                v_wr.addr.eq(s2_j), v_wr.en.eq(s2_valid & ~s2_marker),
                 v_wr.data.eq(Mux(enc_spike, v_sum - x_max, v_sum)),
             ]
         else:  # radix: plane t carries bit t + pixel_bits - T of the pixel (docs/contract.md)
             lead = max(0, T - pixel_bits)  # leading zero planes when T > pixel_bits
             drop = max(0, pixel_bits - T)  # least significant bits dropped when T < pixel_bits
-            planes = Cat(Const(0, lead), x, Const(0, T + 1))
-            m.d.comb += enc_spike.eq(planes.bit_select(s1_t + drop, 1))
+            planes = Cat(Const(0, lead), s2_x, Const(0, T + 1))
+            m.d.comb += enc_spike.eq(planes.bit_select(s2_t + drop, 1))
         enc_write = Signal()
         enc_payload = Signal(spike_shape)
         m.d.comb += [
-            enc_write.eq(s1_valid & (s1_marker | enc_spike)),
-            enc_payload.addr.eq(Mux(s1_marker, 0, s1_j)),
-            enc_payload.eot.eq(s1_marker),
+            enc_write.eq(s2_valid & (s2_marker | enc_spike)),
+            enc_payload.addr.eq(Mux(s2_marker, 0, s2_j)),
+            enc_payload.eot.eq(s2_marker),
         ]
         with m.If(encoding):
             with m.If(enc_j == n_in):
@@ -381,6 +388,7 @@ class NetworkAccelerator(wiring.Component):
 
         # ---- sequencer -------------------------------------------------------------------------
         cycles = Signal(32)
+        draining = Signal()
         m.d.sync += clear_scores.eq(0)
         with m.If((phase != _Phase.LOAD) & (phase != _Phase.READOUT)):
             m.d.sync += cycles.eq(cycles + 1)
@@ -391,9 +399,11 @@ class NetworkAccelerator(wiring.Component):
                                  cycles.eq(0), clear_scores.eq(1)]
             with m.Case(_Phase.ENCODE):
                 with m.If((enc_t == T - 1) & (enc_j == n_in)):
-                    m.d.sync += phase.eq(_Phase.DRAIN)
-            with m.Case(_Phase.DRAIN):
-                m.d.sync += [phase.eq(_Phase.START), layer_k.eq(0)]
+                    m.d.sync += [phase.eq(_Phase.DRAIN), draining.eq(1)]
+            with m.Case(_Phase.DRAIN):  # two cycles: the encoder's two stages empty
+                m.d.sync += draining.eq(0)
+                with m.If(~draining):
+                    m.d.sync += [phase.eq(_Phase.START), layer_k.eq(0)]
             with m.Case(_Phase.START):
                 m.d.sync += phase.eq(_Phase.RUN)
             with m.Case(_Phase.RUN):

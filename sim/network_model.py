@@ -4,7 +4,7 @@ The accelerator runs its phases one after another (``hw/accelerator.py``), so an
 compute cycles (the ``CYCLES`` register) are a plain sum::
 
     cycles = T * (n_inputs + 1)          encoder: one slot per pixel and timestep, one marker slot
-           + 1                           encoder pipeline drain
+           + 2                           encoder pipeline drain (two stages)
            + sum_k (2 + C_k)             layer k: a start cycle, C_k busy cycles of its engine
                                          (sim.cycle_model), and the done cycle
 
@@ -25,7 +25,7 @@ __all__ = ["NetworkTiming", "network_timing", "encoder_cycles", "LAYER_OVERHEAD"
 #: Cycles the sequencer adds around every layer engine's busy cycles (start and done).
 LAYER_OVERHEAD = 2
 #: Cycles the encoder pipeline needs to drain after its last slot.
-ENCODER_DRAIN = 1
+ENCODER_DRAIN = 2
 
 
 def encoder_cycles(network: Network) -> int:
