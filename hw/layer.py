@@ -609,7 +609,8 @@ class LayerEngine(wiring.Component):
         with m.Elif(direct):
             m.d.sync += [s_mask.eq(fired_or_marker), s_base.eq(d_base), s_eot.eq(d_eot)]
         for i in range(_S_QUEUE):
-            with m.If(push & (q_count - pop == i)):
+            # F's group lands behind the last entry that stays (no subtractor on this path)
+            with m.If(push & Mux(pop, q_count == i + 1, q_count == i)):
                 m.d.sync += [q_mask[i].eq(fired_or_marker), q_base[i].eq(d_base),
                              q_eot[i].eq(d_eot)]
             if i + 1 < _S_QUEUE:
@@ -716,12 +717,20 @@ class LayerEngine(wiring.Component):
                         with m.Case(Reg.THETA + t):
                             m.d.sync += theta[t].eq(cfg.w_data)
         if in_ram:
+            # The completed word is registered before it reaches the SPRAM: the register bus
+            # decode then never drives the SPRAM's chip select in the same cycle.
             completes = (cfg.w_en & ~busy & (cfg.addr == Reg.W_DATA)
                          & (w_chunk == chunks_per_word - 1) & (w_load_addr < M * G))
             word = Cat(w_held[:32 * (chunks_per_word - 1)], cfg.w_data)
+            store_en = Signal()
+            store_addr = Signal.like(weights.write_addr)
+            store_word = Signal(P * WB)
+            m.d.sync += store_en.eq(completes)
+            with m.If(completes):
+                m.d.sync += [store_addr.eq(w_load_addr), store_word.eq(word[:P * WB])]
             m.d.comb += [
-                weights.write_addr.eq(w_load_addr), weights.write_data.eq(word[:P * WB]),
-                weights.write_en.eq(completes),
+                weights.write_addr.eq(store_addr), weights.write_data.eq(store_word),
+                weights.write_en.eq(store_en),
             ]
         return m
 
