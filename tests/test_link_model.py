@@ -1,6 +1,7 @@
 """The Python link model (sim/link_model.py) against the gateware bridge, and ``spikeforge run``
 end to end over a pseudo-terminal with pyserial."""
 
+import os
 import random
 import struct
 
@@ -118,3 +119,91 @@ def test_run_command_reports_bad_port(tmp_path, capsys):
     args = parser.parse_args([str(tmp_path / "one.npy"), "--port", str(tmp_path / "nothing")])
     assert run_command.run(args) == 1
     assert "spikeforge run: error: cannot open" in capsys.readouterr().err
+
+
+class SpramBackend(MockBackend):
+    """The mock backend plus layer 0's weights in SPRAM, with the W_ADDR/W_DATA/W_INFO rules of
+    docs/microarchitecture.md ("Weights in SPRAM"), written out independently of the gateware."""
+
+    def __init__(self, words: int, chunks_per_word: int, **kwargs):
+        super().__init__(**kwargs)
+        self.words, self.chunks_per_word = words, chunks_per_word
+        self.memory: dict[int, int] = {}
+        self.w_addr, self.held, self.overflow = 0, [], False
+
+    def read(self, address: int) -> int:
+        if address == register_address("W_INFO", 0):
+            return 1 | self.chunks_per_word << 4 | self.words << 8
+        if address == register_address("LAYER_STATUS", 0):
+            return 4 if self.overflow else 0
+        return super().read(address)
+
+    def write(self, address: int, value: int) -> None:
+        if address == register_address("W_ADDR", 0):
+            self.writes.append((address, value))
+            self.w_addr, self.held = min(value, self.words), []
+        elif address == register_address("W_DATA", 0):
+            self.writes.append((address, value))
+            self.held.append(value)
+            if len(self.held) == self.chunks_per_word:
+                word = sum(chunk << (32 * i) for i, chunk in enumerate(self.held))
+                if self.w_addr < self.words:
+                    self.memory[self.w_addr] = word
+                    self.w_addr += 1
+                else:
+                    self.overflow = True
+                self.held = []
+        else:
+            super().write(address, value)
+
+
+class ModelTransport:
+    """A transport straight into a LinkModel; ``drop`` names replies (by index) that get lost."""
+
+    def __init__(self, model: LinkModel, drop=()):
+        self.model, self.drop, self.pending, self.sent = model, set(drop), b"", 0
+
+    def write(self, data: bytes) -> None:
+        before = len(self.model.replies)
+        self.model.feed(data)
+        self.model.quiet()
+        for reply in self.model.replies[before:]:
+            if self.sent not in self.drop:
+                self.pending += reply
+            self.sent += 1
+
+    def read(self, n: int, timeout: float) -> bytes:
+        out, self.pending = self.pending[:n], self.pending[n:]
+        return out
+
+    def reset_input(self) -> None:
+        self.pending = b""
+
+
+@pytest.mark.parametrize("drop", [(), (3,), (1, 6)], ids=["clean", "lost-block-reply",
+                                                          "lost-replies"])
+def test_load_network_weights_fills_spram_exactly_once(drop):
+    """load_network_weights over the link model: the SPRAM layer ends with exactly the packed
+    ROM words, also when replies are lost (each frame restarts at its own W_ADDR)."""
+    import torch
+
+    from hw.rom import pack_weights
+    from sw.golden import DenseLayer, Encoder, Network
+
+    g = torch.Generator().manual_seed(int(os.environ.get("SPIKEFORGE_SEED", "0")))
+    lanes, w_bits = 5, 8                       # 40-bit words: two chunks each
+    layer = DenseLayer(weight=torch.randint(-128, 128, (7, 40), generator=g),
+                       bias=torch.zeros(7, dtype=torch.int64), theta=[3] * 4, w_bits=w_bits,
+                       v_bits=16)
+    out = DenseLayer(weight=torch.zeros(4, 7, dtype=torch.int64),
+                     bias=torch.zeros(4, dtype=torch.int64), theta=[3] * 4, w_bits=4,
+                     v_bits=16, fires=False)
+    network = Network([layer, out], 4, Encoder("rate", 4))
+    expected = pack_weights(layer.weight, lanes, w_bits)          # 40 inputs x 2 groups
+    backend = SpramBackend(len(expected), 2, n_inputs=40, n_outputs=4)
+    client = LinkClient(ModelTransport(LinkModel(backend), drop), timeout=0.01, retries=2)
+    assert client.load_network_weights(network, lanes) == [0]
+    assert [backend.memory[i] for i in range(len(expected))] == expected
+    assert not backend.overflow
+    with pytest.raises(ValueError, match="takes 80 weight words of 2 chunks"):
+        client.load_weights(0, [0] * 10)
