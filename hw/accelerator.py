@@ -78,6 +78,9 @@ class _Phase(enum.Enum, shape=unsigned(3)):
 def spike_buffer_depths(network: Network) -> list[int]:
     """Entries of each spike buffer: the most spikes plus markers a phase writes into it.
 
+    ``network`` is a :class:`sw.golden.Network` or anything with its ``n_inputs``,
+    ``timesteps`` and ``layers[k].fan_out`` (the memory plan passes a ``sw.synth.NetworkShape``).
+
     Buffer 0 takes the encoder's spikes and those of layers 1, 3, ...; buffer 1 those of layers
     0, 2, ... (the last layer writes into neither: it feeds the readout).
     """

@@ -123,9 +123,14 @@ def weight_chunks(weight, lanes: int, w_bits: int) -> list[int]:
     Each weight word of ``docs/rom-layout.md`` (``lanes * w_bits`` bits) is split into
     ``ceil(lanes * w_bits / 32)`` chunks, lowest bits first, words in address order.
     """
-    per_word = -(-lanes * w_bits // 32)
     return [(word >> (32 * i)) & 0xFFFF_FFFF
-            for word in pack_weights(weight, lanes, w_bits) for i in range(per_word)]
+            for word in pack_weights(weight, lanes, w_bits)
+            for i in range(_chunks_per_word(lanes, w_bits))]
+
+
+def _chunks_per_word(lanes: int, w_bits: int) -> int:
+    """32-bit ``W_DATA`` chunks that make one weight word of ``lanes * w_bits`` bits."""
+    return -(-lanes * w_bits // 32)
 
 
 def current_bits(fan_in: int, w_bits: int) -> int:
@@ -378,11 +383,14 @@ class LayerEngine(wiring.Component):
         theta_now = Signal(signed(VB), init=reset["theta"][0])
 
         # ---- weight loading (RAM weights): W_DATA chunks -> one word at W_ADDR -----------------
-        chunks_per_word = -(-P * WB // 32)
+        chunks_per_word = _chunks_per_word(P, WB)
         w_load_addr = Signal(range(M * G + 1))
         w_chunk = Signal(range(chunks_per_word))
         w_held = Signal(32 * chunks_per_word)   # earlier chunks of the word being assembled
         load_overflow = Signal()
+        store_en = Signal()                     # a completed word goes to the SPRAM next cycle
+        store_addr = Signal(range(M * G))
+        store_word = Signal(P * WB)
 
         # ---- control -------------------------------------------------------------------------
         state = Signal(_State)
@@ -416,7 +424,7 @@ class LayerEngine(wiring.Component):
         ev_addr = Signal(range(M * G))      # weight word j * G + g
         ev_g = Signal(range(G))
         ev_last = ev_g == G - 1
-        # W1: the weight word leaves the RAM into `w_held_lanes`, the accumulator word is read;
+        # W1: the weight word leaves the RAM into `weight_reg`, the accumulator word is read;
         # WB: their sum is written back. (The register keeps the RAM's slow clock-to-out off
         # the adders.)
         w1_valid = Signal()
@@ -499,36 +507,24 @@ class LayerEngine(wiring.Component):
         out_valid = s_eot | (s_mask != 0)
         out_take = out_valid & self.outputs.ready
         s_free = ~out_valid | (self.outputs.ready & (s_eot | s_single))
-        d_advance = Signal()
-        c_advance = Signal()
-        l_advance = Signal()
         r_advance = Signal()
-        m.d.comb += [
-            d_advance.eq(d_valid),
-            c_advance.eq(c_valid),
-            l_advance.eq(l_valid),
-            r_advance.eq(fu_busy & (fu_g <= G) & (pending < _S_QUEUE)),
-        ]
+        m.d.comb += r_advance.eq(fu_busy & (fu_g <= G) & (pending < _S_QUEUE))
         fu_read = r_advance & (fu_g < G)
         m.d.comb += [
             v_rd.addr.eq(fu_g), v_rd.en.eq(fu_read),
             b_rd.addr.eq(fu_g), b_rd.en.eq(fu_read),
         ]
-        for (_, g, base, eot), (n_valid, n_g, n_base, n_eot), advance, n_advance in [
-            ((l_valid, l_g, l_base, l_eot), (c_valid, c_g, c_base, c_eot), l_advance, c_advance),
-            ((c_valid, c_g, c_base, c_eot), (d_valid, d_g, d_base, d_eot), c_advance, d_advance),
-        ]:
-            with m.If(advance):
-                m.d.sync += [n_valid.eq(1), n_g.eq(g), n_base.eq(base), n_eot.eq(eot)]
-            with m.Elif(n_advance):
-                m.d.sync += n_valid.eq(0)
+        m.d.sync += l_valid.eq(r_advance)
         with m.If(r_advance):
             m.d.sync += [
-                l_valid.eq(1), l_g.eq(fu_g), l_base.eq(fu_base), l_eot.eq(fu_g == G),
+                l_g.eq(fu_g), l_base.eq(fu_base), l_eot.eq(fu_g == G),
                 fu_g.eq(fu_g + 1), fu_base.eq(fu_base + P),
             ]
-        with m.Elif(l_advance):
-            m.d.sync += l_valid.eq(0)
+        # L, C and F never stall: each takes the stage before it every cycle.
+        m.d.sync += [
+            c_valid.eq(l_valid), c_g.eq(l_g), c_base.eq(l_base), c_eot.eq(l_eot),
+            d_valid.eq(c_valid), d_g.eq(c_g), d_base.eq(c_base), d_eot.eq(c_eot),
+        ]
 
         # The accumulator banks: the integration unit owns bank iu_bank, the fire unit the other.
         current = data.View(c_lanes, Mux(fu_bank, acc_rd[1].data, acc_rd[0].data))
@@ -537,7 +533,7 @@ class LayerEngine(wiring.Component):
         wb_data = data.View(c_lanes, Mux(wb_bank, acc_rd[1].data, acc_rd[0].data))
         for lane in range(P):
             m.d.comb += acc_sum[lane].eq(wb_data[lane] + weight_in[lane])
-        fu_clear = l_advance & ~l_eot
+        fu_clear = l_valid & ~l_eot
         for b, (rd, wr) in enumerate(zip(acc_rd, acc_wr, strict=True)):
             iu_reads = w1_valid & (w1_bank == b)
             m.d.comb += [
@@ -556,7 +552,7 @@ class LayerEngine(wiring.Component):
         bias_in = data.View(v_lanes, b_rd.data)
         v_new = Signal(v_lanes)
         fired = Signal(P)
-        fu_write = d_advance & ~d_eot
+        fu_write = d_valid & ~d_eot
         lanes_in_last = N - (G - 1) * P
         for lane in range(P):
             leak = NeuronLeak(VB, CB)
@@ -574,10 +570,8 @@ class LayerEngine(wiring.Component):
                 fire.fire_mode.eq(fire_mode), fire.fires.eq(fires),
                 v_new[lane].eq(fire.v_next),
             ]
-            with m.If(l_advance):
-                m.d.sync += [c_leaked[lane].eq(leak.base), c_drive[lane].eq(leak.drive)]
-            with m.If(c_advance):
-                m.d.sync += d_sat[lane].eq(integrate.v_sat)
+            m.d.sync += [c_leaked[lane].eq(leak.base), c_drive[lane].eq(leak.drive),
+                         d_sat[lane].eq(integrate.v_sat)]
             exists = Const(1) if lane < lanes_in_last else (d_g != G - 1)
             m.d.comb += fired[lane].eq(fire.spike & exists)
 
@@ -652,6 +646,7 @@ class LayerEngine(wiring.Component):
             ]
 
         # ---- register access -------------------------------------------------------------------
+        m.d.sync += store_en.eq(0)
         cfg = self.cfg
         with m.If(cfg.r_en):
             with m.Switch(cfg.addr):
@@ -708,7 +703,10 @@ class LayerEngine(wiring.Component):
                             with m.If(w_chunk == chunks_per_word - 1):
                                 m.d.sync += w_chunk.eq(0)
                                 with m.If(w_load_addr < M * G):
-                                    m.d.sync += w_load_addr.eq(w_load_addr + 1)
+                                    word = Cat(w_held[:32 * (chunks_per_word - 1)], cfg.w_data)
+                                    m.d.sync += [w_load_addr.eq(w_load_addr + 1),
+                                                 store_en.eq(1), store_addr.eq(w_load_addr),
+                                                 store_word.eq(word[:P * WB])]
                                 with m.Else():
                                     m.d.sync += load_overflow.eq(1)
                             with m.Else():
@@ -717,17 +715,8 @@ class LayerEngine(wiring.Component):
                         with m.Case(Reg.THETA + t):
                             m.d.sync += theta[t].eq(cfg.w_data)
         if in_ram:
-            # The completed word is registered before it reaches the SPRAM: the register bus
-            # decode then never drives the SPRAM's chip select in the same cycle.
-            completes = (cfg.w_en & ~busy & (cfg.addr == Reg.W_DATA)
-                         & (w_chunk == chunks_per_word - 1) & (w_load_addr < M * G))
-            word = Cat(w_held[:32 * (chunks_per_word - 1)], cfg.w_data)
-            store_en = Signal()
-            store_addr = Signal.like(weights.write_addr)
-            store_word = Signal(P * WB)
-            m.d.sync += store_en.eq(completes)
-            with m.If(completes):
-                m.d.sync += [store_addr.eq(w_load_addr), store_word.eq(word[:P * WB])]
+            # The completed word is registered (`store_*`, set by the W_DATA write above) before
+            # it reaches the SPRAM: the register bus decode never drives its chip select.
             m.d.comb += [
                 weights.write_addr.eq(store_addr), weights.write_data.eq(store_word),
                 weights.write_en.eq(store_en),

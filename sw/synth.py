@@ -219,17 +219,14 @@ def _memories(shape: NetworkShape) -> list[MemoryUse]:
         for bank in range(2):
             out.append(MemoryUse(f"layer{k}.acc{bank}", P * current, groups))
     # The accelerator's own memories (hw/accelerator.py): pixels, encoder state, and the two
-    # ping-pong spike buffers, each sized for the widest stage that writes into it
-    # (spike_buffer_depths), with entries of the widest address plus the marker bit.
+    # ping-pong spike buffers, sized by the accelerator's own rules.
+    from hw.accelerator import spike_buffer_depths, spike_entry_bits
+
     out.append(MemoryUse("accel.pixels", shape.pixel_bits, shape.n_inputs))
     out.append(MemoryUse("accel.encoder", shape.pixel_bits + 1, shape.n_inputs))
-    widths = [[shape.n_inputs], []]
-    for k, x in enumerate(shape.layers[:-1]):
-        widths[(k + 1) % 2].append(x.fan_out)
-    entry_bits = max(1, math.ceil(math.log2(max(widths[0] + widths[1])))) + 1
-    for b in range(min(2, len(shape.layers))):
-        out.append(MemoryUse(f"accel.spikes{b}", entry_bits,
-                             shape.timesteps * (max(widths[b]) + 1)))
+    entry_bits = spike_entry_bits(shape)
+    for b, depth in enumerate(spike_buffer_depths(shape)):
+        out.append(MemoryUse(f"accel.spikes{b}", entry_bits, depth))
     # The link's payload buffer (hw/link.py): a RUN image or the longest WRITE_BLOCK payload.
     pixel_bytes = 1 if shape.pixel_bits <= 8 else 2
     out.append(MemoryUse("link.buffer", 8 * pixel_bytes,
