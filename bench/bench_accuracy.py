@@ -4,7 +4,7 @@
     python -m bench.bench_accuracy --quick         # T in {1, 4}, 4-bit only
     python -m bench.bench_accuracy --seeds 0 1 2   # average over seeds
 
-Every SNN figure is the accuracy of the *integer golden network* (``sw.golden``) on the full
+Every SNN figure is the accuracy of the *integer golden network* (``spikeforge.sw.golden``) on the full
 digits test split (360 images), converted from the trained model; the float ANN is the same
 64-128-10 network with float weights and ReLU. All methods start from the same float ANN
 (trained once per seed, ``ann_epochs``) and then run their own phase (``--epochs``). Runs are
@@ -28,8 +28,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from sw.train import TrainConfig, load_checkpoint
-from sw.train.loop import load_data, run_training
+from spikeforge.sw.train import TrainConfig, load_checkpoint
+from spikeforge.sw.train.loop import load_data, run_training
 
 OUT = Path("out/bench")
 METHODS = ("if", "atif-u", "atif-nu", "radix", "qrelu", "ptl")

@@ -1,9 +1,9 @@
 """Neuron core array: cycles, synaptic operations and lane utilization of the layer engine.
 
 A 64-128-10 layer pair (w_bits 4, v_bits 12, T = 8) runs random input spike trains at 10, 30 and
-50 % density on P = 4, 8, 16, 32 lanes. Each layer is one :class:`hw.layer.LayerEngine`; layer 2
+50 % density on P = 4, 8, 16, 32 lanes. Each layer is one :class:`spikeforge.hw.layer.LayerEngine`; layer 2
 takes layer 1's output spikes (from the golden model). Cycles come from the cycle model
-(:mod:`sim.cycle_model`), which the cocotb regression checks cycle-exactly against the RTL on
+(:mod:`spikeforge.sim.cycle_model`), which the cocotb regression checks cycle-exactly against the RTL on
 every case; ``--verify`` re-checks some of the table's points on Verilator.
 
 utilization = synaptic operations / (P * cycles). The 64-128 layer's width is a multiple of
@@ -25,8 +25,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from sim.cycle_model import layer_schedule
-from sw.golden import DenseLayer
+from spikeforge.sim.cycle_model import layer_schedule
+from spikeforge.sw.golden import DenseLayer
 
 LANES = (4, 8, 16, 32)
 DENSITIES = (0.1, 0.3, 0.5)
@@ -74,21 +74,21 @@ def _regression(built, config, seed: int, cases: int) -> dict:
     import tempfile
     from pathlib import Path
 
-    from sim import runner
-    from sim.layer_cases import regression_plan
+    from spikeforge.sim import runner
+    from spikeforge.sim.layer_cases import regression_plan
 
     with tempfile.TemporaryDirectory() as folder:
         plan = Path(folder) / "plan.json"
         plan.write_text(json.dumps(regression_plan(config, seed, list(range(cases)))))
-        return runner.run_tests(built, "sim.tb_layer", testcase="random_regression", env={
+        return runner.run_tests(built, "spikeforge.sim.tb_layer", testcase="random_regression", env={
             "SPIKEFORGE_TB_CONFIG": json.dumps(config.as_dict()),
             "SPIKEFORGE_SEED": str(seed), "SPIKEFORGE_TB_PLAN": str(plan)})
 
 
 def verilator_speed(cases: int = 40) -> dict:
     """Run the cocotb regression on one 64-128 build and time it."""
-    from sim import runner
-    from sim.layer_cases import EngineConfig
+    from spikeforge.sim import runner
+    from spikeforge.sim.layer_cases import EngineConfig
 
     config = EngineConfig(8, 64, 128, TIMESTEPS, 4, 12)
     start = time.perf_counter()
@@ -105,8 +105,8 @@ def verilator_speed(cases: int = 40) -> dict:
 
 def verify_points(pair, samples: int = 3) -> list[str]:
     """Run some of the table's points on Verilator: RTL cycles == cycle model, spikes equal."""
-    from sim import runner
-    from sim.layer_cases import EngineConfig
+    from spikeforge.sim import runner
+    from spikeforge.sim.layer_cases import EngineConfig
 
     lines = []
     for lanes in (8, 32):
@@ -147,7 +147,7 @@ def main(argv: list[str]) -> None:
         for line in verify_points(pair):
             console.print(line)
     if not args.no_verilator:
-        from sim.toolchain import have_verilator
+        from spikeforge.sim.toolchain import have_verilator
 
         if not have_verilator():
             console.print("Verilator not installed: simulation speed skipped")

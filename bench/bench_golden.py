@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from sw.golden import DenseLayer, Encoder, Network
+from spikeforge.sw.golden import DenseLayer, Encoder, Network
 
 
 def make_network(timesteps: int, seed: int = 0) -> Network:

@@ -18,11 +18,11 @@ OUT = Path("out/bench/network")
 
 
 def main(argv: list[str] | None = None) -> None:
-    from sim.network_command import simulate_export
-    from sw.data import load_dataset
-    from sw.demo import demo_config
-    from sw.export import export_network
-    from sw.train import integer_network, train
+    from spikeforge.sw.data import load_dataset
+    from spikeforge.sw.demo import demo_config
+    from spikeforge.sw.export import export_network
+    from spikeforge.sw.simulate import simulate_export
+    from spikeforge.sw.train import integer_network, train
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lanes", type=int, nargs="+", default=[4, 8, 16])

@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from sw.golden import Encoder
+from spikeforge.sw.golden import Encoder
 
 OUT = Path("out/bench")
 BITS = 16
@@ -30,8 +30,8 @@ BITS = 16
 
 def activations(seed: int = 0) -> torch.Tensor:
     """Hidden activations of a quickly trained float ANN on the digits test set, in [0, 1)."""
-    from sw.train import TrainConfig
-    from sw.train.loop import load_data, run_training
+    from spikeforge.sw.train import TrainConfig
+    from spikeforge.sw.train.loop import load_data, run_training
 
     config = TrainConfig(method="ann", ann_epochs=20, seed=seed)
     model, _ = run_training(config, out=OUT / "rmse-ann.pt")

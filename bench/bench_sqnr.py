@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from sw.train.sqnr import fixed_threshold_sqnr, run_sqnr
+from spikeforge.sw.train.sqnr import fixed_threshold_sqnr, run_sqnr
 
 OUT = Path("out/bench")
 

@@ -1,9 +1,9 @@
 """Synthesis benchmark: per board, the demo-sized and an MNIST-sized network on the real
 accelerator behind the UART link.
 
-For each (network, board): the memory plan (sw.synth.plan_memories), then, when it fits, a full
+For each (network, board): the memory plan (spikeforge.sw.synth.plan_memories), then, when it fits, a full
 yowasp build of the board top: logic and memory utilisation and Fmax from nextpnr's report;
-cycles per inference from the accelerator's exact cycle model (sim.network_model) averaged over
+cycles per inference from the accelerator's exact cycle model (spikeforge.sim.network_model) averaged over
 images; inferences per second at the achieved Fmax; and what the 115200-baud link allows.
 
     python -m bench synth                       # every case (tens of minutes on 2 cores)
@@ -46,7 +46,7 @@ BAUD = 115200
 
 
 def random_network(sizes, *, w_bits=4, timesteps=TIMESTEPS, seed=0):
-    from sw.golden import DenseLayer, Encoder, Network
+    from spikeforge.sw.golden import DenseLayer, Encoder, Network
 
     g = torch.Generator().manual_seed(seed)
     layers = []
@@ -62,9 +62,9 @@ def random_network(sizes, *, w_bits=4, timesteps=TIMESTEPS, seed=0):
 def demo_network():
     """The network ``spikeforge demo`` trains (64-128-10, IF, T = 4, rate-coded 4-bit pixels),
     trained here the same way (a few seconds; the checkpoint is reused under ``out/bench``)."""
-    from sw.data import load_dataset
-    from sw.demo import demo_config
-    from sw.train import integer_network, train
+    from spikeforge.sw.data import load_dataset
+    from spikeforge.sw.demo import demo_config
+    from spikeforge.sw.train import integer_network, train
 
     checkpoint = OUT / "demo-network.pt"
     if not checkpoint.exists():
@@ -77,7 +77,7 @@ def mnist_like_images(count: int = 32) -> torch.Tensor:
     """``int[count, 784]`` 4-bit images: digits scaled into MNIST's 20x20 box in 28x28."""
     import torch.nn.functional as F
 
-    from sw.data import load_dataset
+    from spikeforge.sw.data import load_dataset
 
     pixels = torch.as_tensor(load_dataset("digits", split="test")[0][:count])
     scaled = F.interpolate(pixels.reshape(-1, 1, 8, 8).float(), size=(20, 20), mode="bilinear",
@@ -95,7 +95,7 @@ CASES = {"demo": demo_network, "mnist": mnist_network}
 
 
 def cycles_per_inference(network, lanes, images) -> float:
-    from sim.network_model import network_timing
+    from spikeforge.sim.network_model import network_timing
 
     trace = network.trace(images)
     timings = network_timing(network, lanes, trace)
@@ -110,11 +110,10 @@ def link_images_per_second(network) -> float:
 
 
 def run_case(name, board, out_root, *, lanes=None, mnist_timesteps=None):
-    from hw.accelerator import NetworkAccelerator
-    from hw.boards import BoardTop, load_board_spec
-    from sw.synth import (
+    from spikeforge.hw.accelerator import NetworkAccelerator
+    from spikeforge.hw.boards import BoardTop, load_board_spec
+    from spikeforge.sw.synth import (
         FitError,
-        NetworkShape,
         SynthError,
         build_bitstream,
         check_fit,
@@ -127,10 +126,7 @@ def run_case(name, board, out_root, *, lanes=None, mnist_timesteps=None):
         network, images = CASES[name]()
     lanes = lanes or LANES[board]
     spec = load_board_spec(board)
-    shape = NetworkShape(
-        tuple(_shape(layer) for layer in network.layers), lanes,
-        network.encoder.pixel_bits, network.timesteps, name)
-    plan = plan_memories(shape, spec)
+    plan = plan_memories(network, lanes, spec)
     cycles = cycles_per_inference(network, lanes, images)
     row = {"network": name, "board": board, "lanes": lanes, "timesteps": network.timesteps,
            "required_mhz": spec.required_mhz,
@@ -139,7 +135,7 @@ def run_case(name, board, out_root, *, lanes=None, mnist_timesteps=None):
            "link_images_per_s": link_images_per_second(network)}
     if not plan.fits:
         try:
-            check_fit(shape, spec)
+            check_fit(network, lanes, spec, name=name)
         except FitError as error:
             row["status"] = f"refused: {error}"
         return row
@@ -160,12 +156,6 @@ def run_case(name, board, out_root, *, lanes=None, mnist_timesteps=None):
     row["latency_ms_at_required"] = cycles / (spec.required_mhz * 1e3)
     row["build_s"] = time.monotonic() - start
     return row
-
-
-def _shape(layer):
-    from sw.synth import LayerShape
-
-    return LayerShape(layer.fan_in, layer.fan_out, layer.w_bits, layer.v_bits)
 
 
 def markdown(rows) -> str:
@@ -198,7 +188,7 @@ def main(argv):
                         help="T of the MNIST-sized network on both boards (default: "
                              + ", ".join(f"{b} {t}" for b, t in MNIST_TIMESTEPS.items()) + ")")
     args = parser.parse_args(argv)
-    from sim.toolchain import have_yowasp
+    from spikeforge.sim.toolchain import have_yowasp
 
     if not have_yowasp():
         print("yowasp synthesis tools not installed (pip install -e '.[synth]'): skipped")

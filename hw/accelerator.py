@@ -2,7 +2,7 @@
 
 One inference runs in phases, one after another, so that every phase sees a producer that is
 never empty and a consumer that is never full, and the cycle count is an exact sum of per-phase
-counts (:mod:`sim.network_model`)::
+counts (:mod:`spikeforge.sim.network_model`)::
 
     LOAD     the host streams n_inputs pixels into the pixel memory
     ENCODE   the encoder walks (t, j) and writes input spikes + end-of-timestep markers into
@@ -14,7 +14,8 @@ counts (:mod:`sim.network_model`)::
 The two spike buffers are FIFOs used in turn (ping-pong): each layer drains its input buffer
 completely, so the buffer is empty again when the layer after next writes into it.
 
-The host interface (members, register map) is ``docs/host-interface.md``.
+The host interface (members, register map) is ``docs/host-interface.md``; the register map and
+its decoder here are generated from :mod:`spikeforge.sw.interface`.
 """
 
 from __future__ import annotations
@@ -28,42 +29,32 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from hw.layer import LayerEngine, membrane_layout, spike_layout
-from hw.link import RegisterBusSignature, ResultLayout
-from sw.golden import EncoderKind, Network
+from spikeforge.hw.layer import LayerEngine, field_word, membrane_layout, spike_layout
+from spikeforge.hw.link import RegisterBusSignature, ResultLayout
+from spikeforge.sw.golden import EncoderKind, Network
+from spikeforge.sw.interface import ID_MAGIC, SPEC, RegisterMap
 
-__all__ = ["NetworkAccelerator", "GlobalReg", "ID_MAGIC", "Status", "spike_buffer_depths",
-           "spike_entry_bits"]
-
-#: Value of the ``ID`` register.
-ID_MAGIC = 0x5F0B6E01
+__all__ = ["NetworkAccelerator", "GlobalReg", "ID_MAGIC", "Status", "LAYER_BASE",
+           "LAYER_STRIDE", "spike_buffer_depths", "spike_entry_bits"]
 
 #: Width of spike addresses on every internal stream.
 ADDR_BITS = 16
 
 
-class GlobalReg(py_enum.IntEnum):
-    """Word addresses of the accelerator's own registers (block 0x00xx)."""
+#: Word addresses of the accelerator's own registers (the global block), derived from
+#: :data:`spikeforge.sw.interface.SPEC`; ``ID`` reads :data:`ID_MAGIC`.
+GlobalReg = py_enum.IntEnum("GlobalReg", {r.name: r.offset for r in SPEC.global_registers},
+                            module=__name__)
 
-    ID = 0x00         #: R, :data:`ID_MAGIC`
-    STATUS = 0x01     #: R, write 1 to clear (:class:`Status`)
-    CYCLES = 0x02     #: R, compute cycles of the last inference
-    N_LAYERS = 0x03   #: R
-    N_INPUTS = 0x04   #: R
-    N_OUTPUTS = 0x05  #: R
-    TIMESTEPS = 0x06  #: R
-    LANES = 0x07      #: R
+#: Bits of the global ``STATUS`` register (``BAD_PIXEL``, ``BAD_ADDRESS``, ``BUSY_WRITE``), from
+#: the spec.
+Status = py_enum.IntFlag("Status", {f.name.upper(): f.mask
+                                    for f in SPEC.global_reg("STATUS").fields},
+                         module=__name__)
 
-
-class Status(py_enum.IntFlag):
-    BAD_PIXEL = 1     #: an image had a pixel above 2**pixel_bits - 1 and was dropped
-    BAD_ADDRESS = 2   #: a layer engine dropped an out-of-range spike (never, by construction)
-    BUSY_WRITE = 4    #: a register write arrived while busy and was ignored
-
-
-#: Layer k's registers live at ``LAYER_BASE + LAYER_STRIDE * k + hw.layer.Reg``.
-LAYER_BASE = 0x100
-LAYER_STRIDE = 0x100
+#: Layer k's registers live at ``LAYER_BASE + LAYER_STRIDE * k + spikeforge.hw.layer.Reg``.
+LAYER_BASE = SPEC.layer_base
+LAYER_STRIDE = SPEC.layer_stride
 
 
 class _Phase(enum.Enum, shape=unsigned(3)):
@@ -78,8 +69,8 @@ class _Phase(enum.Enum, shape=unsigned(3)):
 def spike_buffer_depths(network: Network) -> list[int]:
     """Entries of each spike buffer: the most spikes plus markers a phase writes into it.
 
-    ``network`` is a :class:`sw.golden.Network` or anything with its ``n_inputs``,
-    ``timesteps`` and ``layers[k].fan_out`` (the memory plan passes a ``sw.synth.NetworkShape``).
+    ``network`` is a :class:`spikeforge.sw.golden.Network` (the memory plan sizes the buffers
+    with this same function).
 
     Buffer 0 takes the encoder's spikes and those of layers 1, 3, ...; buffer 1 those of layers
     0, 2, ... (the last layer writes into neither: it feeds the readout).
@@ -97,11 +88,11 @@ def spike_entry_bits(network: Network) -> int:
 
 
 class NetworkAccelerator(wiring.Component):
-    """A whole :class:`sw.golden.Network` on ``lanes`` neuron datapaths per layer.
+    """A whole :class:`spikeforge.sw.golden.Network` on ``lanes`` neuron datapaths per layer.
 
     Parameters
     ----------
-    network : sw.golden.Network
+    network : spikeforge.sw.golden.Network
         Weights become ROM contents; thresholds, leak shifts, ``v_init`` and the fire mode
         become the reset values of run-time registers. The encoder must be ``rate`` or
         ``radix``.
@@ -113,8 +104,10 @@ class NetworkAccelerator(wiring.Component):
         (engine ``k``'s end-of-timestep membranes). They add no logic.
     spram_layers : iterable of int
         Layers whose weights live in iCE40 UltraPlus SPRAM (``weight_memory="spram"`` of
-        :class:`hw.layer.LayerEngine`): empty after configuration, loaded by the host through
-        the layer's ``W_ADDR``/``W_DATA`` registers (``LinkClient.load_network_weights``).
+        :class:`spikeforge.hw.layer.LayerEngine`): empty after configuration, loaded by the host
+        through the layer's ``W_ADDR``/``W_DATA`` registers (``LinkClient.load_network_weights``).
+    spec : spikeforge.sw.interface.RegisterMap
+        The register map the decoders implement (default: the spec).
 
     Members
     -------
@@ -126,9 +119,10 @@ class NetworkAccelerator(wiring.Component):
     """
 
     def __init__(self, network: Network, lanes: int, *, taps: bool = False,
-                 spram_layers=()):
+                 spram_layers=(), spec: RegisterMap = SPEC):
         if not isinstance(network, Network):
-            raise TypeError(f"network must be a sw.golden.Network, not {type(network).__name__}")
+            raise TypeError(f"network must be a spikeforge.sw.golden.Network, "
+                            f"not {type(network).__name__}")
         if network.encoder.kind is EncoderKind.DIRECT:
             raise ValueError("The direct (analog) encoder is not implemented in hardware; "
                              "train or export the network with the 'rate' or 'radix' encoder")
@@ -136,7 +130,11 @@ class NetworkAccelerator(wiring.Component):
         if widest > 1 << ADDR_BITS:
             raise ValueError(f"A layer of {widest} neurons exceeds the {ADDR_BITS}-bit spike "
                              "address")
+        if len(network.layers) > spec.max_layers:
+            raise ValueError(f"{len(network.layers)} layers do not fit the register map "
+                             f"(at most {spec.max_layers})")
         self._network = network
+        self._spec = spec
         self._taps = bool(taps)
         spram_layers = sorted({int(k) for k in spram_layers})
         if any(not 0 <= k < len(network.layers) for k in spram_layers):
@@ -144,7 +142,7 @@ class NetworkAccelerator(wiring.Component):
                              f"0..{len(network.layers) - 1}")
         self._spram_layers = spram_layers
         self._engines = [
-            LayerEngine.from_layer(layer, lanes, addr_bits=ADDR_BITS,
+            LayerEngine.from_layer(layer, lanes, addr_bits=ADDR_BITS, spec=spec,
                                    weight_memory="spram" if k in spram_layers else "rom")
             for k, layer in enumerate(network.layers)]
         self._lanes = lanes
@@ -167,21 +165,12 @@ class NetworkAccelerator(wiring.Component):
                 }))
         super().__init__(members)
 
-    @classmethod
-    def from_export(cls, folder, *, lanes: int | None = None, taps: bool = False,
-                    spram_layers=()):
-        """Elaborate from an export folder (``spikeforge export``), verified on load."""
-        from sw.export import load_manifest
-
-        manifest = load_manifest(folder)
-        return cls(manifest.network, lanes or manifest.lanes, taps=taps,
-                   spram_layers=spram_layers)
-
     network = property(lambda self: self._network)
     lanes = property(lambda self: self._lanes)
     engines = property(lambda self: list(self._engines))
     taps = property(lambda self: self._taps)
     spram_layers = property(lambda self: list(self._spram_layers))
+    spec = property(lambda self: self._spec)
 
     @property
     def parameters(self) -> dict:
@@ -419,48 +408,49 @@ class NetworkAccelerator(wiring.Component):
                 with m.If(self.results.valid & self.results.ready & is_prediction):
                     m.d.sync += phase.eq(_Phase.LOAD)
 
-        # ---- registers -----------------------------------------------------------------------
+        # ---- registers: the spec's global block and one per-layer block per engine ------------
+        spec = self._spec
         bus = self.bus
-        block = bus.addr[8:16]
-        offset = bus.addr[0:8]
+        block = bus.addr[spec.offset_bits:]
+        offset = bus.addr[:spec.offset_bits]
+        status_reg = spec.global_reg("STATUS")
+        is_status = (block == 0) & (offset == status_reg.offset)
         busy_write = Signal()
-        read_block = Signal(8)
+        read_block = Signal(spec.block_bits)
         global_r_data = Signal(32)
-        writing_while_busy = bus.w_en & busy & ~((block == 0) & (offset == GlobalReg.STATUS))
+        writing_while_busy = bus.w_en & busy & ~is_status
         with m.If(writing_while_busy):
             m.d.sync += busy_write.eq(1)
         bad_address = Signal()
         m.d.comb += bad_address.eq(Cat(e.bad_addr for e in self._engines).any())
-        status = Cat(bad_pixel, bad_address, busy_write)
-        with m.If(bus.w_en & (block == 0) & (offset == GlobalReg.STATUS)):
-            with m.If(bus.w_data[0]):
-                m.d.sync += bad_pixel.eq(0)
-            with m.If(bus.w_data[2]):
-                m.d.sync += busy_write.eq(0)
+        status_bits = {"bad_pixel": bad_pixel, "bad_address": bad_address,
+                       "busy_write": busy_write}
+        status = field_word(status_reg, **status_bits)
+        with m.If(bus.w_en & is_status):
+            # write 1 to clear; bad_address is the engines' flag, which clears on their start
+            for name in ("bad_pixel", "busy_write"):
+                with m.If(bus.w_data[status_reg.field(name).bits].any()):
+                    m.d.sync += status_bits[name].eq(0)
         for k, engine in enumerate(self._engines):
-            selected = block == (LAYER_BASE + LAYER_STRIDE * k) >> 8
+            selected = block == spec.layer_block(k)
             m.d.comb += [
                 engine.cfg.addr.eq(offset), engine.cfg.w_data.eq(bus.w_data),
                 engine.cfg.w_en.eq(bus.w_en & selected & ~busy),
                 engine.cfg.r_en.eq(bus.r_en & selected),
             ]
+        values = {"ID": spec.id_magic, "STATUS": status, "CYCLES": cycles, "N_LAYERS": L,
+                  "N_INPUTS": n_in, "N_OUTPUTS": n_out, "TIMESTEPS": T, "LANES": self._lanes}
         with m.If(bus.r_en):
             m.d.sync += read_block.eq(block)
             with m.Switch(offset):
-                for reg, value in [
-                    (GlobalReg.ID, ID_MAGIC), (GlobalReg.STATUS, status),
-                    (GlobalReg.CYCLES, cycles), (GlobalReg.N_LAYERS, L),
-                    (GlobalReg.N_INPUTS, n_in), (GlobalReg.N_OUTPUTS, n_out),
-                    (GlobalReg.TIMESTEPS, T), (GlobalReg.LANES, self._lanes),
-                ]:
-                    with m.Case(reg):
-                        m.d.sync += global_r_data.eq(value)
+                for reg in spec.global_registers:
+                    with m.Case(reg.offset):
+                        m.d.sync += global_r_data.eq(values[reg.name])
                 with m.Default():
                     m.d.sync += global_r_data.eq(0)
         r_data = global_r_data
         for k, engine in enumerate(self._engines):
-            r_data = Mux(read_block == (LAYER_BASE + LAYER_STRIDE * k) >> 8,
-                         engine.cfg.r_data, r_data)
+            r_data = Mux(read_block == spec.layer_block(k), engine.cfg.r_data, r_data)
         m.d.comb += bus.r_data.eq(r_data)
 
         # ---- taps ----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ swapping the mock for ``NetworkAccelerator`` is one argument.
 """
 
 
+import importlib.resources
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,8 @@ from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from hw.link import LinkBridge
-from hw.uart import UARTRx, UARTTx, uart_divisor
+from spikeforge.hw.link import LinkBridge
+from spikeforge.hw.uart import UARTRx, UARTTx, uart_divisor
 
 __all__ = [
     "LinkTop",
@@ -36,7 +37,8 @@ __all__ = [
     "BOARDS",
 ]
 
-CONSTRAINTS = Path(__file__).resolve().parent.parent / "constraints"
+#: The board constraint files, package data of :mod:`spikeforge.constraints`.
+CONSTRAINTS = importlib.resources.files("spikeforge.constraints")
 BOARDS = ("icebreaker", "ulx3s")
 
 
@@ -127,7 +129,7 @@ class BoardSpec:
 def load_board_spec(board: str, *, clock_hz: float | None = None) -> BoardSpec:
     if board not in BOARDS:
         raise ValueError(f"Unknown board {board!r}; choose one of {', '.join(BOARDS)}")
-    with open(CONSTRAINTS / f"{board}.toml", "rb") as f:
+    with (CONSTRAINTS / f"{board}.toml").open("rb") as f:
         raw = tomllib.load(f)
     return BoardSpec(
         board=board,

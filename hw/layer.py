@@ -3,7 +3,8 @@
 :class:`LayerEngine` takes a stream of input spike addresses, one timestep after another, and
 returns the layer's output spike addresses in the same stream format, so engines chain through
 spike buffers into a network. ``docs/microarchitecture.md`` describes the lanes, the pipeline, the
-memories, the stream protocol and the cycle formula that :mod:`sim.cycle_model` implements.
+memories, the stream protocol and the cycle formula that :mod:`spikeforge.sim.cycle_model`
+implements. The register decoder is generated from :mod:`spikeforge.sw.interface`.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import enum as py_enum
 from types import SimpleNamespace
 
 import torch
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from hw.neuron import (
+from spikeforge.hw.neuron import (
     FireMode,
     NeuronFire,
     NeuronIntegrate,
@@ -27,8 +28,9 @@ from hw.neuron import (
     drive_bits,
     signed_bits_for,
 )
-from hw.rom import pack_weights
-from hw.spram import WeightStore
+from spikeforge.hw.rom import pack_weights
+from spikeforge.hw.spram import WeightStore
+from spikeforge.sw.interface import SPEC, Register, RegisterMap
 
 __all__ = [
     "spike_layout",
@@ -36,14 +38,16 @@ __all__ = [
     "ConfigSignature",
     "LoadSignature",
     "Reg",
+    "MAX_TIMESTEPS",
+    "field_word",
     "LayerEngine",
     "current_bits",
     "WeightMemory",
     "weight_chunks",
 ]
 
-#: Largest timestep count: thresholds sit at register words 0x10 .. 0xff.
-MAX_TIMESTEPS = 0xF0
+#: Largest timestep count: the entries of the spec's ``THETA`` array.
+MAX_TIMESTEPS = SPEC.max_timesteps
 
 
 def spike_layout(addr_bits: int = 16) -> data.StructLayout:
@@ -68,13 +72,15 @@ def membrane_layout(lanes: int, v_bits: int, groups: int, timesteps: int) -> dat
 class ConfigSignature(wiring.Signature):
     """Register access, as the host drives it (the engine takes the flipped view).
 
-    ``addr`` selects a word (:class:`Reg`); ``w_en`` writes ``w_data`` at the next clock edge;
-    ``r_en`` makes ``r_data`` hold the word in the following cycle.
+    ``addr`` selects a word of the per-layer block (:class:`Reg`), ``offset_bits`` wide (the
+    spec's :attr:`~spikeforge.sw.interface.RegisterMap.offset_bits`); ``w_en`` writes
+    ``w_data`` at the next clock edge; ``r_en`` makes ``r_data`` hold the word in the following
+    cycle.
     """
 
-    def __init__(self):
+    def __init__(self, offset_bits: int = SPEC.offset_bits):
         super().__init__({
-            "addr": Out(unsigned(8)),
+            "addr": Out(unsigned(offset_bits)),
             "w_data": Out(unsigned(32)),
             "w_en": Out(1),
             "r_en": Out(1),
@@ -93,21 +99,24 @@ class LoadSignature(wiring.Signature):
         })
 
 
-class Reg(py_enum.IntEnum):
-    """Word addresses of the engine's registers (the per-layer block of docs/host-interface.md)."""
+#: Offsets of the engine's registers in the per-layer block (docs/host-interface.md), derived
+#: from :data:`spikeforge.sw.interface.SPEC`: ``Reg.THETA + t`` is the threshold of step ``t``.
+Reg = py_enum.IntEnum("Reg", {r.name: r.offset for r in SPEC.layer_registers},
+                      module=__name__)
 
-    LEAK_SHIFT = 0x00  #: RW, 0 .. v_bits
-    V_INIT = 0x01      #: RW, signed v_bits (sign-extended on read)
-    SYNOPS = 0x02      #: R, synaptic operations of the last inference
-    SPIKES = 0x03      #: R, output spikes of the last inference
-    FIRE = 0x04        #: RW, bit 0 = radix mode, bit 1 = fires
-    CYCLES = 0x05      #: R, busy cycles of the last inference
-    STATUS = 0x06      #: R, write 1 to clear: bit 0 bad_addr, bit 1 busy_write,
-                       #: bit 2 load_overflow
-    W_ADDR = 0x07      #: RW, weight word the next W_DATA word completes (RAM weights only)
-    W_DATA = 0x08      #: W, next 32-bit chunk of a weight word, lowest chunk first
-    W_INFO = 0x09      #: R, bit 0 weights in RAM, bits 4..7 chunks per word, 8..31 words
-    THETA = 0x10       #: RW, THETA + t = threshold of timestep t (signed v_bits)
+
+def field_word(register: Register, **values) -> Value:
+    """The 32-bit word of ``register`` with each named bit field driven by ``values[name]``
+    (an Amaranth value or an int, truncated to the field's width); other bits are 0."""
+    parts, at = [], 0
+    for f in sorted(register.fields, key=lambda f: f.offset):
+        if f.name not in values:
+            continue
+        parts += [Const(0, f.offset - at), Value.cast(values.pop(f.name))[:f.width]]
+        at = f.offset + f.width
+    if values:
+        raise KeyError(f"Register {register.name} has no field {sorted(values)[0]!r}")
+    return Cat(*parts, Const(0, 32 - at))
 
 
 class WeightMemory(py_enum.Enum):
@@ -162,7 +171,7 @@ class LayerEngine(wiring.Component):
     fan_in, fan_out : int
         Inputs and neurons, 1 .. 2**addr_bits.
     timesteps : int
-        ``T``, 1 .. 240.
+        ``T``, 1 .. :data:`MAX_TIMESTEPS` (the entries of the spec's ``THETA`` array).
     lanes : int
         ``P``, parallel datapaths, 1 .. 64.
     w_bits, v_bits : int
@@ -182,9 +191,11 @@ class LayerEngine(wiring.Component):
         testbenches that run many layers on one build). Without them both memories are ROMs.
     weight_memory : WeightMemory or str
         ``"rom"``: the weights are the memory's initial contents. ``"spram"``: the weights live
-        in a :class:`hw.spram.WeightStore` on SPRAM, which starts empty; the host writes them
-        word by word through ``W_ADDR``/``W_DATA`` (:func:`weight_chunks`) before the first
-        inference. Not combinable with ``loadable``.
+        in a :class:`spikeforge.hw.spram.WeightStore` on SPRAM, which starts empty; the host
+        writes them word by word through ``W_ADDR``/``W_DATA`` (:func:`weight_chunks`) before
+        the first inference. Not combinable with ``loadable``.
+    spec : spikeforge.sw.interface.RegisterMap
+        The register map whose per-layer block the decoder implements (default: the spec).
 
     Members
     -------
@@ -202,8 +213,8 @@ class LayerEngine(wiring.Component):
         High from the cycle after ``start`` until the last output marker is transferred.
     done : Out(1)
         High for the one cycle after an inference completes.
-    cfg : In(ConfigSignature())
-        Register access (:class:`Reg`). Writes while ``busy`` are ignored and set
+    cfg : In(ConfigSignature(spec.offset_bits))
+        Register access (the spec's per-layer block). Writes while ``busy`` are ignored and set
         ``busy_write``.
     cycles, synops, spikes : Out(unsigned(32))
         Counters of the current or last inference.
@@ -219,11 +230,15 @@ class LayerEngine(wiring.Component):
                  w_bits: int = 8, v_bits: int = 16, weight=None, bias=None, theta=None,
                  leak_shift: int = 0, v_init: int = 0, fire_mode=FireMode.THRESHOLD,
                  fires: bool = True, addr_bits: int = 16, loadable: bool = False,
-                 weight_memory: WeightMemory | str = WeightMemory.ROM):
+                 weight_memory: WeightMemory | str = WeightMemory.ROM,
+                 spec: RegisterMap = SPEC):
+        if not isinstance(spec, RegisterMap):
+            raise TypeError(f"spec must be a spikeforge.sw.interface.RegisterMap, not {spec!r}")
+        self._spec = spec
         check_width("Address width addr_bits", addr_bits, 1, 32)
         check_width("Fan-in", fan_in, 1, 1 << addr_bits)
         check_width("Fan-out", fan_out, 1, 1 << addr_bits)
-        check_width("Timestep count", timesteps, 1, MAX_TIMESTEPS)
+        check_width("Timestep count", timesteps, 1, spec.max_timesteps)
         check_width("Lane count", lanes, 1, 64)
         check_width("Weight width w_bits", w_bits, 2, 8)
         check_width("Membrane width v_bits", v_bits, 2, 32)
@@ -279,7 +294,7 @@ class LayerEngine(wiring.Component):
             "start": In(1),
             "busy": Out(1),
             "done": Out(1),
-            "cfg": In(ConfigSignature()),
+            "cfg": In(ConfigSignature(spec.offset_bits)),
             "cycles": Out(unsigned(32)),
             "synops": Out(unsigned(32)),
             "spikes": Out(unsigned(32)),
@@ -295,7 +310,8 @@ class LayerEngine(wiring.Component):
 
     @classmethod
     def from_layer(cls, layer, lanes: int, **kwargs) -> LayerEngine:
-        """An engine for a :class:`sw.golden.DenseLayer`, every reset value taken from it."""
+        """An engine for a :class:`spikeforge.sw.golden.DenseLayer`, every reset value taken
+        from it."""
         params = dict(fan_in=layer.fan_in, fan_out=layer.fan_out, timesteps=layer.timesteps,
                       lanes=lanes, w_bits=layer.w_bits, v_bits=layer.v_bits,
                       weight=layer.weight, bias=layer.bias, theta=layer.theta,
@@ -315,6 +331,7 @@ class LayerEngine(wiring.Component):
     loadable = property(lambda self: self._loadable)
     weight_memory = property(lambda self: self._weight_memory)
     current_bits = property(lambda self: self._current_bits)
+    spec = property(lambda self: self._spec)
 
     @property
     def parameters(self) -> dict:
@@ -645,60 +662,65 @@ class LayerEngine(wiring.Component):
                 self.spikes.eq(0), self.bad_addr.eq(0), self.busy_write.eq(0),
             ]
 
-        # ---- register access -------------------------------------------------------------------
+        # ---- register access: the spec's per-layer block -------------------------------------
+        spec = self._spec
+        at = spec.layer_offset
+        status_reg, fire_reg = spec.layer_reg("STATUS"), spec.layer_reg("FIRE")
+        status_bits = {"bad_addr": self.bad_addr, "busy_write": self.busy_write,
+                       "load_overflow": load_overflow}
+        radix_bit, fires_bit = fire_reg.field("radix").bits, fire_reg.field("fires").bits
+        w_info = spec.layer_reg("W_INFO").pack(in_ram=int(in_ram),
+                                               chunks_per_word=chunks_per_word, words=M * G)
         m.d.sync += store_en.eq(0)
         cfg = self.cfg
         with m.If(cfg.r_en):
             with m.Switch(cfg.addr):
-                with m.Case(Reg.LEAK_SHIFT):
+                with m.Case(at("LEAK_SHIFT")):
                     m.d.sync += cfg.r_data.eq(leak_shift)
-                with m.Case(Reg.V_INIT):
+                with m.Case(at("V_INIT")):
                     m.d.sync += cfg.r_data.eq(v_init.as_signed())
-                with m.Case(Reg.SYNOPS):
+                with m.Case(at("SYNOPS")):
                     m.d.sync += cfg.r_data.eq(self.synops)
-                with m.Case(Reg.SPIKES):
+                with m.Case(at("SPIKES")):
                     m.d.sync += cfg.r_data.eq(self.spikes)
-                with m.Case(Reg.FIRE):
-                    m.d.sync += cfg.r_data.eq(Cat(fire_mode.as_value(), fires))
-                with m.Case(Reg.CYCLES):
+                with m.Case(at("FIRE")):
+                    m.d.sync += cfg.r_data.eq(field_word(fire_reg, radix=fire_mode.as_value(),
+                                                         fires=fires))
+                with m.Case(at("CYCLES")):
                     m.d.sync += cfg.r_data.eq(self.cycles)
-                with m.Case(Reg.STATUS):
-                    m.d.sync += cfg.r_data.eq(Cat(self.bad_addr, self.busy_write, load_overflow))
-                with m.Case(Reg.W_ADDR):
+                with m.Case(at("STATUS")):
+                    m.d.sync += cfg.r_data.eq(field_word(status_reg, **status_bits))
+                with m.Case(at("W_ADDR")):
                     m.d.sync += cfg.r_data.eq(w_load_addr)
-                with m.Case(Reg.W_INFO):
-                    m.d.sync += cfg.r_data.eq(Cat(Const(in_ram, 4), Const(chunks_per_word, 4),
-                                                  Const(M * G, 24)))
+                with m.Case(at("W_INFO")):
+                    m.d.sync += cfg.r_data.eq(Const(w_info, 32))
                 for t in range(T):
-                    with m.Case(Reg.THETA + t):
+                    with m.Case(at("THETA", t)):
                         m.d.sync += cfg.r_data.eq(theta[t])
                 with m.Default():
                     m.d.sync += cfg.r_data.eq(0)
         with m.If(cfg.w_en):
-            with m.If(cfg.addr == Reg.STATUS):
-                with m.If(cfg.w_data[0]):
-                    m.d.sync += self.bad_addr.eq(0)
-                with m.If(cfg.w_data[1]):
-                    m.d.sync += self.busy_write.eq(0)
-                with m.If(cfg.w_data[2]):
-                    m.d.sync += load_overflow.eq(0)
+            with m.If(cfg.addr == at("STATUS")):
+                for f in status_reg.fields:  # write 1 to clear
+                    with m.If(cfg.w_data[f.bits].any()):
+                        m.d.sync += status_bits[f.name].eq(0)
             with m.Elif(busy):
                 m.d.sync += self.busy_write.eq(1)
             with m.Else():
                 with m.Switch(cfg.addr):
-                    with m.Case(Reg.LEAK_SHIFT):
+                    with m.Case(at("LEAK_SHIFT")):
                         m.d.sync += leak_shift.eq(Mux(cfg.w_data > VB, VB, cfg.w_data))
-                    with m.Case(Reg.V_INIT):
+                    with m.Case(at("V_INIT")):
                         m.d.sync += v_init.eq(cfg.w_data)
-                    with m.Case(Reg.FIRE):
-                        m.d.sync += [fire_mode.as_value().eq(cfg.w_data[0]),
-                                     fires.eq(cfg.w_data[1])]
+                    with m.Case(at("FIRE")):
+                        m.d.sync += [fire_mode.as_value().eq(cfg.w_data[radix_bit]),
+                                     fires.eq(cfg.w_data[fires_bit])]
                     if in_ram:
-                        with m.Case(Reg.W_ADDR):
+                        with m.Case(at("W_ADDR")):
                             m.d.sync += [w_load_addr.eq(Mux(cfg.w_data > M * G, M * G,
                                                             cfg.w_data)),
                                          w_chunk.eq(0)]
-                        with m.Case(Reg.W_DATA):
+                        with m.Case(at("W_DATA")):
                             m.d.sync += w_held.word_select(w_chunk, 32).eq(cfg.w_data)
                             with m.If(w_chunk == chunks_per_word - 1):
                                 m.d.sync += w_chunk.eq(0)
@@ -712,7 +734,7 @@ class LayerEngine(wiring.Component):
                             with m.Else():
                                 m.d.sync += w_chunk.eq(w_chunk + 1)
                     for t in range(T):
-                        with m.Case(Reg.THETA + t):
+                        with m.Case(at("THETA", t)):
                             m.d.sync += theta[t].eq(cfg.w_data)
         if in_ram:
             # The completed word is registered (`store_*`, set by the W_DATA write above) before

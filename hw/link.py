@@ -1,8 +1,9 @@
 """Gateware side of the host link: frame decoder, command executor and reply encoder.
 
-The protocol is specified in docs/link-protocol.md; its constants live in :mod:`sw.link` so
-that host and gateware can never disagree. :class:`LinkBridge` sits between a byte stream
-(the UART) and the accelerator's host interface (docs/host-interface.md): its ``bus``,
+The protocol is specified in docs/link-protocol.md; its constants, commands, error codes and
+payload length rules live in the spec, :mod:`spikeforge.sw.interface`, which the host client
+reads too, so that host and gateware can never disagree. :class:`LinkBridge` sits between a
+byte stream (the UART) and the accelerator's host interface (docs/host-interface.md): its ``bus``,
 ``pixels``, ``results`` and ``busy`` members connect one to one to ``NetworkAccelerator``'s.
 
 A request is only acted on once its CRC has been checked: the image of a RUN frame and the
@@ -17,17 +18,25 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sw.link import (
-    LINK_VERSION,
-    MAX_BLOCK_LEN,
+from spikeforge.sw.interface import (
+    ADDRESS_BITS,
+    COMMANDS,
+    CRC_INIT,
+    CRC_POLY,
     MAX_WORDS,
     SYNC_REPLY,
     SYNC_REQUEST,
+    WORD_BITS,
     Command,
     ErrorCode,
+    PayloadRule,
+    info_words,
+    payload_rule,
+    pixel_bytes,
 )
 
-__all__ = ["ResultLayout", "RegisterBusSignature", "LinkBridge", "crc16_update"]
+__all__ = ["ResultLayout", "RegisterBusSignature", "LinkBridge", "crc16_update",
+           "buffer_slots"]
 
 #: One entry of the accelerator's ``results`` stream (docs/host-interface.md).
 ResultLayout = data.StructLayout({"value": signed(32), "last": unsigned(1)})
@@ -38,12 +47,36 @@ class RegisterBusSignature(wiring.Signature):
 
     def __init__(self):
         super().__init__({
-            "addr": Out(16),
-            "w_data": Out(32),
+            "addr": Out(ADDRESS_BITS),
+            "w_data": Out(WORD_BITS),
             "w_en": Out(1),
             "r_en": Out(1),
-            "r_data": In(32),
+            "r_data": In(WORD_BITS),
         })
+
+
+def _payload_rules(n_inputs: int, pixel_bits: int) -> dict[Command, PayloadRule]:
+    return {command: payload_rule(command, n_inputs=n_inputs, pixel_bits=pixel_bits)
+            for command in Command}
+
+
+def buffer_slots(n_inputs: int, pixel_bits: int) -> int:
+    """Slots of the bridge's payload buffer (one pixel each): the longest payload of any
+    command (a RUN image or a full WRITE_BLOCK) fits."""
+    longest = max(rule.max_length for rule in _payload_rules(n_inputs, pixel_bits).values())
+    return longest // pixel_bytes(pixel_bits)
+
+
+def _length_matches(rule: PayloadRule, length):
+    """Gateware for :meth:`PayloadRule.accepts`: ``length`` is a 16-bit signal."""
+    if rule.fixed:
+        return length == rule.min_length
+    shift = rule.unit.bit_length() - 1
+    if rule.unit != 1 << shift or rule.head >= rule.unit:
+        raise ValueError(f"No gateware for payload rule {rule}: the unit must be a power of "
+                         f"two larger than the head")
+    count = length[shift:]
+    return (length[:shift] == rule.head) & (count >= rule.min_count) & (count <= rule.max_count)
 
 
 def crc16_update(m, crc, byte):
@@ -53,7 +86,7 @@ def crc16_update(m, crc, byte):
     for i in range(8):
         step = Signal(16, name=f"crc_step{i}")
         feedback = crc[15] ^ byte[7 - i]
-        m.d.comb += step.eq(Cat(C(0, 1), crc[:15]) ^ Mux(feedback, C(0x1021, 16), C(0, 16)))
+        m.d.comb += step.eq(Cat(C(0, 1), crc[:15]) ^ Mux(feedback, C(CRC_POLY, 16), C(0, 16)))
         crc = step
     return crc
 
@@ -96,17 +129,17 @@ class LinkBridge(wiring.Component):
             if not isinstance(value, int) or not low <= value <= high:
                 self._MustUse__silence = True  # refused: not an unused elaboratable
                 raise ValueError(f"{name} must be an integer in {low}..{high}, not {value!r}")
-        pixel_bytes = 1 if pixel_bits <= 8 else 2
-        if n_inputs * pixel_bytes > 0xFFFF or (n_outputs + 1) * 4 > 0xFFFF:
+        image_bytes = n_inputs * pixel_bytes(pixel_bits)
+        if image_bytes > 0xFFFF or (n_outputs + 1) * 4 > 0xFFFF:
             self._MustUse__silence = True
-        if n_inputs * pixel_bytes > 0xFFFF:
+        if image_bytes > 0xFFFF:
             raise ValueError(f"An image of {n_inputs} pixels does not fit a 16-bit frame length")
         if (n_outputs + 1) * 4 > 0xFFFF:
             raise ValueError(f"{n_outputs} results do not fit a 16-bit frame length")
         self._n_inputs = n_inputs
         self._n_outputs = n_outputs
         self._pixel_bits = pixel_bits
-        self._pixel_bytes = pixel_bytes
+        self._pixel_bytes = pixel_bytes(pixel_bits)
         self._timeout_cycles = timeout_cycles
         super().__init__({
             "rx": In(stream.Signature(8)),
@@ -128,13 +161,18 @@ class LinkBridge(wiring.Component):
         m = Module()
 
         n_in, n_out = self._n_inputs, self._n_outputs
-        run_len = n_in * self._pixel_bytes
+        rules = _payload_rules(n_in, self._pixel_bits)
         pixel_max = (1 << self._pixel_bits) - 1
+        # A WRITE_BLOCK's address and first word are read back into ``args`` as a WRITE's are.
+        block, write = COMMANDS[Command.WRITE_BLOCK], COMMANDS[Command.WRITE]
+        if [n for _, n in block.fields] + [block.unit[1]] != [n for _, n in write.fields]:
+            raise ValueError("The bridge needs WRITE_BLOCK's address and word laid out as "
+                             "WRITE's address and data")
 
         # Payloads wait here for their CRC, a byte a slot (two with two-byte pixels: a slot is
         # a pixel). RUN and WRITE_BLOCK read theirs back, so both must fit.
         unit_bits = 8 * self._pixel_bytes
-        depth = max(n_in, MAX_BLOCK_LEN // self._pixel_bytes)
+        depth = buffer_slots(n_in, self._pixel_bits)
         m.submodules.buffer = buffer = Memory(shape=unit_bits, depth=depth, init=[])
         wp = buffer.write_port()
         rp = buffer.read_port(transparent_for=())
@@ -161,7 +199,8 @@ class LinkBridge(wiring.Component):
         remaining = Signal(16)  # payload bytes still to come after this one
         odd = Signal()  # the next payload byte is the low byte of a two-byte pixel
         code = Signal(8)
-        args = Signal(48)
+        # the last bytes of the payload: the fixed fields of READ and WRITE
+        args = Signal(8 * max(spec.head_bytes for spec in COMMANDS.values()))
         high = Signal(8)  # first byte of a two-byte pixel
         slot = Signal(range(depth + 1))  # of the buffer: written on receive, read to execute
         pixel = Signal(self._pixel_bits)
@@ -190,23 +229,17 @@ class LinkBridge(wiring.Component):
             if in_crc:
                 m.d.sync += crc.eq(tx_crc)
 
-        read_addr, read_count = args[8:24], args[0:8]
-        write_addr, write_data = args[32:48], args[0:32]
-        info_words = [
-            (LINK_VERSION << 24) | (self._pixel_bits << 16) | n_in,
-            (n_out << 16) | MAX_WORDS,
-        ]
+        read, write = COMMANDS[Command.READ], COMMANDS[Command.WRITE]
+        read_addr, read_count = args[read.field_bits("addr")], args[read.field_bits("count")]
+        write_addr, write_data = args[write.field_bits("addr")], args[write.field_bits("data")]
+        info = info_words(pixel_bits=self._pixel_bits, n_inputs=n_in, n_outputs=n_out)
 
         def fail(error_code, next_state):
             m.d.sync += code.eq(error_code)
             m.next = next_state
 
         def length_ok(command, length):
-            if command == Command.WRITE_BLOCK:  # addr, then 1..MAX_WORDS words
-                count = length[2:]
-                return (length[:2] == 2) & (count >= 1) & (count <= MAX_WORDS)
-            lengths = {Command.INFO: 0, Command.READ: 3, Command.WRITE: 6, Command.RUN: run_len}
-            return length == lengths[command]
+            return _length_matches(rules[command], length)
 
         m.d.sync += self.error.eq(0)
         # The register bus is driven from flip-flops: no path from this FSM reaches into the
@@ -226,7 +259,8 @@ class LinkBridge(wiring.Component):
             # ---- receive -----------------------------------------------------------------
             with m.State("IDLE"):
                 with m.If(got):
-                    m.d.sync += [crc.eq(0xFFFF), cmd.eq(0), bad_pixel.eq(0), slot.eq(0), odd.eq(0)]
+                    m.d.sync += [crc.eq(CRC_INIT), cmd.eq(0), bad_pixel.eq(0), slot.eq(0),
+                                 odd.eq(0)]
                     with m.If(byte == SYNC_REQUEST):
                         m.next = "CMD"
                     with m.Else():
@@ -300,7 +334,7 @@ class LinkBridge(wiring.Component):
                 with m.Else():
                     m.d.sync += [code.eq(ErrorCode.OK), slot.eq(0), waddr.eq(read_addr)]
                     with m.If(is_cmd[Command.INFO]):
-                        m.d.sync += [rsp_len.eq(8), words.eq(2)]
+                        m.d.sync += [rsp_len.eq(4 * len(info)), words.eq(len(info))]
                         m.next = "REPLY"
                     with m.Elif(is_cmd[Command.READ]):
                         m.d.sync += [rsp_len.eq(read_count << 2), words.eq(read_count)]
@@ -366,7 +400,7 @@ class LinkBridge(wiring.Component):
             with m.State("REPLY"):
                 with m.If(tx_free):
                     send(SYNC_REPLY, in_crc=False)
-                    m.d.sync += crc.eq(0xFFFF)
+                    m.d.sync += crc.eq(CRC_INIT)
                     m.next = "H_CMD"
             for state, value, following in (
                 ("H_CMD", cmd, "H_CODE"),
@@ -386,7 +420,10 @@ class LinkBridge(wiring.Component):
                         m.next = "FETCH"
             with m.State("FETCH"):
                 with m.If(is_cmd[Command.INFO]):
-                    m.d.sync += word.eq(Mux(words == 2, info_words[0], info_words[1]))
+                    info_word = C(info[-1], 32)  # ``words`` counts the words still to send
+                    for i, value in enumerate(info[:-1]):
+                        info_word = Mux(words == len(info) - i, value, info_word)
+                    m.d.sync += word.eq(info_word)
                     m.next = "WORD"
                 with m.Elif(is_cmd[Command.READ]):
                     m.d.sync += [bus_addr.eq(waddr), bus_r_en.eq(1), waddr.eq(waddr + 1)]

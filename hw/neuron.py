@@ -1,6 +1,6 @@
 """One lane of the neuron core: the datapath that closes a timestep.
 
-The array (:mod:`hw.layer`) integrates a timestep's input events exactly into a wide accumulator
+The array (:mod:`spikeforge.hw.layer`) integrates a timestep's input events exactly into a wide accumulator
 and then, once per neuron and timestep, runs this datapath on the accumulated current. It
 implements steps 1-4 of ``docs/contract.md`` for one neuron::
 

@@ -5,8 +5,12 @@ is one ROM of ``M * G`` words (``G = ceil(N / P)``), each ``P * W`` bits wide. W
 holds the weights from input ``j`` to neurons ``g * P + lane``, lane 0 in the least significant
 ``W`` bits, each a ``W``-bit two's complement field; lanes with no neuron hold 0.
 
-The exporter (:mod:`sw.export`) writes these words and the gateware takes them as the ``init`` of
-its weight memories, so both sides share this module and cannot drift apart.
+A convolution's kernel ``int[C_out, C_in, kh, kw]`` is stored the same way, as the matrix
+``[C_out, C_in * kh * kw]``: one word per kernel tap ``(c, ky, kx)`` and group of ``P`` output
+channels (:func:`pack_conv_weights`).
+
+The exporter (:mod:`spikeforge.sw.export`) writes these words and the gateware takes them as the
+``init`` of its weight memories, so both sides share this module and cannot drift apart.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ __all__ = [
     "hex_digits",
     "format_hex",
     "parse_hex",
+    "conv_rom_shape",
+    "pack_conv_weights",
+    "unpack_conv_weights",
 ]
 
 
@@ -169,3 +176,80 @@ def parse_hex(text: str, width: int, depth: int) -> list[int]:
         raise RomLayoutError(f"holds {len(words)} words (lines) but the ROM depth is {depth}"
                              + (" (truncated)" if len(words) < depth else ""))
     return words
+
+
+# -- convolution kernels (docs/rom-layout.md, "Convolution layers") ---------------------------
+#
+# A convolution engine is event driven with its lanes across OUTPUT channels: an input spike at
+# (c, y, x) visits every kernel tap (ky, kx) whose window holds it and, per tap, adds the weights
+# weight[o, c, ky, kx] of all output channels o at one output position. So the ROM is the dense
+# layout of the matrix ``weight.reshape(C_out, C_in * kh * kw)``: "inputs" are the taps
+# t = (c * kh + ky) * kw + kx, "neurons" are the output channels. Word ``t * G + g``,
+# ``G = ceil(C_out / P)``, holds output channels ``g * P + lane``, lane 0 least significant.
+
+
+def _check_kernel(kernel) -> tuple[int, int]:
+    if not isinstance(kernel, (tuple, list)) or len(kernel) != 2:
+        raise RomLayoutError(f"kernel must be a pair (kh, kw), not {kernel!r}")
+    return (_check_positive("kernel[0]", kernel[0]), _check_positive("kernel[1]", kernel[1]))
+
+
+def conv_rom_shape(in_channels: int, out_channels: int, kernel, lanes: int,
+                   w_bits: int) -> tuple[int, int]:
+    """``(width, depth)`` of a convolution's kernel ROM:
+    ``(lanes * w_bits, in_channels * kh * kw * ceil(out_channels / lanes))``."""
+    kh, kw = _check_kernel(kernel)
+    _check_positive("in_channels", in_channels)
+    _check_positive("out_channels", out_channels)
+    return rom_shape(in_channels * kh * kw, out_channels, lanes, w_bits)
+
+
+def pack_conv_weights(weight: torch.Tensor, lanes: int, w_bits: int) -> list[int]:
+    """Pack an ``int[C_out, C_in, kh, kw]`` kernel into ROM words (non-negative Python ints).
+
+    Word ``((c * kh + ky) * kw + kx) * G + g`` holds ``weight[g * P + lane, c, ky, kx]`` in lane
+    ``lane``; padding lanes (``g * P + lane >= C_out``) are 0.
+    """
+    weight = torch.as_tensor(weight)
+    if weight.is_floating_point() or weight.is_complex() or weight.dtype == torch.bool:
+        raise RomLayoutError(f"weight must hold integers, not {weight.dtype}")
+    if weight.dim() != 4 or 0 in weight.shape:
+        raise RomLayoutError(f"weight must be a non-empty [out_channels, in_channels, kh, kw] "
+                             f"kernel, got shape {tuple(weight.shape)}")
+    _check_positive("w_bits", w_bits)
+    low, high = -(1 << (w_bits - 1)), (1 << (w_bits - 1)) - 1
+    bad = ((weight < low) | (weight > high)).nonzero()
+    if len(bad):
+        index = tuple(int(x) for x in bad[0])
+        raise RomLayoutError(f"weight[{', '.join(map(str, index))}] = {int(weight[index])} does "
+                             f"not fit w_bits = {w_bits} (signed range {low}..{high})")
+    return pack_weights(weight.reshape(weight.shape[0], -1), lanes, w_bits)
+
+
+def unpack_conv_weights(words: Iterable[int], in_channels: int, out_channels: int, kernel,
+                        lanes: int, w_bits: int) -> torch.Tensor:
+    """Inverse of :func:`pack_conv_weights`: ``int64[C_out, C_in, kh, kw]``.
+
+    Refuses (``RomLayoutError`` naming the word) a word count other than the ROM depth, a word
+    wider than ``lanes * w_bits`` bits, and a non-zero field in a lane that holds no output
+    channel.
+    """
+    kh, kw = _check_kernel(kernel)
+    words = list(words)
+    width, depth = conv_rom_shape(in_channels, out_channels, (kh, kw), lanes, w_bits)
+    if len(words) != depth:
+        raise RomLayoutError(f"ROM holds {len(words)} words, the layout needs in_channels * kh "
+                             f"* kw * ceil(out_channels / lanes) = {depth}")
+    groups, mask = depth // (in_channels * kh * kw), (1 << w_bits) - 1
+    for address, word in enumerate(words):  # name a padding lane as a channel, not a neuron
+        if isinstance(word, bool) or not isinstance(word, int) or word < 0 or word >> width:
+            continue  # unpack_weights names these
+        for lane in range(lanes):
+            channel = address % groups * lanes + lane
+            if channel >= out_channels and (word >> (lane * w_bits)) & mask:
+                raise RomLayoutError(
+                    f"word {address} lane {lane} holds {(word >> (lane * w_bits)) & mask:#x} but "
+                    f"that lane has no output channel (channel {channel} >= out_channels "
+                    f"{out_channels}); padding lanes must be 0")
+    matrix = unpack_weights(words, in_channels * kh * kw, out_channels, lanes, w_bits)
+    return matrix.reshape(out_channels, in_channels, kh, kw)

@@ -95,12 +95,12 @@ def generate_verilog(component: wiring.Component, out_dir, name: str, *,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m hw.rtl``: Verilog and metadata of one layer engine configuration."""
+    """``python -m spikeforge.hw.rtl``: Verilog and metadata of one layer engine configuration."""
     import argparse
 
-    from hw.layer import LayerEngine
+    from spikeforge.hw.layer import LayerEngine
 
-    parser = argparse.ArgumentParser(prog="python -m hw.rtl", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m spikeforge.hw.rtl", description=main.__doc__)
     parser.add_argument("--fan-in", type=int, required=True)
     parser.add_argument("--fan-out", type=int, required=True)
     parser.add_argument("--timesteps", "-T", type=int, required=True)

@@ -1,4 +1,4 @@
-"""The cycle model of :class:`hw.layer.LayerEngine`: exact cycle counts from the layer, the input
+"""The cycle model of :class:`spikeforge.hw.layer.LayerEngine`: exact cycle counts from the layer, the input
 spikes and the lane count.
 
 The engine has two units that overlap (``docs/microarchitecture.md``): the integration unit (IU)
@@ -128,7 +128,7 @@ def _frames(layer, input_spikes) -> torch.Tensor:
 
 def layer_schedule(layer, input_spikes, lanes: int, *, bad: Sequence[int] | None = None,
                    output_spikes=None) -> LayerSchedule:
-    """The full schedule of one inference of ``layer`` (a :class:`sw.golden.DenseLayer`).
+    """The full schedule of one inference of ``layer`` (a :class:`spikeforge.sw.golden.DenseLayer`).
 
     ``input_spikes`` is ``int[T, fan_in]`` (binary). ``output_spikes`` (``int[T, fan_out]``) may
     be given to save running the golden model; ``bad`` counts dropped spikes per timestep.

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from sw.golden import DenseLayer, FireMode, signed_range
+from spikeforge.sw.golden import DenseLayer, FireMode, signed_range
+from spikeforge.sw.interface import SPEC
 
 __all__ = ["EngineConfig", "Case", "random_case", "saturation_hits", "seed002_layer",
            "REGRESSION_CONFIGS", "ROM_CONFIGS"]
@@ -49,7 +50,7 @@ class EngineConfig:
         return random_case(self, self.rom_seed or 0, 0, style="plain").layer
 
     def component(self):
-        from hw.layer import LayerEngine
+        from spikeforge.hw.layer import LayerEngine
 
         if self.loadable:
             return LayerEngine(fan_in=self.fan_in, fan_out=self.fan_out,
@@ -185,7 +186,7 @@ def expectation(layer: DenseLayer, spikes_in: torch.Tensor, lanes: int,
     model); ``cycles``: the cycle model's busy cycles; ``synops``, ``spike_count``: the counters;
     ``saturating``: whether any exact sum was clamped (coverage).
     """
-    from sim.cycle_model import layer_schedule
+    from spikeforge.sim.cycle_model import layer_schedule
 
     spikes, _, membranes = layer.run(spikes_in[None], trace=True)
     schedule = layer_schedule(layer, spikes_in, lanes, bad=bad, output_spikes=spikes[0])
@@ -200,19 +201,21 @@ def expectation(layer: DenseLayer, spikes_in: torch.Tensor, lanes: int,
 
 
 def register_writes(layer: DenseLayer) -> list[tuple[int, int]]:
-    """``(address, value)`` register writes that program ``layer``'s run-time values."""
-    from hw.layer import Reg
-
-    fire = int(layer.fire_mode is FireMode.RADIX) | int(layer.fires) << 1
-    writes = [(Reg.LEAK_SHIFT, layer.leak_shift), (Reg.V_INIT, layer.v_init), (Reg.FIRE, fire)]
-    writes += [(Reg.THETA + t, value) for t, value in enumerate(layer.theta.tolist())]
+    """``(offset, value)`` register writes (on an engine's ``cfg`` bus) that program
+    ``layer``'s run-time values."""
+    at = SPEC.layer_offset
+    fire = SPEC.layer_reg("FIRE").pack(radix=int(layer.fire_mode is FireMode.RADIX),
+                                       fires=int(layer.fires))
+    writes = [(at("LEAK_SHIFT"), layer.leak_shift), (at("V_INIT"), layer.v_init),
+              (at("FIRE"), fire)]
+    writes += [(at("THETA", t), value) for t, value in enumerate(layer.theta.tolist())]
     return [(int(addr), int(value)) for addr, value in writes]
 
 
 def case_plan(config: EngineConfig, case: Case, label: str) -> dict:
     """Everything the testbench needs to run and check ``case`` without the golden model."""
-    from hw.layer import pack_bias
-    from hw.rom import pack_weights
+    from spikeforge.hw.layer import pack_bias
+    from spikeforge.hw.rom import pack_weights
 
     layer = case.layer
     return {

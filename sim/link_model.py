@@ -6,6 +6,9 @@ on a pseudo-terminal, so ``spikeforge run`` can be tested with a real pyserial p
 
 Time is abstracted to two events: a byte arrives (:meth:`LinkModel.feed`) and the line has been
 quiet for the inter-byte timeout (:meth:`LinkModel.quiet`).
+
+Every constant, payload rule and address comes from the spec, :mod:`spikeforge.sw.interface`
+(not from the host client, :mod:`spikeforge.sw.link`, which this model is a device for).
 """
 
 from __future__ import annotations
@@ -16,87 +19,92 @@ import struct
 import threading
 from collections.abc import Sequence
 
-from sw.link import (
-    ID_MAGIC,
-    LINK_VERSION,
-    MAX_BLOCK_LEN,
+from spikeforge.sim.mock_accelerator import MOCK_GLOBAL, MOCK_LAYER, MockRegisters, mock_classify
+from spikeforge.sw.interface import (
+    COMMANDS,
     MAX_WORDS,
+    REQUEST_HEADER,
+    SPEC,
     SYNC_REQUEST,
     Command,
     ErrorCode,
+    RegisterMap,
     crc16,
     encode_reply,
+    info_words,
+    payload_rule,
+    pixel_bytes,
 )
 
 __all__ = ["MockBackend", "LinkModel", "PtyDevice"]
 
+_HEAD = struct.calcsize(REQUEST_HEADER)
+
 
 class MockBackend:
-    """The mock accelerator's registers and rule (sim/mock_accelerator.py), in Python."""
+    """The mock accelerator's registers and rule (sim/mock_accelerator.py), in Python, at the
+    addresses of ``spec``."""
 
-    def __init__(self, n_inputs=16, n_outputs=4, pixel_bits=8, n_layers=2, timesteps=4):
-        from sim.mock_accelerator import MockRegisters
-
+    def __init__(self, n_inputs=16, n_outputs=4, pixel_bits=8, n_layers=2, timesteps=4, *,
+                 spec: RegisterMap = SPEC):
         self.n_inputs, self.n_outputs, self.pixel_bits = n_inputs, n_outputs, pixel_bits
         self.regs = MockRegisters(n_layers, timesteps)
         self.n_layers, self.timesteps = n_layers, timesteps
+        self.spec = spec
         self.status = 0
         self.busy = False
         #: Every register write, in order: ``(address, value)``.
         self.writes: list[tuple[int, int]] = []
+        status = spec.global_reg("STATUS")
+        self._bad_address = status.field("bad_address").mask
+        self._status_mask = sum(f.mask for f in status.fields)
 
-    def _writable(self):
-        out = {}
-        for k in range(self.n_layers):
-            base = 0x100 + 0x100 * k
-            out[base] = ("leak_shift", k, None)
-            out[base + 1] = ("v_init", k, None)
-            for t in range(self.timesteps):
-                out[base + 0x10 + t] = ("theta", k, t)
-        return out
+    def _register(self, address: int):
+        """``(name, layer, t)`` of a mock register at ``address``, or None."""
+        where = self.spec.decode(address)
+        if where is None:
+            return None
+        name, k = where.register.name, where.layer
+        if k is None:
+            return (name, None, 0) if name in MOCK_GLOBAL else None
+        if name not in MOCK_LAYER or k >= self.n_layers or where.index >= self.timesteps:
+            return None
+        return name, k, where.index
 
     def read(self, address: int) -> int:
-        fixed = {0: ID_MAGIC, 1: self.status, 2: 0, 3: self.n_layers}
-        if address in fixed:
-            return fixed[address]
-        entry = self._writable().get(address)
+        entry = self._register(address)
         if entry is None:
-            if self._read_only(address):
-                return 0
-            self.status |= 2
+            self.status |= self._bad_address
             return 0
         name, k, t = entry
-        value = getattr(self.regs, name)[k] if t is None else self.regs.theta[k][t]
+        fixed = {"ID": self.spec.id_magic, "STATUS": self.status, "CYCLES": 0,
+                 "N_LAYERS": self.n_layers, "SYNOPS": 0, "SPIKES": 0}
+        if name in fixed:
+            return fixed[name]
+        value = self.regs.theta[k][t] if name == "THETA" else getattr(self.regs,
+                                                                      name.lower())[k]
         return value & 0xFFFF_FFFF
-
-    def _read_only(self, address: int) -> bool:
-        k = (address - 0x100) >> 8
-        return address in (0, 2, 3) or (
-            address >= 0x100 and k < self.n_layers and (address & 0xFF) in (2, 3))
 
     def write(self, address: int, value: int) -> None:
         self.writes.append((address, value))
-        if address == 1:
-            self.status &= ~value
-            return
-        entry = self._writable().get(address)
+        entry = self._register(address)
         if entry is None:
-            if not self._read_only(address):
-                self.status |= 2
+            self.status |= self._bad_address
             return
         name, k, t = entry
-        if name == "v_init":
-            value = value - (1 << 32) if value >> 31 else value
-        elif name == "leak_shift":
-            value &= 0x1F
-        if t is None:
-            getattr(self.regs, name)[k] = value
-        else:
+        if name == "STATUS":
+            self.status &= ~(value & self._status_mask)
+        elif name == "THETA":
             self.regs.theta[k][t] = value
+        elif name in ("LEAK_SHIFT", "V_INIT"):
+            if name == "V_INIT":
+                value = value - (1 << 32) if value >> 31 else value
+            else:
+                value &= 0x1F
+            getattr(self.regs, name.lower())[k] = value
+        # other registers are read-only: the write is ignored
 
     def classify(self, pixels: Sequence[int]) -> list[int]:
-        from sim.mock_accelerator import mock_classify
-
         scores, best = mock_classify(pixels, self.n_outputs, self.regs)
         return [*scores, best]
 
@@ -106,17 +114,17 @@ class LinkModel:
 
     def __init__(self, backend):
         self.backend = backend
-        self.pixel_bytes = 1 if backend.pixel_bits <= 8 else 2
+        self.pixel_bytes = pixel_bytes(backend.pixel_bits)
         self.state = "IDLE"
         self.replies: list[bytes] = []
 
     def _length_ok(self, cmd, length):
         """Whether ``length`` payload bytes are what ``cmd`` takes; None for an unknown cmd."""
-        if cmd == Command.WRITE_BLOCK:
-            return length in range(6, MAX_BLOCK_LEN + 1, 4)
-        expected = {Command.INFO: 0, Command.READ: 3, Command.WRITE: 6,
-                    Command.RUN: self.backend.n_inputs * self.pixel_bytes}.get(cmd)
-        return None if expected is None else length == expected
+        if cmd not in COMMANDS:
+            return None
+        rule = payload_rule(cmd, n_inputs=self.backend.n_inputs,
+                            pixel_bits=self.backend.pixel_bits)
+        return rule.accepts(length)
 
     def _error(self, code, *, discard):
         self.code = code
@@ -153,7 +161,7 @@ class LinkModel:
             elif state == "LEN_HI":
                 self.state = "LEN_LO"
             elif state == "LEN_LO":
-                length = struct.unpack(">H", self.body[1:3])[0]
+                length = struct.unpack(REQUEST_HEADER, bytes([SYNC_REQUEST]) + self.body)[-1]
                 ok = self._length_ok(self.cmd, length)
                 if ok is None:
                     self._error(ErrorCode.COMMAND, discard=True)
@@ -184,13 +192,12 @@ class LinkModel:
         if crc16(self.body) != 0:
             self._error(ErrorCode.CRC, discard=True)
             return
-        payload = bytes(self.body[3:-2])
+        payload = bytes(self.body[_HEAD - 1:-2])
         cmd, b = self.cmd, self.backend
         if cmd == Command.RUN:
-            if self.pixel_bytes == 1:
-                pixels = list(payload)
-            else:
-                pixels = list(struct.unpack(f">{len(payload) // 2}H", payload))
+            spec = COMMANDS[cmd]
+            count = spec.unit_count(len(payload), b.pixel_bits)
+            pixels = list(struct.unpack(spec.payload_format(count, b.pixel_bits), payload))
             if any(p >> b.pixel_bits for p in pixels):
                 self._error(ErrorCode.PIXEL, discard=False)
                 return
@@ -199,19 +206,21 @@ class LinkModel:
             if b.busy:
                 self._error(ErrorCode.BUSY, discard=False)
                 return
-            address, *values = struct.unpack(f">H{(len(payload) - 2) // 4}I", payload)
+            spec = COMMANDS[cmd]
+            fmt = spec.payload_format(spec.unit_count(len(payload)) if spec.unit else 0)
+            address, *values = struct.unpack(fmt, payload)
             for value in values:
                 b.write(address, value)
             words = []
         elif cmd == Command.READ:
-            address, count = struct.unpack(">HB", payload)
+            address, count = struct.unpack(COMMANDS[cmd].head_format, payload)
             if not 1 <= count <= MAX_WORDS:
                 self._error(ErrorCode.ARGUMENT, discard=False)
                 return
             words = [b.read((address + i) & 0xFFFF) for i in range(count)]
         else:  # INFO
-            words = [(LINK_VERSION << 24) | (b.pixel_bits << 16) | b.n_inputs,
-                     (b.n_outputs << 16) | MAX_WORDS]
+            words = info_words(pixel_bits=b.pixel_bits, n_inputs=b.n_inputs,
+                               n_outputs=b.n_outputs)
         reply = struct.pack(f">{len(words)}I", *[w & 0xFFFF_FFFF for w in words])
         self.replies.append(encode_reply(cmd, ErrorCode.OK, reply))
 

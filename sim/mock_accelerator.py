@@ -11,6 +11,11 @@ argument. Its "network" is a trivial rule with a Python twin, :func:`mock_classi
 
 so register writes over the link visibly change results. ``busy`` is high from the last pixel
 to the last result, for at least ``busy_cycles`` cycles.
+
+Its registers are a subset of the spec's (:mod:`spikeforge.sw.interface`): the global ``ID``,
+``STATUS``, ``CYCLES``, ``N_LAYERS`` and per layer ``LEAK_SHIFT``, ``V_INIT``, ``SYNOPS``,
+``SPIKES`` and ``THETA[t]``, at the addresses of the register map it is given. Reading any other
+address returns 0 and sets ``STATUS.bad_address``; so does writing one that is not mapped.
 """
 
 from __future__ import annotations
@@ -21,10 +26,14 @@ from amaranth import Array, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.link import RegisterBusSignature, ResultLayout
-from sw.link import ID_MAGIC
+from spikeforge.hw.link import RegisterBusSignature, ResultLayout
+from spikeforge.sw.interface import SPEC, RegisterMap
 
-__all__ = ["MockAccelerator", "mock_classify", "MockRegisters"]
+__all__ = ["MockAccelerator", "mock_classify", "MockRegisters", "MOCK_GLOBAL", "MOCK_LAYER"]
+
+#: The spec's registers the mock has: global ones, and per-layer ones (of every layer).
+MOCK_GLOBAL = ("ID", "STATUS", "CYCLES", "N_LAYERS")
+MOCK_LAYER = ("LEAK_SHIFT", "V_INIT", "SYNOPS", "SPIKES", "THETA")
 
 
 class MockRegisters:
@@ -57,10 +66,13 @@ class MockAccelerator(wiring.Component):
         Shape of the register file (LEAK_SHIFT/V_INIT/SYNOPS/SPIKES/THETA per layer).
     busy_cycles : int
         Minimum cycles ``busy`` stays high after the last pixel.
+    spec : spikeforge.sw.interface.RegisterMap
+        Where the registers are (default: the spec).
     """
 
     def __init__(self, *, n_inputs: int = 16, n_outputs: int = 4, pixel_bits: int = 8,
-                 n_layers: int = 2, timesteps: int = 4, busy_cycles: int = 20):
+                 n_layers: int = 2, timesteps: int = 4, busy_cycles: int = 20,
+                 spec: RegisterMap = SPEC):
         if n_outputs < 1 or n_inputs < 1:
             raise ValueError("n_inputs and n_outputs must be positive")
         self.n_inputs = n_inputs
@@ -69,6 +81,7 @@ class MockAccelerator(wiring.Component):
         self.n_layers = n_layers
         self.timesteps = timesteps
         self.busy_cycles = busy_cycles
+        self.spec = spec
         super().__init__({
             "pixels": In(stream.Signature(16)),
             "results": Out(stream.Signature(ResultLayout)),
@@ -81,7 +94,12 @@ class MockAccelerator(wiring.Component):
         n_in, n_out, n_layers, steps = self.n_inputs, self.n_outputs, self.n_layers, self.timesteps
         defaults = MockRegisters(n_layers, steps)
 
-        status = Signal(3)  # bad_pixel, bad_address, busy_write
+        spec = self.spec
+        status_reg = spec.global_reg("STATUS")
+        status = Signal(max(f.offset + f.width for f in status_reg.fields))
+        bad_pixel, bad_address, busy_write = (status[status_reg.field(name).bits] for name in
+                                              ("bad_pixel", "bad_address", "busy_write"))
+        status_mask = sum(f.mask for f in status_reg.fields)
         cycles = Signal(32)
         leak = [Signal(5, name=f"leak{k}", init=defaults.leak_shift[k]) for k in range(n_layers)]
         v_init = [Signal(signed(32), name=f"v_init{k}", init=defaults.v_init[k])
@@ -95,37 +113,38 @@ class MockAccelerator(wiring.Component):
         bus = self.bus
         r_data = Signal(32)
         m.d.comb += bus.r_data.eq(r_data)
-        readable = {0x0000: ID_MAGIC, 0x0001: status, 0x0002: cycles, 0x0003: n_layers}
+        address = spec.address
+        readable = {address("ID"): spec.id_magic, address("STATUS"): status,
+                    address("CYCLES"): cycles, address("N_LAYERS"): n_layers}
         writable = {}
         for k in range(n_layers):
-            base = 0x0100 + 0x100 * k
-            readable.update({base: leak[k], base + 1: v_init[k], base + 2: synops[k],
-                             base + 3: spikes[k]})
-            writable.update({base: leak[k], base + 1: v_init[k]})
-            for t in range(steps):
-                readable[base + 0x10 + t] = theta[k][t]
-                writable[base + 0x10 + t] = theta[k][t]
+            per_layer = {address("LEAK_SHIFT", k): leak[k], address("V_INIT", k): v_init[k]}
+            per_layer.update({address("THETA", k, t): theta[k][t] for t in range(steps)})
+            readable.update(per_layer)
+            readable.update({address("SYNOPS", k): synops[k], address("SPIKES", k): spikes[k]})
+            writable.update(per_layer)
         with m.If(bus.r_en):
             with m.Switch(bus.addr):
-                for address, value in readable.items():
-                    with m.Case(address):
+                for where, value in readable.items():
+                    with m.Case(where):
                         m.d.sync += r_data.eq(value)
                 with m.Default():
-                    m.d.sync += [r_data.eq(0), status[1].eq(1)]
+                    m.d.sync += [r_data.eq(0), bad_address.eq(1)]
         with m.If(bus.w_en):
             with m.If(self.busy):
-                m.d.sync += status[2].eq(1)
+                m.d.sync += busy_write.eq(1)
             with m.Else():
                 with m.Switch(bus.addr):
-                    with m.Case(0x0001):
-                        m.d.sync += status.eq(status & ~bus.w_data[:3])
-                    for address, target in writable.items():
-                        with m.Case(address):
+                    with m.Case(address("STATUS")):  # write 1 to clear
+                        m.d.sync += status.eq(status & ~(bus.w_data & status_mask))
+                    for where, target in writable.items():
+                        with m.Case(where):
                             m.d.sync += target.eq(bus.w_data)
-                    with m.Case(*[a for a in readable if a not in writable and a != 0x0001]):
+                    with m.Case(*[a for a in readable
+                                  if a not in writable and a != address("STATUS")]):
                         pass  # read-only: writes are ignored
                     with m.Default():
-                        m.d.sync += status[1].eq(1)
+                        m.d.sync += bad_address.eq(1)
 
         # ---- the "network" -------------------------------------------------------------------
         acc = Array(Signal(signed(32), name=f"acc{k}") for k in range(n_out))
@@ -164,7 +183,7 @@ class MockAccelerator(wiring.Component):
                 with m.If(timer != 0):
                     m.d.sync += timer.eq(timer - 1)
                 with m.Elif(bad):
-                    m.d.sync += [status[0].eq(1), bad.eq(0), nonzero.eq(0)]
+                    m.d.sync += [bad_pixel.eq(1), bad.eq(0), nonzero.eq(0)]
                     m.d.sync += [acc[k].eq(0) for k in range(n_out)]
                     m.next = "LOAD"
                 with m.Else():

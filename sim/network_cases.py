@@ -7,7 +7,7 @@ import random
 
 import torch
 
-from sw.golden import DenseLayer, Encoder, Network, signed_range
+from spikeforge.sw.golden import DenseLayer, Encoder, Network, signed_range
 
 __all__ = ["random_network", "random_pixels"]
 

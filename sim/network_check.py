@@ -1,7 +1,7 @@
 """Run a network on the RTL and compare everything it did with the golden and cycle models.
 
 :func:`simulate` builds the accelerator with Verilator (cached by the Verilog's hash), runs the
-cocotb testbench :mod:`sim.tb_network` over a batch of images, and returns the raw report.
+cocotb testbench :mod:`spikeforge.sim.tb_network` over a batch of images, and returns the raw report.
 :func:`compare` is the scoreboard: predictions, scores, every counter, the exact cycle count,
 and for traced images every spike and every end-of-timestep membrane of every layer.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from sim.network_model import network_timing
-from sw.golden import Network, Trace
+from spikeforge.sim.network_model import network_timing
+from spikeforge.sw.golden import Network, Trace
 
 __all__ = ["Mismatch", "Comparison", "build_accelerator", "simulate", "compare"]
 
@@ -58,9 +58,9 @@ class Comparison:
 
 
 def build_accelerator(network: Network, lanes: int, *, taps: bool = True, name: str = "accel"):
-    """Elaborate and Verilator-build the accelerator; returns a :class:`sim.runner.Build`."""
-    from hw.accelerator import NetworkAccelerator
-    from sim.runner import build
+    """Elaborate and Verilator-build the accelerator; returns a :class:`spikeforge.sim.runner.Build`."""
+    from spikeforge.hw.accelerator import NetworkAccelerator
+    from spikeforge.sim.runner import build
 
     return build(NetworkAccelerator(network, lanes, taps=taps), name)
 
@@ -76,7 +76,7 @@ def simulate(network: Network, lanes: int, pixels, *, trace: int = 0,
     ``read`` lists registers read once before the first image (``report["registers"]``).
     ``progress(done)`` is called from a watcher thread as images complete.
     """
-    from sim.runner import run_tests
+    from spikeforge.sim.runner import run_tests
 
     pixels = torch.as_tensor(pixels, dtype=torch.int64)
     built = built or build_accelerator(network, lanes, taps=taps or trace > 0)
@@ -107,7 +107,7 @@ def simulate(network: Network, lanes: int, pixels, *, trace: int = 0,
             watcher.start()
         start = time.perf_counter()
         try:
-            report = run_tests(built, "sim.tb_network", env=env)
+            report = run_tests(built, "spikeforge.sim.tb_network", env=env)
         finally:
             stop.set()
             if watcher:

@@ -1,4 +1,4 @@
-"""The cycle model of :class:`hw.accelerator.NetworkAccelerator`: exact compute cycles per image.
+"""The cycle model of :class:`spikeforge.hw.accelerator.NetworkAccelerator`: exact compute cycles per image.
 
 The accelerator runs its phases one after another (``hw/accelerator.py``), so an inference's
 compute cycles (the ``CYCLES`` register) are a plain sum::
@@ -6,7 +6,7 @@ compute cycles (the ``CYCLES`` register) are a plain sum::
     cycles = T * (n_inputs + 1)          encoder: one slot per pixel and timestep, one marker slot
            + 2                           encoder pipeline drain (two stages)
            + sum_k (2 + C_k)             layer k: a start cycle, C_k busy cycles of its engine
-                                         (sim.cycle_model), and the done cycle
+                                         (spikeforge.sim.cycle_model), and the done cycle
 
 ``C_k`` depends on layer k's input spikes (events per timestep) and its output spikes (the fire
 pass), both of which the golden model gives. Loading pixels and reading results are not counted:
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sim.cycle_model import layer_schedule
-from sw.golden import Network, Trace
+from spikeforge.sim.cycle_model import layer_schedule
+from spikeforge.sw.golden import Network, Trace
 
 __all__ = ["NetworkTiming", "network_timing", "encoder_cycles", "LAYER_OVERHEAD"]
 

@@ -1,6 +1,6 @@
 """Verilator builds for cocotb, cached by the hash of the generated Verilog.
 
-Every build lives in its own folder ``sim_build/<name>-<hash12>/`` and is made once: a later run
+Every build lives in its own folder ``<SIM_BUILD>/<name>-<hash12>/`` and is made once: a later run
 (or another pytest-xdist worker) that asks for the same Verilog finds the finished build there. A
 file lock serializes workers that ask for the same build at the same time; every test run gets
 its own sub-folder, so parallel runs of one build never share files.
@@ -18,13 +18,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sim.toolchain import ensure_tools
+import platformdirs
+
+from spikeforge.sim.toolchain import ensure_tools
 
 __all__ = ["SIM_BUILD", "Build", "build", "run_tests", "TestFailure"]
 
-#: Root of all builds; ``make clean`` removes it. ``$SPIKEFORGE_SIM_BUILD`` moves it.
+#: Root of all builds: a per-user cache folder (``~/.cache/spikeforge/sim_build`` on Linux), never
+#: inside the installed package; ``$SPIKEFORGE_SIM_BUILD`` moves it.
 SIM_BUILD = Path(os.environ.get("SPIKEFORGE_SIM_BUILD")
-                 or Path(__file__).resolve().parent.parent / "sim_build")
+                 or platformdirs.user_cache_path("spikeforge") / "sim_build")
 
 # Verilator's own optimization is the slow part of a build and buys little for designs this
 # small; -O1 C++ keeps simulation fast enough. The *__Slow.cpp files (constructors, the symbol
@@ -68,7 +71,7 @@ _RUNTIME_OBJECTS = ("verilated.o", "verilated_vpi.o", "verilated_threads.o", "ve
 def _runtime_cache(root: Path) -> Path:
     import cocotb
 
-    from sim.toolchain import verilator_root
+    from spikeforge.sim.toolchain import verilator_root
 
     key = json.dumps([str(verilator_root()), cocotb.__version__, _BUILD_ARGS, _MAKE_ARGS])
     return root / f"_runtime-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
@@ -99,7 +102,7 @@ def _verilator_runner(prebuilt: list[Path]):
 
 def build(component, name: str, *, root: Path | None = None, waves: bool = False) -> Build:
     """Generate ``component``'s Verilog and build it with Verilator, unless already built."""
-    from hw.rtl import generate_verilog, verilog_text
+    from spikeforge.hw.rtl import generate_verilog, verilog_text
 
     ensure_tools()
     root = Path(root) if root is not None else SIM_BUILD

@@ -1,25 +1,25 @@
-"""cocotb testbench of :class:`hw.layer.LayerEngine` on Verilator.
+"""cocotb testbench of :class:`spikeforge.hw.layer.LayerEngine` on Verilator.
 
 Driver -> DUT -> monitors -> scoreboard, the scoreboard's model being the golden model
-(:mod:`sw.golden`) and the cycle model (:mod:`sim.cycle_model`). Every inference is compared in
-full: every output spike of every timestep (as an ordered address list), every membrane at the
-end of every timestep (from the engine's membrane port), the busy cycles the testbench counts,
-and the engine's ``cycles``, ``synops`` and ``spikes`` counters.
+(:mod:`spikeforge.sw.golden`) and the cycle model (:mod:`spikeforge.sim.cycle_model`). Every
+inference is compared in full: every output spike of every timestep (as an ordered address
+list), every membrane at the end of every timestep (from the engine's membrane port), the busy
+cycles the testbench counts, and the engine's ``cycles``, ``synops`` and ``spikes`` counters.
 
 All bus models act at the falling clock edge: inputs change there and outputs are sampled there,
 half a cycle away from the rising edge at which the design registers them. The engine's
 ``ready`` depends only on its registers, so the value read at the falling edge is the one the
 next rising edge sees.
 
-The pytest launchers (``tests/test_layer_rtl.py``) build the design with :mod:`sim.runner` and
-pass the run's settings through the environment:
+The pytest launchers (``tests/test_layer_rtl.py``) build the design with
+:mod:`spikeforge.sim.runner` and pass the run's settings through the environment:
 
-``SPIKEFORGE_TB_META``    the build's port metadata JSON (:mod:`hw.rtl`)
-``SPIKEFORGE_TB_CONFIG``  the :class:`sim.layer_cases.EngineConfig` as JSON
+``SPIKEFORGE_TB_META``    the build's port metadata JSON (:mod:`spikeforge.hw.rtl`)
+``SPIKEFORGE_TB_CONFIG``  the :class:`spikeforge.sim.layer_cases.EngineConfig` as JSON
 ``SPIKEFORGE_SEED``       random seed of the regression (printed; set it to replay a run)
 ``SPIKEFORGE_CASES``      number of random cases, or ``SPIKEFORGE_CASE`` for a single one
 ``SPIKEFORGE_TB_PLAN``    the random regression's precomputed cases
-                          (:func:`sim.layer_cases.regression_plan`)
+                          (:func:`spikeforge.sim.layer_cases.regression_plan`)
 ``SPIKEFORGE_TB_REPORT``  where the testbench writes its JSON report
 """
 
@@ -38,9 +38,11 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 from cocotb.utils import get_sim_time
 
+from spikeforge.sw.interface import SPEC
+
 # torch, the golden model and Amaranth are imported inside the tests that need them: the random
 # regression runs from a precomputed plan, and importing torch in the simulator process costs
-# several seconds per run.
+# several seconds per run. The register offsets come from the spec, which is pure Python.
 
 __all__ = ["Port", "SpikeDriver", "SpikeMonitor", "MembraneMonitor", "LayerTB", "Observation",
            "Scoreboard"]
@@ -48,11 +50,11 @@ __all__ = ["Port", "SpikeDriver", "SpikeMonitor", "MembraneMonitor", "LayerTB", 
 
 _PERIOD_NS = 10
 
-# hw.layer.Reg, restated so that this module needs no Amaranth (tests/test_layer_engine.py
-# checks that the two agree)
-(REG_LEAK_SHIFT, REG_V_INIT, REG_SYNOPS, REG_SPIKES, REG_FIRE, REG_CYCLES, REG_STATUS,
- REG_W_ADDR, REG_W_DATA, REG_W_INFO) = range(10)
-REG_THETA = 0x10
+#: Offset of a per-layer register on the engine's ``cfg`` bus: ``reg("THETA", t)``.
+reg = SPEC.layer_offset
+#: Bits of the engine's STATUS register.
+BAD_ADDR, BUSY_WRITE = (SPEC.layer_reg("STATUS").field(name).mask
+                        for name in ("bad_addr", "busy_write"))
 
 
 def _signed(value: int, bits: int) -> int:
@@ -261,9 +263,9 @@ class LayerTB:
             en.value = 0
 
     async def load_layer(self, layer) -> None:
-        """Write ``layer``'s weights and biases (a :class:`sw.golden.DenseLayer`)."""
-        from hw.layer import pack_bias
-        from hw.rom import pack_weights
+        """Write ``layer``'s weights and biases (a :class:`spikeforge.sw.golden.DenseLayer`)."""
+        from spikeforge.hw.layer import pack_bias
+        from spikeforge.hw.rom import pack_weights
 
         p = self.params
         await self.load_words(pack_weights(layer.weight, self.lanes, p["w_bits"]),
@@ -271,7 +273,7 @@ class LayerTB:
 
     async def program(self, layer) -> None:
         """Write the run-time registers: leak shift, v_init, fire mode and every threshold."""
-        from sim.layer_cases import register_writes
+        from spikeforge.sim.layer_cases import register_writes
 
         for addr, value in register_writes(layer):
             await self.write_reg(addr, value)
@@ -292,18 +294,19 @@ class LayerTB:
                 raise TimeoutError(f"inference did not finish within {timeout} cycles")
             await FallingEdge(self.clk)
         counters = {name: int(getattr(dut, name).value) for name in ("cycles", "synops", "spikes")}
-        counters["reg_cycles"] = await self.read_reg(REG_CYCLES)
-        counters["reg_synops"] = await self.read_reg(REG_SYNOPS)
-        counters["reg_spikes"] = await self.read_reg(REG_SPIKES)
-        status = await self.read_reg(REG_STATUS)
+        counters["reg_cycles"] = await self.read_reg(reg("CYCLES"))
+        counters["reg_synops"] = await self.read_reg(reg("SYNOPS"))
+        counters["reg_spikes"] = await self.read_reg(reg("SPIKES"))
+        status = await self.read_reg(reg("STATUS"))
         timesteps = self.params["timesteps"]
         return Observation(self.monitor.steps, self.membrane_monitor.membranes(
-            timesteps, self.params["fan_out"]), busy_cycles, counters, status & 1)
+            timesteps, self.params["fan_out"]), busy_cycles, counters,
+            int(bool(status & BAD_ADDR)))
 
 
 class Scoreboard:
     """Compares observations with expectations: the golden model's trace and the cycle model
-    (:func:`sim.layer_cases.expectation`, computed here or ahead of the simulation)."""
+    (:func:`spikeforge.sim.layer_cases.expectation`, computed here or ahead of the simulation)."""
 
     def __init__(self, lanes: int):
         self.lanes = lanes
@@ -315,7 +318,7 @@ class Scoreboard:
     def check(self, label: str, layer, spikes_in, obs: Observation, *,
               check_cycles: bool = True, bad: list[int] | None = None) -> list[str]:
         """Compare with the golden model run here (needs torch)."""
-        from sim.layer_cases import expectation
+        from spikeforge.sim.layer_cases import expectation
 
         return self.compare(label, expectation(layer, spikes_in, self.lanes, bad), obs,
                             check_cycles=check_cycles)
@@ -369,7 +372,7 @@ def _report(name: str, **values) -> None:
 
 
 def _config():
-    from sim.layer_cases import EngineConfig
+    from spikeforge.sim.layer_cases import EngineConfig
 
     return EngineConfig(**json.loads(os.environ["SPIKEFORGE_TB_CONFIG"]))
 
@@ -385,8 +388,8 @@ async def random_regression(dut):
     """Random layers and spike trains on one build, each compared in full.
 
     The cases and their expectations come precomputed from ``$SPIKEFORGE_TB_PLAN``
-    (:func:`sim.layer_cases.regression_plan`), so this test needs neither torch nor the golden
-    model in the simulator process.
+    (:func:`spikeforge.sim.layer_cases.regression_plan`), so this test needs neither torch nor
+    the golden model in the simulator process.
     """
     plan = json.loads(Path(os.environ["SPIKEFORGE_TB_PLAN"]).read_text())
     seed = plan["seed"]
@@ -416,7 +419,7 @@ async def rom_contents(dut):
     then reprogrammed thresholds and leak shift change the next inference exactly."""
     import torch
 
-    from sim.layer_cases import Case
+    from spikeforge.sim.layer_cases import Case
 
     config = _config()
     seed = int(os.environ["SPIKEFORGE_SEED"])
@@ -462,8 +465,8 @@ async def directed(dut):
     busy, stalls and backpressure."""
     import torch
 
-    from sim.layer_cases import Case, random_case
-    from sw.golden import DenseLayer, FireMode
+    from spikeforge.sim.layer_cases import Case, random_case
+    from spikeforge.sw.golden import DenseLayer, FireMode
 
     torch.set_num_threads(1)  # pytest-xdist already runs one simulation per core
     config = _config()
@@ -504,10 +507,10 @@ async def directed(dut):
                                               for _ in range(steps)]),
                           leak_shift=rng.randint(0, min(4, p["v_bits"])))
     for t in range(steps):
-        await tb.write_reg(REG_THETA + t, int(changed.theta[t]))
-    await tb.write_reg(REG_LEAK_SHIFT, changed.leak_shift)
+        await tb.write_reg(reg("THETA", t), int(changed.theta[t]))
+    await tb.write_reg(reg("LEAK_SHIFT"), changed.leak_shift)
     for t in range(steps):
-        got = await tb.read_reg(REG_THETA + t, signed=True)
+        got = await tb.read_reg(reg("THETA", t), signed=True)
         if got != int(changed.theta[t]):
             board.failures.append(f"THETA[{t}] reads {got}, wrote {int(changed.theta[t])}")
     board.check("after reprogramming", changed, base.spikes_in, await tb.infer(base.beats()))
@@ -525,8 +528,8 @@ async def directed(dut):
     board.check("bad addresses", changed, base.spikes_in, obs, bad=bad)
     if obs.bad_addr != 1:
         board.failures.append("bad addresses: STATUS.bad_addr not set")
-    await tb.write_reg(REG_STATUS, 1)
-    if await tb.read_reg(REG_STATUS) & 1:
+    await tb.write_reg(reg("STATUS"), BAD_ADDR)
+    if await tb.read_reg(reg("STATUS")) & BAD_ADDR:
         board.failures.append("bad addresses: STATUS.bad_addr did not clear on write 1")
     obs = await tb.infer(base.beats())
     board.check("after bad addresses", changed, base.spikes_in, obs)
@@ -537,13 +540,13 @@ async def directed(dut):
     tb.dut.start.value = 1
     await FallingEdge(tb.clk)
     tb.dut.start.value = 0
-    await tb.write_reg(REG_THETA, 12345)
+    await tb.write_reg(reg("THETA", 0), 12345)
     tb.driver.send(base.beats())
     while int(tb.dut.busy.value):
         await FallingEdge(tb.clk)
-    if await tb.read_reg(REG_THETA, signed=True) != int(changed.theta[0]):
+    if await tb.read_reg(reg("THETA", 0), signed=True) != int(changed.theta[0]):
         board.failures.append("a THETA write while busy was not ignored")
-    if not (await tb.read_reg(REG_STATUS)) & 2:
+    if not (await tb.read_reg(reg("STATUS"))) & BUSY_WRITE:
         board.failures.append("a write while busy did not set STATUS.busy_write")
 
     # 6. producer stalls and consumer backpressure: same spikes and membranes, more cycles

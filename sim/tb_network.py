@@ -1,10 +1,12 @@
-"""cocotb testbench of :class:`hw.accelerator.NetworkAccelerator`: the whole network on the RTL.
+"""cocotb testbench of :class:`spikeforge.hw.accelerator.NetworkAccelerator`: the whole network
+on the RTL.
 
 The pytest side (or ``spikeforge sim``) writes a job file and launches this module through
-:func:`sim.runner.run_tests`; the testbench classifies every image of the job, records what the
-design's ports show, and writes a report that :mod:`sim.network_check` compares with the golden
-model and the cycle model. The testbench itself knows nothing about the expected values: driver
-and monitors here, model and checker there.
+:func:`spikeforge.sim.runner.run_tests`; the testbench classifies every image of the job,
+records what the design's ports show, and writes a report that
+:mod:`spikeforge.sim.network_check` compares with the golden model and the cycle model. The
+testbench itself knows nothing about the expected values: driver and monitors here, model and
+checker there.
 
 Job (``$SPIKEFORGE_NET_JOB``, JSON)::
 
@@ -33,9 +35,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import Event, FallingEdge, RisingEdge
 from cocotb.utils import get_sim_time
 
-from hw.accelerator import LAYER_BASE, LAYER_STRIDE, GlobalReg
-from hw.layer import Reg
-from sim.tb_layer import Port
+from spikeforge.sim.tb_layer import Port
+from spikeforge.sw.interface import SPEC
 
 __all__ = ["NetworkTB", "SpikeTap", "MembraneTap"]
 
@@ -98,8 +99,9 @@ class NetworkTB:
     """Clock, reset, register access and image classification on the accelerator's ports.
 
     ``read_register``, ``write_register``, ``classify`` and ``read_counters`` mirror
-    :class:`sw.link.LinkClient` (async here), so host-side code reads the same against the
-    board and against this simulation.
+    :class:`spikeforge.sw.link.LinkClient` (async here), so host-side code reads the same
+    against the board and against this simulation. Addresses come from the spec
+    (:mod:`spikeforge.sw.interface`).
     """
 
     def __init__(self, dut):
@@ -207,20 +209,21 @@ class NetworkTB:
             produced |= int(dut.results__valid.value)
             busy |= int(dut.busy.value)
             await FallingEdge(self.clk)
-        status = await self.read_register(GlobalReg.STATUS)
-        await self.write_register(GlobalReg.STATUS, status)
+        status = await self.read_register(SPEC.address("STATUS"))
+        await self.write_register(SPEC.address("STATUS"), status)
         return {"dropped": not produced and not busy, "status": status,
-                "status_after_clear": await self.read_register(GlobalReg.STATUS)}
+                "status_after_clear": await self.read_register(SPEC.address("STATUS"))}
 
     async def read_counters(self) -> dict:
-        n_layers = self.params["n_layers"]
-        base = [LAYER_BASE + LAYER_STRIDE * k for k in range(n_layers)]
+        layers = range(self.params["n_layers"])
+        address = SPEC.address
         return {
-            "cycles": await self.read_register(GlobalReg.CYCLES),
-            "status": await self.read_register(GlobalReg.STATUS),
-            "synops": [await self.read_register(b + Reg.SYNOPS) for b in base],
-            "spikes": [await self.read_register(b + Reg.SPIKES) for b in base],
-            "layer_cycles": [await self.read_register(b + Reg.CYCLES) for b in base],
+            "cycles": await self.read_register(address("CYCLES")),
+            "status": await self.read_register(address("STATUS")),
+            "synops": [await self.read_register(address("SYNOPS", k)) for k in layers],
+            "spikes": [await self.read_register(address("SPIKES", k)) for k in layers],
+            "layer_cycles": [await self.read_register(address("LAYER_CYCLES", k))
+                             for k in layers],
         }
 
 

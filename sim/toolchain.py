@@ -64,7 +64,7 @@ def have_yowasp() -> bool:
     return all(shutil.which(os.environ[v]) for v in ("YOSYS", "NEXTPNR_ICE40", "NEXTPNR_ECP5"))
 
 
-if __name__ == "__main__":  # `python -m sim.toolchain` prints shell exports (used by the Makefile)
+if __name__ == "__main__":  # `python -m spikeforge.sim.toolchain` prints shell exports (used by the Makefile)
     for key in ("VERILATOR_ROOT", "PATH"):
         value = tool_environment().get(key)
         if value:

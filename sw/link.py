@@ -5,22 +5,48 @@ Three layers, each usable on its own:
 * framing: :func:`crc16`, :func:`encode_request`, :func:`encode_reply`, :func:`decode_reply`;
 * a byte transport: anything with ``write(data)``, ``read(n, timeout) -> bytes`` (fewer bytes
   on timeout) and ``reset_input()``. :class:`SerialTransport` wraps a pyserial port;
-  ``sim/tb_board.py`` has one that drives the cocotb UART models of the board simulation;
+  ``tests/tb_board.py`` has one that drives the cocotb UART models of the board simulation;
 * :class:`LinkClient`: register reads and writes (also a block of words to one register),
   ``classify``, counters. The very same class drives the board over a serial port and the board
   top in simulation.
+
+Every address, constant, command, error code and frame rule comes from the spec,
+:mod:`spikeforge.sw.interface`; the names of the protocol (``Command``, ``ErrorCode``,
+``MAX_WORDS``, ``encode_request``, ``register_address`` ...) are re-exported here for users of
+the client. A client made with ``spec=`` addresses the registers of that register map.
 
 Pure Python: importing this module needs neither Amaranth nor pyserial.
 """
 
 from __future__ import annotations
 
-import enum
-import operator
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from spikeforge.sw.interface import (
+    COMMANDS,
+    ID_MAGIC,
+    LINK_VERSION,
+    MAX_BLOCK_LEN,
+    MAX_WORDS,
+    REPLY_HEADER,
+    RETRYABLE,
+    SPEC,
+    SYNC_REPLY,
+    SYNC_REQUEST,
+    Command,
+    ErrorCode,
+    RegisterMap,
+    check_words32,
+    crc16,
+    decode_info,
+    encode_block,
+    encode_reply,
+    encode_request,
+    pixel_bytes,
+)
 
 __all__ = [
     "SYNC_REQUEST",
@@ -29,6 +55,7 @@ __all__ = [
     "MAX_WORDS",
     "MAX_BLOCK_LEN",
     "ID_MAGIC",
+    "RETRYABLE",
     "Command",
     "ErrorCode",
     "LinkError",
@@ -36,6 +63,7 @@ __all__ = [
     "DeviceError",
     "Reply",
     "LinkInfo",
+    "WeightInfo",
     "Counters",
     "Transport",
     "SerialTransport",
@@ -47,43 +75,6 @@ __all__ = [
     "decode_reply",
     "register_address",
 ]
-
-SYNC_REQUEST = 0xA5
-SYNC_REPLY = 0x5A
-LINK_VERSION = 1
-#: Most 32-bit words one frame carries: the registers a READ returns, the words of a WRITE_BLOCK
-#: (the ``max_read`` field of the INFO reply).
-MAX_WORDS = 64
-#: Longest WRITE_BLOCK payload: ``addr`` u16 and MAX_WORDS words.
-MAX_BLOCK_LEN = 2 + 4 * MAX_WORDS
-#: Value of the accelerator's ID register (docs/host-interface.md).
-ID_MAGIC = 0x5F0B6E01
-
-
-class Command(enum.IntEnum):
-    INFO = 0x01  # payload: none;                  reply: 2 words (see LinkInfo)
-    READ = 0x02  # payload: addr u16, count u8;     reply: count words
-    WRITE = 0x03  # payload: addr u16, data u32;    reply: none
-    RUN = 0x04  # payload: n_inputs pixels;         reply: n_outputs scores, prediction
-    WRITE_BLOCK = 0x05  # payload: addr u16, count words (1..MAX_WORDS); reply: none
-
-
-class ErrorCode(enum.IntEnum):
-    OK = 0x00
-    CRC = 0x01  # CRC mismatch
-    LENGTH = 0x02  # LEN field does not match the command
-    COMMAND = 0x03  # unknown command byte
-    TIMEOUT = 0x04  # the line went idle in the middle of a frame
-    PIXEL = 0x05  # a pixel above 2**pixel_bits - 1; the image was not run
-    BUSY = 0x06  # register write while the accelerator is busy; not written
-    ARGUMENT = 0x07  # READ count of 0 or above MAX_WORDS
-    SYNC = 0x08  # bytes outside a frame (garbage, or a frame whose SYNC byte was corrupted)
-
-
-#: Errors of the link itself: the request never reached the accelerator, so it is safe to resend.
-RETRYABLE = frozenset(
-    {ErrorCode.CRC, ErrorCode.LENGTH, ErrorCode.TIMEOUT, ErrorCode.SYNC, ErrorCode.COMMAND}
-)
 
 
 class LinkError(Exception):
@@ -107,51 +98,6 @@ class DeviceError(LinkError):
         super().__init__(f"device refused command 0x{command:02x}: error {name}")
 
 
-def crc16(data: bytes | bytearray | Sequence[int], crc: int = 0xFFFF) -> int:
-    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final xor)."""
-    for byte in data:
-        crc ^= (byte & 0xFF) << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-            crc &= 0xFFFF
-    return crc
-
-
-def encode_request(command: int, payload: bytes = b"") -> bytes:
-    """``SYNC cmd len_hi len_lo payload crc_hi crc_lo``; the CRC covers cmd .. payload."""
-    if not 0 <= command <= 0xFF:
-        raise ValueError(f"Command must be a byte, not {command!r}")
-    if len(payload) > 0xFFFF:
-        raise ValueError(f"Payload of {len(payload)} bytes exceeds the 16-bit length field")
-    body = bytes([command]) + struct.pack(">H", len(payload)) + bytes(payload)
-    return bytes([SYNC_REQUEST]) + body + struct.pack(">H", crc16(body))
-
-
-def _words32(words: Sequence[int]) -> list[int]:
-    """``words`` as a list of ints, each checked to fit an unsigned 32-bit word."""
-    out = [operator.index(word) for word in words]
-    for i, word in enumerate(out):
-        if not 0 <= word <= 0xFFFF_FFFF:
-            raise ValueError(f"Word {i} of the block, {word!r}, does not fit 32 bits unsigned")
-    return out
-
-
-def encode_block(address: int, words: Sequence[int]) -> bytes:
-    """Payload of a WRITE_BLOCK request: ``addr`` u16, then 1..:data:`MAX_WORDS` u32 words."""
-    if not 0 <= address <= 0xFFFF:
-        raise ValueError(f"Register address must be 16-bit, not {address!r}")
-    words = _words32(words)
-    if not 1 <= len(words) <= MAX_WORDS:
-        raise ValueError(f"A block holds 1..{MAX_WORDS} words, not {len(words)}")
-    return struct.pack(f">H{len(words)}I", address, *words)
-
-
-def encode_reply(command: int, code: int, payload: bytes = b"") -> bytes:
-    """``SYNC cmd code len_hi len_lo payload crc_hi crc_lo`` (what the device sends)."""
-    body = bytes([command, code]) + struct.pack(">H", len(payload)) + bytes(payload)
-    return bytes([SYNC_REPLY]) + body + struct.pack(">H", crc16(body))
-
-
 @dataclass(frozen=True)
 class Reply:
     command: int
@@ -163,40 +109,35 @@ class Reply:
         return list(struct.unpack(f">{len(self.payload) // 4}I", self.payload))
 
 
+#: Bytes of a reply's header (SYNC to LEN), and of its header and CRC.
+_REPLY_HEAD = struct.calcsize(REPLY_HEADER)
+_REPLY_OVERHEAD = _REPLY_HEAD + 2
+
+
 def decode_reply(frame: bytes) -> Reply:
     """Parse one complete reply frame; raises :class:`LinkError` naming what is wrong."""
-    if len(frame) < 7:
-        raise LinkError(f"reply of {len(frame)} bytes is shorter than a header and CRC (7)")
+    if len(frame) < _REPLY_OVERHEAD:
+        raise LinkError(f"reply of {len(frame)} bytes is shorter than a header and CRC "
+                        f"({_REPLY_OVERHEAD})")
     if frame[0] != SYNC_REPLY:
         raise LinkError(f"reply starts with 0x{frame[0]:02x}, not SYNC 0x{SYNC_REPLY:02x}")
-    (length,) = struct.unpack(">H", frame[3:5])
-    if len(frame) != 7 + length:
+    _, command, code, length = struct.unpack(REPLY_HEADER, frame[:_REPLY_HEAD])
+    if len(frame) != _REPLY_OVERHEAD + length:
         raise LinkError(f"reply LEN says {length} payload bytes but the frame holds "
-                        f"{len(frame) - 7}")
+                        f"{len(frame) - _REPLY_OVERHEAD}")
     (crc,) = struct.unpack(">H", frame[-2:])
     if crc16(frame[1:-2]) != crc:
         raise LinkError(f"reply CRC 0x{crc:04x} does not match 0x{crc16(frame[1:-2]):04x}")
-    return Reply(frame[1], frame[2], bytes(frame[5:-2]))
+    return Reply(command, code, bytes(frame[_REPLY_HEAD:-2]))
 
 
-def register_address(name: str, layer: int = 0, t: int = 0) -> int:
-    """Word address of a register of docs/host-interface.md (``"THETA"``, layer, step ``t``)."""
-    fixed = {"ID": 0x0000, "STATUS": 0x0001, "CYCLES": 0x0002, "N_LAYERS": 0x0003,
-             "N_INPUTS": 0x0004, "N_OUTPUTS": 0x0005, "TIMESTEPS": 0x0006, "LANES": 0x0007}
-    per_layer = {"LEAK_SHIFT": 0x00, "V_INIT": 0x01, "SYNOPS": 0x02, "SPIKES": 0x03,
-                 "FIRE": 0x04, "LAYER_CYCLES": 0x05, "LAYER_STATUS": 0x06, "W_ADDR": 0x07,
-                 "W_DATA": 0x08, "W_INFO": 0x09, "THETA": 0x10}
-    if name in fixed:
-        return fixed[name]
-    if name not in per_layer:
-        raise ValueError(f"Unknown register {name!r}")
-    if not 0 <= layer < 0xFF:
-        raise ValueError(f"Layer index must be 0..254, not {layer!r}")
-    if name == "THETA":
-        if not 0 <= t < 0xF0:
-            raise ValueError(f"Timestep must be 0..239, not {t!r}")
-        return 0x0100 + 0x100 * layer + 0x10 + t
-    return 0x0100 + 0x100 * layer + per_layer[name]
+def register_address(name: str, layer: int | None = None, t: int | None = None) -> int:
+    """Word address of a register of docs/host-interface.md: ``register_address("STATUS")``,
+    ``register_address("LEAK_SHIFT", layer)``, ``register_address("THETA", layer, t)``.
+
+    Per-layer registers whose name a global one also has are ``LAYER_CYCLES`` and
+    ``LAYER_STATUS``. :meth:`spikeforge.sw.interface.RegisterMap.address` of the spec."""
+    return SPEC.address(name, layer, t)
 
 
 class Transport(Protocol):
@@ -245,7 +186,7 @@ class LinkInfo:
 
     @property
     def pixel_bytes(self) -> int:
-        return 1 if self.pixel_bits <= 8 else 2
+        return pixel_bytes(self.pixel_bits)
 
 
 @dataclass(frozen=True)
@@ -265,6 +206,10 @@ class Counters:
     spikes: tuple[int, ...]
 
 
+_READ = COMMANDS[Command.READ].head_format
+_WRITE = COMMANDS[Command.WRITE].head_format
+
+
 def _signed32(value: int) -> int:
     return value - (1 << 32) if value & 0x8000_0000 else value
 
@@ -276,13 +221,20 @@ class LinkClient:
     errors that are the request's fault (:attr:`ErrorCode.PIXEL`, ``BUSY``, ``ARGUMENT``) raise
     :class:`DeviceError` at once. ``timeout`` (seconds) bounds the wait for each reply byte
     group; it must exceed the device's inter-byte timeout, after which error replies are sent.
+    ``spec`` is the register map of the device (:data:`spikeforge.sw.interface.SPEC`).
     """
 
-    def __init__(self, transport: Transport, *, timeout: float = 1.0, retries: int = 2):
+    def __init__(self, transport: Transport, *, timeout: float = 1.0, retries: int = 2,
+                 spec: RegisterMap = SPEC):
         self.transport = transport
         self.timeout = timeout
         self.retries = retries
+        self.spec = spec
         self._info: LinkInfo | None = None
+
+    def address(self, name: str, layer: int | None = None, t: int | None = None) -> int:
+        """Word address of register ``name`` in this client's register map."""
+        return self.spec.address(name, layer, t)
 
     # -- framing -------------------------------------------------------------------------------
     def _read_reply(self) -> Reply:
@@ -296,10 +248,10 @@ class LinkClient:
                 break
         else:
             raise LinkError("no reply SYNC byte in 65536 bytes")
-        header = read(4, self.timeout)
-        if len(header) != 4:
+        header = read(_REPLY_HEAD - 1, self.timeout)
+        if len(header) != _REPLY_HEAD - 1:
             raise LinkTimeout("reply header truncated")
-        (length,) = struct.unpack(">H", header[2:4])
+        length = struct.unpack(REPLY_HEADER, first + header)[-1]
         rest = read(length + 2, self.timeout)
         if len(rest) != length + 2:
             raise LinkTimeout(f"reply truncated: {len(rest)} of {length + 2} bytes")
@@ -338,14 +290,7 @@ class LinkClient:
 
     # -- commands ------------------------------------------------------------------------------
     def info(self) -> LinkInfo:
-        word0, word1 = self.transact(Command.INFO).words()
-        self._info = LinkInfo(
-            version=word0 >> 24,
-            pixel_bits=(word0 >> 16) & 0xFF,
-            n_inputs=word0 & 0xFFFF,
-            n_outputs=word1 >> 16,
-            max_read=word1 & 0xFF,
-        )
+        self._info = LinkInfo(**decode_info(self.transact(Command.INFO).words()))
         return self._info
 
     def read_registers(self, address: int, count: int) -> list[int]:
@@ -353,7 +298,7 @@ class LinkClient:
             raise ValueError(f"Register count must be 1..{MAX_WORDS}, not {count!r}")
         if not 0 <= address <= 0xFFFF:
             raise ValueError(f"Register address must be 16-bit, not {address!r}")
-        return self.transact(Command.READ, struct.pack(">HB", address, count)).words()
+        return self.transact(Command.READ, struct.pack(_READ, address, count)).words()
 
     def read_register(self, address: int) -> int:
         return self.read_registers(address, 1)[0]
@@ -361,7 +306,7 @@ class LinkClient:
     def write_register(self, address: int, value: int) -> None:
         if not 0 <= address <= 0xFFFF:
             raise ValueError(f"Register address must be 16-bit, not {address!r}")
-        self.transact(Command.WRITE, struct.pack(">HI", address, value & 0xFFFF_FFFF))
+        self.transact(Command.WRITE, struct.pack(_WRITE, address, value & 0xFFFF_FFFF))
 
     def write_block(self, address: int, words: Sequence[int]) -> None:
         """Write ``words`` in order, all to the one register ``address`` (a register that takes
@@ -375,7 +320,7 @@ class LinkClient:
         """
         if not 0 <= address <= 0xFFFF:
             raise ValueError(f"Register address must be 16-bit, not {address!r}")
-        words = _words32(words)
+        words = check_words32(words)
         for start in range(0, len(words), MAX_WORDS):
             payload = encode_block(address, words[start:start + MAX_WORDS])
             try:
@@ -394,31 +339,50 @@ class LinkClient:
         bad = [p for p in pixels if not 0 <= p <= top]
         if bad:
             raise ValueError(f"Pixel {bad[0]} is outside 0..{top} ({info.pixel_bits}-bit pixels)")
-        fmt = ">" + ("B" if info.pixel_bytes == 1 else "H") * len(pixels)
+        fmt = COMMANDS[Command.RUN].payload_format(len(pixels), info.pixel_bits)
         words = self.transact(Command.RUN, struct.pack(fmt, *pixels)).words()
         values = [_signed32(w) for w in words]
         return values[:-1], values[-1]
 
+    def read_many(self, addresses: Sequence[int]) -> list[int]:
+        """The registers at ``addresses``, in that order: one READ per run of consecutive
+        addresses (at most :data:`MAX_WORDS` each), so no unmapped word is read."""
+        values: dict[int, int] = {}
+        pending = sorted(set(addresses))
+        while pending:
+            start, count = pending[0], 1
+            while (count < len(pending) and count < MAX_WORDS
+                   and pending[count] == start + count):
+                count += 1
+            values.update(zip(pending[:count], self.read_registers(start, count), strict=True))
+            pending = pending[count:]
+        return [values[a] for a in addresses]
+
     def read_counters(self, n_layers: int | None = None) -> Counters:
-        status, cycles, layers = self.read_registers(register_address("STATUS"), 3)
-        n = layers if n_layers is None else n_layers
-        synops, spikes = [], []
-        for k in range(n):
-            _, _, syn, spk = self.read_registers(register_address("LEAK_SHIFT", k), 4)
-            synops.append(syn)
-            spikes.append(spk)
-        return Counters(cycles=cycles, status=status, synops=tuple(synops), spikes=tuple(spikes))
+        """STATUS, CYCLES and every layer's SYNOPS and SPIKES (``n_layers`` layers; read from
+        N_LAYERS if None)."""
+        address = self.address
+        if n_layers is None:
+            status, cycles, n_layers = self.read_many(
+                [address("STATUS"), address("CYCLES"), address("N_LAYERS")])
+        else:
+            status, cycles = self.read_many([address("STATUS"), address("CYCLES")])
+        per_layer = self.read_many([address(name, k) for k in range(n_layers)
+                                    for name in ("SYNOPS", "SPIKES")])
+        return Counters(cycles=cycles, status=status, synops=tuple(per_layer[0::2]),
+                        spikes=tuple(per_layer[1::2]))
 
     def weight_info(self, layer: int) -> WeightInfo:
         """Layer ``layer``'s weight memory, from its ``W_INFO`` register."""
-        info = self.read_register(register_address("W_INFO", layer))
-        return WeightInfo(in_ram=bool(info & 1), chunks_per_word=(info >> 4) & 0xF,
-                          words=info >> 8)
+        info = self.spec.layer_reg("W_INFO").unpack(
+            self.read_register(self.address("W_INFO", layer)))
+        return WeightInfo(in_ram=bool(info["in_ram"]), chunks_per_word=info["chunks_per_word"],
+                          words=info["words"])
 
     def load_weights(self, layer: int, chunks: Sequence[int], *,
                      progress: Callable[[int, int], None] | None = None) -> None:
         """Write layer ``layer``'s SPRAM weights: ``chunks`` are the 32-bit words of
-        ``hw.layer.weight_chunks`` for the board's lane count, all of them, in order.
+        ``spikeforge.hw.layer.weight_chunks`` for the board's lane count, all of them, in order.
 
         Every frame starts on a weight-word boundary with its own ``W_ADDR`` write, so a frame
         whose reply was lost is sent again whole (``retries`` times) without writing any word
@@ -427,7 +391,7 @@ class LinkClient:
         info = self.weight_info(layer)
         if not info.in_ram:
             raise ValueError(f"Layer {layer}'s weights are in ROM, not loadable over the link")
-        chunks = _words32(chunks)
+        chunks = check_words32(chunks)
         if len(chunks) != info.words * info.chunks_per_word:
             raise ValueError(
                 f"Layer {layer} takes {info.words} weight words of {info.chunks_per_word} "
@@ -437,9 +401,9 @@ class LinkClient:
         for start in range(0, len(chunks), per_frame):
             for attempt in range(self.retries + 1):
                 try:
-                    self.write_register(register_address("W_ADDR", layer),
+                    self.write_register(self.address("W_ADDR", layer),
                                         start // info.chunks_per_word)
-                    self.write_block(register_address("W_DATA", layer),
+                    self.write_block(self.address("W_DATA", layer),
                                      chunks[start:start + per_frame])
                     break
                 except DeviceError:
@@ -449,16 +413,16 @@ class LinkClient:
                         raise
             if progress is not None:
                 progress(min(start + per_frame, len(chunks)), len(chunks))
-        status = self.read_register(register_address("LAYER_STATUS", layer))
-        if status & 4:
+        status = self.read_register(self.address("LAYER_STATUS", layer))
+        if status & self.spec.layer_reg("STATUS").field("load_overflow").mask:
             raise LinkError(f"Layer {layer} reports a weight load past its last word")
 
     def load_network_weights(self, network, lanes: int, *,
                              progress: Callable[[int, int, int], None] | None = None) -> list[int]:
-        """Load every layer of ``network`` (a :class:`sw.golden.Network`, the one the board was
-        built for) whose weights live in SPRAM; returns those layers' indices.
+        """Load every layer of ``network`` (a :class:`spikeforge.sw.golden.Network`, the one the
+        board was built for) whose weights live in SPRAM; returns those layers' indices.
         ``progress(layer, chunks_done, chunks_total)`` follows each frame."""
-        from hw.layer import weight_chunks
+        from spikeforge.hw.layer import weight_chunks
 
         loaded = []
         for k, layer in enumerate(network.layers):
@@ -472,20 +436,20 @@ class LinkClient:
         return loaded
 
     def read_threshold(self, layer: int, t: int) -> int:
-        return self.read_register(register_address("THETA", layer, t))
+        return self.read_register(self.address("THETA", layer, t))
 
     def write_threshold(self, layer: int, t: int, value: int) -> None:
-        self.write_register(register_address("THETA", layer, t), value)
+        self.write_register(self.address("THETA", layer, t), value)
 
     def read_leak_shift(self, layer: int) -> int:
-        return self.read_register(register_address("LEAK_SHIFT", layer))
+        return self.read_register(self.address("LEAK_SHIFT", layer))
 
     def write_leak_shift(self, layer: int, value: int) -> None:
-        self.write_register(register_address("LEAK_SHIFT", layer), value)
+        self.write_register(self.address("LEAK_SHIFT", layer), value)
 
     def identify(self) -> int:
         """Read the ID register; raises :class:`LinkError` if it is not the accelerator's."""
-        ident = self.read_register(register_address("ID"))
-        if ident != ID_MAGIC:
-            raise LinkError(f"ID register reads 0x{ident:08x}, not 0x{ID_MAGIC:08x}")
+        ident = self.read_register(self.address("ID"))
+        if ident != self.spec.id_magic:
+            raise LinkError(f"ID register reads 0x{ident:08x}, not 0x{self.spec.id_magic:08x}")
         return ident

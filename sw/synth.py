@@ -1,6 +1,7 @@
 """Synthesis for the boards: memory fit check, the yowasp yosys/nextpnr build, the report.
 
-Three steps, each usable alone (``sw/synth_command.py`` chains them):
+Three steps, each usable alone; :func:`synthesize` chains them for an export folder (it is
+what ``spikeforge synth`` runs):
 
 1. :func:`plan_memories` / :func:`check_fit` map every memory of the network (weight ROMs in the
    layout of docs/rom-layout.md, the per-lane state memories, the link's payload buffer) onto the
@@ -15,7 +16,6 @@ Three steps, each usable alone (``sw/synth_command.py`` chains them):
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -23,15 +23,21 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sw.link import MAX_BLOCK_LEN
+from spikeforge.hw.accelerator import NetworkAccelerator, spike_buffer_depths, spike_entry_bits
+from spikeforge.hw.boards import BoardTop, load_board_spec, make_platform
+from spikeforge.hw.layer import current_bits
+from spikeforge.hw.link import buffer_slots
+from spikeforge.sim.mock_accelerator import MockAccelerator
+from spikeforge.sim.toolchain import ensure_tools
+from spikeforge.sw.export import load_manifest, require_hardware_support
+from spikeforge.sw.golden import EncoderKind, Network
+from spikeforge.sw.interface import pixel_bytes
 
 __all__ = [
-    "LayerShape",
-    "NetworkShape",
     "MemoryUse",
     "FitReport",
     "FitError",
@@ -42,6 +48,9 @@ __all__ = [
     "check_fit",
     "build_bitstream",
     "parse_reports",
+    "accelerator_factory",
+    "check_export_fit",
+    "synthesize",
 ]
 
 #: Block RAM aspect ratios (width, depth) a ROM/RAM can be cut into.
@@ -65,75 +74,6 @@ class FitError(ValueError):
 
 class SynthError(RuntimeError):
     """A synthesis tool failed; the message holds the tail of its log."""
-
-
-@dataclass(frozen=True)
-class LayerShape:
-    fan_in: int
-    fan_out: int
-    w_bits: int
-    v_bits: int = 16
-
-    def __post_init__(self):
-        for name in ("fan_in", "fan_out", "w_bits", "v_bits"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"Layer {name} must be a positive integer, not {value!r}")
-
-
-@dataclass(frozen=True)
-class NetworkShape:
-    """What the fit check needs to know about a network: an in-memory stand-in for a manifest."""
-
-    layers: tuple[LayerShape, ...]
-    lanes: int
-    pixel_bits: int = 8
-    timesteps: int = 1
-    name: str = "network"
-
-    def __post_init__(self):
-        object.__setattr__(self, "layers", tuple(self.layers))
-        if not self.layers:
-            raise ValueError("A network needs at least one layer")
-        if not isinstance(self.lanes, int) or self.lanes < 1:
-            raise ValueError(f"Lane count must be a positive integer, not {self.lanes!r}")
-        for k in range(1, len(self.layers)):
-            if self.layers[k].fan_in != self.layers[k - 1].fan_out:
-                raise ValueError(f"Layer {k} fan_in {self.layers[k].fan_in} does not match "
-                                 f"layer {k - 1} fan_out {self.layers[k - 1].fan_out}")
-
-    @property
-    def n_inputs(self) -> int:
-        return self.layers[0].fan_in
-
-    @property
-    def n_outputs(self) -> int:
-        return self.layers[-1].fan_out
-
-    @property
-    def synapses(self) -> int:
-        return sum(layer.fan_in * layer.fan_out for layer in self.layers)
-
-    @classmethod
-    def dense(cls, sizes: Sequence[int], *, lanes: int, w_bits: int, v_bits: int = 16,
-              pixel_bits: int = 8, timesteps: int = 1, name: str = "network") -> NetworkShape:
-        """``dense([784, 128, 10], lanes=8, w_bits=4)``: a multilayer perceptron."""
-        layers = [LayerShape(a, b, w_bits, v_bits) for a, b in itertools.pairwise(sizes)]
-        return cls(tuple(layers), lanes, pixel_bits, timesteps, name)
-
-    @classmethod
-    def from_manifest(cls, manifest) -> NetworkShape:
-        """From a verified export (``sw.export.load_manifest(folder)``)."""
-        layers = tuple(LayerShape(x.fan_in, x.fan_out, x.w_bits, x.v_bits) for x in manifest.layers)
-        return cls(layers, manifest.lanes, manifest.encoder.pixel_bits, manifest.timesteps,
-                   Path(manifest.folder).name)
-
-    def with_(self, **changes) -> NetworkShape:
-        lanes = changes.get("lanes", self.lanes)
-        w_bits = changes.get("w_bits")
-        layers = self.layers if w_bits is None else tuple(
-            LayerShape(x.fan_in, x.fan_out, min(x.w_bits, w_bits), x.v_bits) for x in self.layers)
-        return NetworkShape(layers, lanes, self.pixel_bits, self.timesteps, self.name)
 
 
 def block_count(family: str, width: int, depth: int, shapes=None) -> int:
@@ -198,46 +138,44 @@ class FitReport:
         return out
 
 
-def _current_bits(fan_in: int, w_bits: int) -> int:
-    """Width of a neuron's exact per-timestep current (as hw/layer.py sizes it)."""
-    low, high = -fan_in << (w_bits - 1), fan_in * ((1 << (w_bits - 1)) - 1)
-    return max(low.bit_length() + 1 if low < 0 else 1, high.bit_length() + 1)
-
-
-def _memories(shape: NetworkShape) -> list[MemoryUse]:
+def _memories(network: Network, lanes: int, w_bits: int | None = None) -> list[MemoryUse]:
     """Every memory the design holds (the weight ROMs exactly; state memories as the layer
-    engine of hw/layer.py lays them out)."""
-    P = shape.lanes
+    engine of hw/layer.py lays them out). ``w_bits`` caps every layer's weight width (what the
+    plan would be with narrower weights)."""
+    P = lanes
     out = []
-    for k, layer in enumerate(shape.layers):
+    for k, layer in enumerate(network.layers):
+        bits = layer.w_bits if w_bits is None else min(layer.w_bits, w_bits)
         groups = math.ceil(layer.fan_out / P)
-        out.append(MemoryUse(f"layer{k}.weights", P * layer.w_bits, layer.fan_in * groups,
-                             rom=True))
-        current = _current_bits(layer.fan_in, layer.w_bits)
+        out.append(MemoryUse(f"layer{k}.weights", P * bits, layer.fan_in * groups, rom=True))
+        current = current_bits(layer.fan_in, bits)
         out.append(MemoryUse(f"layer{k}.bias", P * layer.v_bits, groups, rom=True))
         out.append(MemoryUse(f"layer{k}.vmem", P * layer.v_bits, groups))
         for bank in range(2):
             out.append(MemoryUse(f"layer{k}.acc{bank}", P * current, groups))
     # The accelerator's own memories (hw/accelerator.py): pixels, encoder state, and the two
     # ping-pong spike buffers, sized by the accelerator's own rules.
-    from hw.accelerator import spike_buffer_depths, spike_entry_bits
-
-    out.append(MemoryUse("accel.pixels", shape.pixel_bits, shape.n_inputs))
-    out.append(MemoryUse("accel.encoder", shape.pixel_bits + 1, shape.n_inputs))
-    entry_bits = spike_entry_bits(shape)
-    for b, depth in enumerate(spike_buffer_depths(shape)):
+    pixel_bits = network.encoder.pixel_bits
+    out.append(MemoryUse("accel.pixels", pixel_bits, network.n_inputs))
+    out.append(MemoryUse("accel.encoder", pixel_bits + 1, network.n_inputs))
+    entry_bits = spike_entry_bits(network)
+    for b, depth in enumerate(spike_buffer_depths(network)):
         out.append(MemoryUse(f"accel.spikes{b}", entry_bits, depth))
     # The link's payload buffer (hw/link.py): a RUN image or the longest WRITE_BLOCK payload.
-    pixel_bytes = 1 if shape.pixel_bits <= 8 else 2
-    out.append(MemoryUse("link.buffer", 8 * pixel_bytes,
-                         max(shape.n_inputs, MAX_BLOCK_LEN // pixel_bytes)))
+    out.append(MemoryUse("link.buffer", 8 * pixel_bytes(pixel_bits),
+                         buffer_slots(network.n_inputs, pixel_bits)))
     return out
 
 
-def plan_memories(shape: NetworkShape, spec) -> FitReport:
-    """Map the network's memories onto ``spec``'s block RAM (``hw.boards.BoardSpec``)."""
+def plan_memories(network: Network, lanes: int, spec, *, w_bits: int | None = None) -> FitReport:
+    """Map the memories of ``network`` (a golden :class:`~spikeforge.sw.golden.Network`) at
+    ``lanes`` lanes onto ``spec``'s block RAM (a :class:`spikeforge.hw.boards.BoardSpec`).
+
+    ``w_bits`` plans as if every layer's weights were at most that wide (the fit check's
+    suggestions); the sizes come from the network itself, never from a second description."""
+    _check_lanes(lanes)
     family = spec.family
-    memories = _memories(shape)
+    memories = _memories(network, lanes, w_bits)
     ebr = 0
     for x in memories:
         if (x.bits < LOGIC_MEMORY_BITS or (x.rom and x.bits <= LOGIC_ROM_BITS)
@@ -263,46 +201,54 @@ def plan_memories(shape: NetworkShape, spec) -> FitReport:
                      spram_available)
 
 
-def _suggestions(shape: NetworkShape, spec) -> list[str]:
+def _check_lanes(lanes) -> None:
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+        raise ValueError(f"Lane count must be a positive integer, not {lanes!r}")
+
+
+def _suggestions(network: Network, lanes: int, spec) -> list[str]:
     """The largest configurations that fit: most lanes at the same weight width, widest weights
     at the same lane count, else the best combination of both."""
-    widest = max(x.w_bits for x in shape.layers)
-    lanes_down = [p for p in range(shape.lanes - 1, 0, -1)]
+    widest = max(x.w_bits for x in network.layers)
+    lanes_down = list(range(lanes - 1, 0, -1))
     out = []
-    for lanes in lanes_down:
-        if plan_memories(shape.with_(lanes=lanes), spec).fits:
-            out.append(f"lanes={lanes} (w_bits={widest})")
+    for p in lanes_down:
+        if plan_memories(network, p, spec).fits:
+            out.append(f"lanes={p} (w_bits={widest})")
             break
     for w_bits in range(widest - 1, 1, -1):
-        if plan_memories(shape.with_(w_bits=w_bits), spec).fits:
-            out.append(f"w_bits={w_bits} (lanes={shape.lanes})")
+        if plan_memories(network, lanes, spec, w_bits=w_bits).fits:
+            out.append(f"w_bits={w_bits} (lanes={lanes})")
             break
     if not out:
         for w_bits in range(widest - 1, 1, -1):
-            for lanes in lanes_down:
-                if plan_memories(shape.with_(lanes=lanes, w_bits=w_bits), spec).fits:
-                    return [f"lanes={lanes}, w_bits={w_bits}"]
+            for p in lanes_down:
+                if plan_memories(network, p, spec, w_bits=w_bits).fits:
+                    return [f"lanes={p}, w_bits={w_bits}"]
     return out
 
 
-def check_fit(shape: NetworkShape, spec) -> FitReport:
-    """:func:`plan_memories`, raising :class:`FitError` (with what would fit) if it does not."""
-    report = plan_memories(shape, spec)
+def check_fit(network: Network, lanes: int, spec, *, name: str = "network") -> FitReport:
+    """:func:`plan_memories`, raising :class:`FitError` (with what would fit) if it does not.
+
+    ``name`` is how the message calls the network (an export folder's name, say)."""
+    report = plan_memories(network, lanes, spec)
     if report.fits:
         return report
-    report.suggestions = _suggestions(shape, spec)
+    report.suggestions = _suggestions(network, lanes, spec)
     need = f"{report.ebr_used} EBR"
     if report.spram_available:
         need += f" + {report.spram_used} SPRAM"
     have = f"{report.ebr_available} EBR"
     if report.spram_available:
         have += f" + {report.spram_available} SPRAM"
-    widest = max(x.w_bits for x in shape.layers)
+    widest = max(x.w_bits for x in network.layers)
+    synapses = sum(x.fan_in * x.fan_out for x in network.layers)
     hint = ("; it would fit with " + " or ".join(report.suggestions)) if report.suggestions \
         else "; no lane count or weight width down to 2 bits makes it fit"
     raise FitError(
-        f"{shape.name} ({shape.synapses} synapses, {report.rom_bits / 1024:.0f} kbit of ROM at "
-        f"lanes={shape.lanes}, w_bits={widest}) does not fit the {spec.device}: it needs {need}, "
+        f"{name} ({synapses} synapses, {report.rom_bits / 1024:.0f} kbit of ROM at "
+        f"lanes={lanes}, w_bits={widest}) does not fit the {spec.device}: it needs {need}, "
         f"the device has {have}{hint}")
 
 
@@ -423,9 +369,6 @@ def build_bitstream(top, board: str, out_dir, *, name: str = "top", spec=None,
     Writes everything under ``out_dir`` (the bitstream is ``<name>.bin`` on iCE40,
     ``<name>.bit`` on ECP5). Timing failure is not an error: the report says so.
     """
-    from hw.boards import load_board_spec, make_platform
-    from sim.toolchain import ensure_tools
-
     ensure_tools()
     spec = spec or load_board_spec(board)
     say = progress or (lambda message: None)
@@ -476,3 +419,79 @@ def build_bitstream(top, board: str, out_dir, *, name: str = "top", spec=None,
     report.seconds = seconds
     (out / f"{name}.summary.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
     return report
+
+
+# ---- an export folder to a bitstream (``spikeforge synth``) -----------------------------------
+
+def accelerator_factory(network: Network, lanes: int, *, mock: bool = False,
+                        spram_layers: tuple[int, ...] | list[int] = ()) -> Callable[[], object]:
+    """A zero-argument callable returning a fresh accelerator for ``network`` at ``lanes``
+    lanes, what :class:`~spikeforge.hw.boards.BoardTop` elaborates.
+
+    The one place that knows how to construct the real
+    :class:`~spikeforge.hw.accelerator.NetworkAccelerator`; ``spram_layers`` are the layers
+    whose weights the memory plan put in SPRAM. With ``mock`` it is the
+    :class:`~spikeforge.sim.mock_accelerator.MockAccelerator` sized like the network (link
+    bring-up without the real accelerator; ``lanes`` is then unused). Raises
+    :class:`SynthError` for a network the hardware does not implement (the direct encoder).
+    """
+    if mock:
+        return lambda: MockAccelerator(
+            n_inputs=network.n_inputs, n_outputs=network.n_outputs,
+            pixel_bits=network.encoder.pixel_bits, n_layers=len(network.layers),
+            timesteps=network.timesteps)
+    if network.encoder.kind is EncoderKind.DIRECT:
+        raise SynthError("the network uses the direct (analog) encoder, which the hardware "
+                         "does not implement; export it with the 'rate' or 'radix' encoder")
+    spram_layers = tuple(spram_layers)
+    return lambda: NetworkAccelerator(network, lanes, spram_layers=spram_layers)
+
+
+def check_export_fit(export_dir, board: str, *, clock_mhz: float | None = None,
+                     lanes: int | None = None) -> FitReport:
+    """The memory plan of the export in ``export_dir`` on ``board`` (:func:`check_fit`).
+
+    The export is verified on load (:class:`~spikeforge.sw.export.ExportError`, or
+    :class:`OSError` for an unreadable folder); ``lanes`` overrides the export's lane count and
+    ``clock_mhz`` the board's PLL target (``constraints/BOARD.toml``). Raises :class:`FitError`,
+    naming the export folder and what would fit, if the network does not fit, and
+    :class:`ValueError` for an unknown board or a lane count below 1.
+    """
+    return _plan_export(export_dir, board, clock_mhz, lanes)[3]
+
+
+def _plan_export(export_dir, board, clock_mhz, lanes):
+    """``(manifest, spec, lanes, plan)`` of an export on a board. An export the hardware cannot
+    run (:class:`~spikeforge.sw.export.UnsupportedNetworkError`) is refused first, ``--mock``
+    builds included: the memory plan sizes the real accelerator's memories."""
+    manifest = load_manifest(export_dir)
+    require_hardware_support(manifest.network, str(export_dir))
+    spec = load_board_spec(board, clock_hz=clock_mhz * 1e6 if clock_mhz else None)
+    lanes = manifest.lanes if lanes is None else lanes
+    plan = check_fit(manifest.network, lanes, spec, name=Path(manifest.folder).name)
+    return manifest, spec, lanes, plan
+
+
+def synthesize(export_dir, board: str, out_dir=None, *, clock_mhz: float | None = None,
+               lanes: int | None = None, mock: bool = False, seed: int = 1,
+               progress: Callable[[str], None] | None = None,
+               on_plan: Callable[[FitReport], None] | None = None) -> SynthReport:
+    """Fit check, bitstream and report for the export in ``export_dir`` on ``board``.
+
+    :func:`check_export_fit` first (its errors, before anything is written; ``on_plan(plan)``
+    is called with the memory plan once it fits), then the board top around
+    :func:`accelerator_factory`'s accelerator (``mock`` for the mock one) is built with
+    :func:`build_bitstream` into ``out_dir`` (default ``synth-BOARD`` beside the export),
+    placed with nextpnr ``seed``; ``progress(message)`` hears every step. Returns the
+    :class:`SynthReport` (also written as ``top.summary.json``); missed timing is not an error
+    (``report.timing_met``), a tool failure is a :class:`SynthError`.
+    """
+    manifest, spec, lanes, plan = _plan_export(export_dir, board, clock_mhz, lanes)
+    if on_plan is not None:
+        on_plan(plan)
+    factory = accelerator_factory(manifest.network, lanes, mock=mock,
+                                  spram_layers=plan.spram_layers)
+    top = BoardTop(board, factory, clock_hz=clock_mhz * 1e6 if clock_mhz else None)
+    out = Path(out_dir) if out_dir is not None else \
+        Path(export_dir).resolve().parent / f"synth-{board}"
+    return build_bitstream(top, board, out, spec=spec, progress=progress, seed=seed)

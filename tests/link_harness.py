@@ -1,29 +1,43 @@
 """Amaranth-simulator harness for the link bridge: bytes in, reply bytes out, cycle by cycle.
 
 The bridge is driven through its byte streams (no UART), with a configurable gap between bytes,
-against :class:`sim.mock_accelerator.MockAccelerator`; every register write on the bus between
-them is recorded. Used by tests/test_link_bridge.py and tests/test_link_model.py.
+against :class:`spikeforge.sim.mock_accelerator.MockAccelerator`; every register write on the bus
+between them is recorded. Used by tests/test_link_bridge.py and tests/test_link_model.py.
+
+:class:`PysimTransport` puts the same bridge, in front of any accelerator, behind the host
+client's transport interface, so the real :class:`spikeforge.sw.link.LinkClient` runs against
+the gateware in Amaranth's simulator (tests/test_interface.py).
 """
 
 from __future__ import annotations
 
 import struct
+from collections import deque
 
 from amaranth import Elaboratable, Module, Signal
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
-from hw.link import LinkBridge
-from sim.mock_accelerator import MockAccelerator
+from spikeforge.hw.link import LinkBridge
+from spikeforge.sim.mock_accelerator import MockAccelerator
+from spikeforge.sw.interface import REPLY_HEADER, SPEC, SYNC_REPLY
 
-__all__ = ["BridgeBench", "split_replies"]
+__all__ = ["BridgeBench", "PysimTransport", "split_replies"]
+
+
+def _shape(accelerator, name):
+    """``n_inputs``/``n_outputs``/``pixel_bits``: an attribute, or a ``parameters`` entry."""
+    value = getattr(accelerator, name, None)
+    return int(value if value is not None else accelerator.parameters[name])
 
 
 class _Top(Elaboratable):
     def __init__(self, accelerator, timeout_cycles):
         self.acc = accelerator
-        self.bridge = LinkBridge(n_inputs=accelerator.n_inputs, n_outputs=accelerator.n_outputs,
-                                 pixel_bits=accelerator.pixel_bits, timeout_cycles=timeout_cycles)
+        self.bridge = LinkBridge(n_inputs=_shape(accelerator, "n_inputs"),
+                                 n_outputs=_shape(accelerator, "n_outputs"),
+                                 pixel_bits=_shape(accelerator, "pixel_bits"),
+                                 timeout_cycles=timeout_cycles)
         self.force_busy = Signal()  # the bridge sees a busy accelerator
 
     def elaborate(self, platform):
@@ -39,13 +53,13 @@ class _Top(Elaboratable):
 
 def split_replies(data: bytes) -> list[bytes]:
     """Cut a byte string into reply frames using their LEN fields."""
-    frames, i = [], 0
+    frames, i, head = [], 0, struct.calcsize(REPLY_HEADER)
     while i < len(data):
-        if data[i] != 0x5A or i + 5 > len(data):
+        if data[i] != SYNC_REPLY or i + head > len(data):
             raise AssertionError(f"no reply frame at offset {i}: {data[i:].hex()}")
-        (length,) = struct.unpack(">H", data[i + 3:i + 5])
-        frames.append(bytes(data[i:i + 7 + length]))
-        i += 7 + length
+        length = struct.unpack(REPLY_HEADER, data[i:i + head])[-1]
+        frames.append(bytes(data[i:i + head + length + 2]))
+        i += head + length + 2
     return frames
 
 
@@ -54,9 +68,10 @@ class BridgeBench:
     ``("busy", 0 or 1)`` steps; collect the tx bytes, and in :attr:`writes` every register
     write, ``(address, value)``, in order."""
 
-    def __init__(self, *, n_inputs=8, n_outputs=3, pixel_bits=8, timeout_cycles=60, gap=2):
+    def __init__(self, *, n_inputs=8, n_outputs=3, pixel_bits=8, timeout_cycles=60, gap=2,
+                 spec=SPEC):
         self.accelerator = MockAccelerator(n_inputs=n_inputs, n_outputs=n_outputs,
-                                           pixel_bits=pixel_bits, busy_cycles=5)
+                                           pixel_bits=pixel_bits, busy_cycles=5, spec=spec)
         self.top = _Top(self.accelerator, timeout_cycles)
         self.timeout_cycles = timeout_cycles
         self.gap = gap
@@ -107,3 +122,68 @@ class BridgeBench:
         sim.add_testbench(driver)
         sim.run()
         return bytes(out)
+
+
+class PysimTransport:
+    """A :class:`spikeforge.sw.link.Transport` whose far end is :class:`LinkBridge` and
+    ``accelerator`` in Amaranth's simulator, fed byte by byte (``gap`` idle cycles between
+    bytes, no UART). Simulated time advances only inside :meth:`read`: a client timeout of
+    ``t`` seconds waits ``t * cycles_per_second`` cycles. :attr:`writes` records every
+    register write on the bus, ``(address, value)``."""
+
+    def __init__(self, accelerator, *, timeout_cycles=60, gap=1, cycles_per_second=20_000):
+        self.top = _Top(accelerator, timeout_cycles)
+        self.cycles_per_second = cycles_per_second
+        self.writes: list[tuple[int, int]] = []
+        self._out: deque[int] = deque()
+        self._in = bytearray()
+        self._cycles = 0
+        bridge = self.top.bridge
+        self.sim = sim = Simulator(self.top)
+        sim.add_clock(1e-8)
+
+        async def driver(ctx):
+            while True:
+                if not self._out:
+                    await ctx.tick()
+                    continue
+                ctx.set(bridge.rx.payload, self._out.popleft())
+                ctx.set(bridge.rx.valid, 1)
+                await ctx.tick()
+                ctx.set(bridge.rx.valid, 0)
+                if gap:
+                    await ctx.tick().repeat(gap)
+
+        async def collector(ctx):
+            ctx.set(bridge.tx.ready, 1)
+            async for _, _, valid, payload, w_en, addr, w_data in ctx.tick().sample(
+                    bridge.tx.valid, bridge.tx.payload, bridge.bus.w_en, bridge.bus.addr,
+                    bridge.bus.w_data):
+                if valid:
+                    self._in.append(payload)
+                if w_en:
+                    self.writes.append((addr, w_data))
+
+        sim.add_testbench(driver, background=True)
+        sim.add_process(collector)
+
+    def run(self, cycles: int) -> None:
+        """Let ``cycles`` clock cycles pass."""
+        self._cycles += cycles
+        self.sim.run_until(self._cycles * 1e-8)
+
+    def write(self, data: bytes) -> None:
+        self._out.extend(data)
+
+    def read(self, n: int, timeout: float) -> bytes:
+        budget = max(1, int(timeout * self.cycles_per_second))
+        while len(self._in) < n and budget > 0:
+            step = min(budget, 32)
+            self.run(step)
+            budget -= step
+        out = bytes(self._in[:n])
+        del self._in[:n]
+        return out
+
+    def reset_input(self) -> None:
+        self._in.clear()

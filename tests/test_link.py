@@ -6,8 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sw.link import (
+from spikeforge.sw.interface import SPEC, info_words
+from spikeforge.sw.link import (
+    ID_MAGIC,
     MAX_WORDS,
+    SYNC_REQUEST,
     Command,
     DeviceError,
     ErrorCode,
@@ -37,7 +40,7 @@ def test_crc_residue_is_zero():
 
 def test_encode_request_layout():
     frame = encode_request(Command.READ, b"\x00\x02\x01")
-    assert frame[:4] == bytes([0xA5, 0x02, 0x00, 0x03])
+    assert frame[:4] == bytes([SYNC_REQUEST, Command.READ, 0x00, 0x03])
     assert frame[4:7] == b"\x00\x02\x01"
     assert struct.unpack(">H", frame[7:])[0] == crc16(frame[1:7])
 
@@ -49,7 +52,7 @@ def test_encode_request_refuses_long_payload():
 
 def test_encode_block_layout():
     frame = encode_request(Command.WRITE_BLOCK, encode_block(0x0110, [0x01020304, 0xA0B0C0D0]))
-    assert frame[:4] == bytes([0xA5, 0x05, 0x00, 0x0A])  # len = 2 + 4 * 2
+    assert frame[:4] == bytes([SYNC_REQUEST, Command.WRITE_BLOCK, 0x00, 0x0A])  # 2 + 4 * 2
     assert frame[4:14] == bytes.fromhex("0110" "01020304" "a0b0c0d0")
     assert crc16(frame[1:]) == 0 and len(frame) == 16
 
@@ -60,7 +63,7 @@ def test_block_frame_roundtrip(address, words):
     # Parsed back by hand, not by the encoder: sync, cmd, len = 2 + 4 * count, addr, words, CRC.
     frame = encode_request(Command.WRITE_BLOCK, encode_block(address, words))
     sync, cmd, length = struct.unpack(">BBH", frame[:4])
-    assert (sync, cmd, length) == (0xA5, 0x05, 2 + 4 * len(words))
+    assert (sync, cmd, length) == (SYNC_REQUEST, Command.WRITE_BLOCK, 2 + 4 * len(words))
     assert len(frame) == 4 + length + 2 and crc16(frame[1:]) == 0
     assert int.from_bytes(frame[4:6], "big") == address
     assert [int.from_bytes(frame[6 + 4 * i:10 + 4 * i], "big")
@@ -83,9 +86,9 @@ def test_encode_block_refuses_bad_arguments():
 
 
 def test_decode_reply_roundtrip_and_errors():
-    frame = encode_reply(Command.READ, ErrorCode.OK, struct.pack(">I", 0x5F0B6E01))
+    frame = encode_reply(Command.READ, ErrorCode.OK, struct.pack(">I", ID_MAGIC))
     reply = decode_reply(frame)
-    assert (reply.command, reply.code, reply.words()) == (Command.READ, 0, [0x5F0B6E01])
+    assert (reply.command, reply.code, reply.words()) == (Command.READ, 0, [ID_MAGIC])
     with pytest.raises(LinkError, match="does not match"):
         decode_reply(frame[:-1] + bytes([frame[-1] ^ 1]))
     with pytest.raises(LinkError, match="not SYNC"):
@@ -95,11 +98,14 @@ def test_decode_reply_roundtrip_and_errors():
 
 
 def test_register_addresses():
-    assert register_address("ID") == 0
-    assert register_address("CYCLES") == 2
-    assert register_address("LEAK_SHIFT", 1) == 0x200
-    assert register_address("SPIKES", 0) == 0x103
-    assert register_address("THETA", 2, 5) == 0x315
+    # the client's addresses are the spec's: block base + stride * layer + offset (+ t)
+    assert register_address("ID") == SPEC.global_reg("ID").offset
+    assert register_address("CYCLES") == SPEC.global_reg("CYCLES").offset
+    layer1 = SPEC.layer_base + SPEC.layer_stride
+    assert register_address("LEAK_SHIFT", 1) == layer1 + SPEC.layer_offset("LEAK_SHIFT")
+    assert register_address("SPIKES", 0) == SPEC.layer_base + SPEC.layer_offset("SPIKES")
+    assert register_address("THETA", 2, 5) == layer1 + SPEC.layer_stride + \
+        SPEC.layer_reg("THETA").offset + 5
     with pytest.raises(ValueError, match="Unknown register 'FOO'"):
         register_address("FOO")
 
@@ -144,12 +150,12 @@ def test_client_raises_device_errors_at_once():
     transport = ScriptedTransport([encode_reply(Command.WRITE, ErrorCode.BUSY)])
     client = LinkClient(transport, retries=3)
     with pytest.raises(DeviceError, match="error BUSY"):
-        client.write_register(0x110, 5)
+        client.write_register(register_address("THETA", 0, 0), 5)
     assert len(transport.written) == 1
 
 
 def test_classify_checks_pixels_before_sending():
-    words = struct.pack(">II", (1 << 24) | (8 << 16) | 4, (3 << 16) | 64)
+    words = struct.pack(">II", *info_words(pixel_bits=8, n_inputs=4, n_outputs=3))
     info = encode_reply(Command.INFO, 0, words)
     transport = ScriptedTransport([info])
     client = LinkClient(transport)
@@ -163,7 +169,7 @@ def block_frames(written):
     """(address, words) of each WRITE_BLOCK frame the client wrote, parsed by hand."""
     out = []
     for frame in written:
-        assert frame[:2] == bytes([0xA5, Command.WRITE_BLOCK]) and crc16(frame[1:]) == 0
+        assert frame[:2] == bytes([SYNC_REQUEST, Command.WRITE_BLOCK]) and crc16(frame[1:]) == 0
         (length,) = struct.unpack(">H", frame[2:4])
         address, *words = struct.unpack(f">H{(length - 2) // 4}I", frame[4:4 + length])
         out.append((address, words))

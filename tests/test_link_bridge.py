@@ -10,10 +10,11 @@ import pytest
 from amaranth import Module
 from amaranth.sim import Simulator
 
-from hw.link import LinkBridge
-from hw.uart import UARTRx, UARTTx, uart_divisor
-from sim.mock_accelerator import MockRegisters, mock_classify
-from sw.link import (
+from spikeforge.hw.link import LinkBridge
+from spikeforge.hw.uart import UARTRx, UARTTx, uart_divisor
+from spikeforge.sim.mock_accelerator import MockRegisters, mock_classify
+from spikeforge.sw.interface import SYNC_REQUEST, info_words
+from spikeforge.sw.link import (
     ID_MAGIC,
     MAX_WORDS,
     Command,
@@ -55,13 +56,15 @@ def replies(bench, steps):
 
 def test_info_read_write():
     bench = BridgeBench()
-    r = replies(bench, [encode_request(Command.INFO), read(0, 4), write(THETA00, 1234),
-                        read(THETA00)])
-    assert [x.code for x in r] == [0, 0, 0, 0]
-    assert r[0].words() == [(1 << 24) | (8 << 16) | 8, (3 << 16) | 64]
-    assert r[1].words() == [ID_MAGIC, 0, 0, 2]
-    assert r[2].payload == b"" and r[2].command == Command.WRITE
-    assert r[3].words() == [1234]
+    names = ("ID", "STATUS", "CYCLES", "N_LAYERS")
+    r = replies(bench, [encode_request(Command.INFO),
+                        *(read(register_address(name)) for name in names),
+                        write(THETA00, 1234), read(THETA00)])
+    assert [x.code for x in r] == [0] * 7
+    assert r[0].words() == list(info_words(pixel_bits=8, n_inputs=8, n_outputs=3))
+    assert [x.words() for x in r[1:5]] == [[ID_MAGIC], [0], [0], [2]]
+    assert r[5].payload == b"" and r[5].command == Command.WRITE
+    assert r[6].words() == [1234]
 
 
 def test_run_matches_model():
@@ -123,10 +126,10 @@ def test_bad_frame_is_refused_and_state_kept(fault):
     bad = {
         "crc": frame[:-1] + bytes([frame[-1] ^ 0x04]),
         "length": frame[:3] + bytes([frame[3] + 1]) + frame[4:],
-        "command": bytes([0xA5, 0x7E]) + frame[2:],
+        "command": bytes([SYNC_REQUEST, 0x7E]) + frame[2:],
         "truncated": frame[:5],
         "garbage": b"\x00\x13\x37\xff",
-        "sync": bytes([0xA4]) + frame[1:],
+        "sync": bytes([SYNC_REQUEST ^ 1]) + frame[1:],
         "count": read(THETA00, 0),
         "busy": [("busy", 1), frame, ("busy", 0)],
         "block_crc": block[:17] + bytes([block[17] ^ 0x20]) + block[18:],
@@ -154,7 +157,7 @@ def test_bad_frame_is_refused_and_state_kept(fault):
 
 def test_bytes_split_by_gaps_shorter_than_timeout_are_one_frame():
     bench = BridgeBench(timeout_cycles=60)
-    r = replies(bench, [(read(0), 50)])
+    r = replies(bench, [(read(register_address("ID")), 50)])
     assert r[0].words() == [ID_MAGIC]
 
 

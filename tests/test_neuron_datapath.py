@@ -8,8 +8,8 @@ import random
 import pytest
 from amaranth.sim import Simulator
 
-from hw.layer import LayerEngine, current_bits
-from hw.neuron import FireMode, NeuronDatapath, signed_bits_for
+from spikeforge.hw.layer import LayerEngine, current_bits
+from spikeforge.hw.neuron import FireMode, NeuronDatapath, signed_bits_for
 
 
 def reference_step(*, v, first, v_init, leak_shift, bias, current, theta, fire_mode, fires,

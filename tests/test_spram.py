@@ -18,8 +18,8 @@ from amaranth.back import rtlil, verilog
 from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
-from hw.spram import SPRAMModel, WeightStore, spram_count
-from sim.toolchain import ensure_tools, have_yowasp
+from spikeforge.hw.spram import SPRAMModel, WeightStore, spram_count
+from spikeforge.sim.toolchain import ensure_tools, have_yowasp
 
 SEED = int(os.environ.get("SPIKEFORGE_SEED", "0"))
 CYCLES = 1200

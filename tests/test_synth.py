@@ -7,13 +7,12 @@ import shutil
 import pytest
 import torch
 
-from hw.boards import BoardTop, ecp5_pll_config, ice40_pll_config, load_board_spec
-from sim.mock_accelerator import MockAccelerator
-from sim.toolchain import have_yowasp
-from sw.synth import (
+from spikeforge.hw.boards import BoardTop, ecp5_pll_config, ice40_pll_config, load_board_spec
+from spikeforge.sim.mock_accelerator import MockAccelerator
+from spikeforge.sim.toolchain import have_yowasp
+from spikeforge.sw.golden import DenseLayer, Encoder, Network
+from spikeforge.sw.synth import (
     FitError,
-    LayerShape,
-    NetworkShape,
     block_count,
     build_bitstream,
     check_fit,
@@ -23,7 +22,17 @@ from sw.synth import (
 
 UP5K = load_board_spec("icebreaker")
 ECP5 = load_board_spec("ulx3s")
-MNIST = NetworkShape.dense([784, 128, 10], lanes=8, w_bits=4, pixel_bits=4, name="mnist")
+
+
+def dense(sizes, *, w_bits=4, pixel_bits=8, timesteps=1, v_bits=16) -> Network:
+    """A golden network of these sizes with zero weights: the fit check only reads its shape."""
+    layers = [DenseLayer(weight=torch.zeros(b, a, dtype=torch.int64), bias=[0] * b,
+                         theta=[1] * timesteps, w_bits=w_bits, v_bits=v_bits, name=f"fc{k}")
+              for k, (a, b) in enumerate(itertools.pairwise(sizes))]
+    return Network(layers, timesteps, Encoder("rate", pixel_bits))
+
+
+MNIST = dense([784, 128, 10], pixel_bits=4)
 
 
 def test_block_count_picks_best_aspect():
@@ -35,19 +44,17 @@ def test_block_count_picks_best_aspect():
 
 
 def test_rom_bits_follow_rom_layout():
-    shape = NetworkShape((LayerShape(10, 5, 3),), lanes=2)
-    weights = plan_memories(shape, UP5K).memories[0]
+    weights = plan_memories(dense([10, 5], w_bits=3), 2, UP5K).memories[0]
     assert (weights.name, weights.width, weights.depth) == ("layer0.weights", 6, 10 * 3)
 
 
 def test_small_network_fits_ebr():
-    report = check_fit(NetworkShape.dense([64, 10], lanes=8, w_bits=4), UP5K)
+    report = check_fit(dense([64, 10]), 8, UP5K)
     assert report.fits and report.spram_used == 0
 
 
 def test_mnist_on_up5k_spills_weights_to_spram():
-    shape = NetworkShape.dense([784, 128, 10], lanes=2, w_bits=4, pixel_bits=4, name="mnist")
-    report = check_fit(shape, UP5K)
+    report = check_fit(MNIST, 2, UP5K)
     assert report.fits
     spram = [x for x in report.memories if x.kind == "SPRAM"]
     assert [x.name for x in spram] == ["layer0.weights"] and report.spram_used == 4
@@ -57,14 +64,14 @@ def test_mnist_on_up5k_spills_weights_to_spram():
 
 
 def test_mnist_on_ecp5_fits_ebr():
-    report = check_fit(MNIST, ECP5)
+    report = check_fit(MNIST, 8, ECP5)
     assert report.fits and report.ebr_used <= 208 and report.spram_used == 0
 
 
 def test_plan_counts_the_accelerators_buffers():
-    shape = NetworkShape.dense([64, 32, 10], lanes=2, w_bits=4, pixel_bits=4, timesteps=4)
-    names = {x.name: x for x in plan_memories(shape, UP5K).memories}
-    # hw.accelerator.spike_buffer_depths: buffer 0 takes the encoder's 64 inputs, buffer 1
+    network = dense([64, 32, 10], pixel_bits=4, timesteps=4)
+    names = {x.name: x for x in plan_memories(network, 2, UP5K).memories}
+    # spikeforge.hw.accelerator.spike_buffer_depths: buffer 0 takes the encoder's 64 inputs, buffer 1
     # layer 0's 32 neurons, T = 4 steps each with one marker; entries are 6 address bits + eot
     assert names["accel.spikes0"].depth == 4 * (64 + 1)
     assert names["accel.spikes1"].depth == 4 * (32 + 1)
@@ -72,32 +79,32 @@ def test_plan_counts_the_accelerators_buffers():
     assert "layer0.acc0" in names and "layer0.acc1" in names
     # Measured with yosys (memory_libmap, synth_ice40, link included) for this network:
     # 16 SB_RAM40_4K.
-    assert plan_memories(shape, UP5K).ebr_used == 16
+    assert plan_memories(network, 2, UP5K).ebr_used == 16
 
 
 def test_refusal_names_what_would_fit():
-    shape = NetworkShape.dense([784, 128, 10], lanes=4, w_bits=4, pixel_bits=4, name="mnist4")
     with pytest.raises(FitError) as error:
-        check_fit(shape, UP5K)
+        check_fit(MNIST, 4, UP5K, name="mnist4")
     message = str(error.value)
     assert message.startswith("mnist4 (101632 synapses, 400 kbit of ROM at lanes=4, w_bits=4) "
                               "does not fit the iCE40UP5K-SG48: it needs 35 EBR + 3 SPRAM")
     assert "it would fit with lanes=3 (w_bits=4)" in message
-    assert plan_memories(shape.with_(lanes=3), UP5K).fits
-    big = NetworkShape.dense([784, 512, 512, 10], lanes=8, w_bits=8, name="big")
+    assert plan_memories(MNIST, 3, UP5K).fits
+    big = dense([784, 512, 512, 10], w_bits=8)
     with pytest.raises(FitError, match=r"it would fit with w_bits=4 \(lanes=8\)"):
-        check_fit(big, ECP5)
+        check_fit(big, 8, ECP5)
+    assert plan_memories(big, 8, ECP5, w_bits=4).fits
 
 
 def test_refusal_when_nothing_fits():
-    shape = NetworkShape.dense([4096, 4096, 10], lanes=8, w_bits=8)
     with pytest.raises(FitError, match="no lane count or weight width down to 2 bits makes it fit"):
-        check_fit(shape, UP5K)
+        check_fit(dense([4096, 4096, 10], w_bits=8), 8, UP5K)
 
 
-def test_shape_validation():
-    with pytest.raises(ValueError, match="Layer 1 fan_in 9 does not match layer 0 fan_out 10"):
-        NetworkShape((LayerShape(4, 10, 4), LayerShape(9, 3, 4)), lanes=2)
+@pytest.mark.parametrize("lanes", [0, -1, True, 2.0])
+def test_plan_refuses_a_bad_lane_count(lanes):
+    with pytest.raises(ValueError, match=rf"^Lane count must be a positive integer, not {lanes!r}$"):
+        plan_memories(MNIST, lanes, UP5K)
 
 
 def test_pll_settings():
@@ -130,8 +137,8 @@ def test_parse_reports(tmp_path):
 # ---- the command line ------------------------------------------------------------------------
 
 def _export(folder, sizes, w_bits=4, lanes=8, encoder="rate"):
-    from sw.export import export_network
-    from sw.golden import DenseLayer, Encoder, Network
+    from spikeforge.sw.export import export_network
+    from spikeforge.sw.golden import DenseLayer, Encoder, Network
 
     generator = torch.Generator().manual_seed(0)
     layers = []
@@ -156,7 +163,7 @@ def _synth(*args):
     import contextlib
     import io
 
-    from sw import synth_command
+    from spikeforge.cli import synth as synth_command
 
     parser = argparse.ArgumentParser()
     synth_command.add_arguments(parser)
@@ -192,6 +199,27 @@ def test_synth_command_refuses_direct_encoder(tmp_path):
     assert not (tmp_path / "build").exists()
 
 
+def test_synthesize_checks_before_it_builds(tmp_path):
+    """The library calls behind `spikeforge synth`: the plan of an export, and the refusals
+    that come before anything is written."""
+    from spikeforge.sw.synth import SynthError, accelerator_factory, check_export_fit, synthesize
+
+    folder = _export(tmp_path / "small", [16, 8, 4])
+    plan = check_export_fit(folder, "icebreaker")
+    assert plan.fits and plan.device == UP5K.device
+    assert check_export_fit(folder, "icebreaker", lanes=1).memories != plan.memories
+    big = _export(tmp_path / "big", [784, 128, 10], w_bits=4, lanes=4)
+    with pytest.raises(FitError, match=r"^big \(.* it would fit with lanes=3"):
+        synthesize(big, "icebreaker", tmp_path / "never")
+    direct = _export(tmp_path / "direct", [16, 4], encoder="direct")
+    plans = []
+    with pytest.raises(SynthError, match="direct \\(analog\\) encoder"):
+        synthesize(direct, "ulx3s", tmp_path / "build", on_plan=plans.append)
+    assert len(plans) == 1 and not (tmp_path / "build").exists()
+    mock = accelerator_factory(dense([16, 4]), 2, mock=True)()
+    assert isinstance(mock, MockAccelerator)
+
+
 # ---- smoke builds (yowasp) -------------------------------------------------------------------
 
 @pytest.mark.synth
@@ -219,8 +247,8 @@ def test_smoke_build(board, tmp_path):
 def test_real_accelerator_build(board, tmp_path):
     """The real accelerator (a digits-sized 64-10 network, 2 lanes) behind the link builds to a
     bitstream on both boards; Fmax is reported, not required (see bench/bench_synth.py)."""
-    from hw.accelerator import NetworkAccelerator
-    from sw.golden import DenseLayer, Encoder, Network
+    from spikeforge.hw.accelerator import NetworkAccelerator
+    from spikeforge.sw.golden import DenseLayer, Encoder, Network
 
     g = torch.Generator().manual_seed(0)
     layer = DenseLayer(weight=torch.randint(-8, 8, (10, 64), generator=g),

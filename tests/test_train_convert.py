@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sw.data import DatasetError, load_dataset
-from sw.golden import Network
-from sw.train import (
+from spikeforge.cli import main as cli_main
+from spikeforge.sw.data import DatasetError, load_dataset
+from spikeforge.sw.golden import Network
+from spikeforge.sw.train import (
     METHODS,
     CheckpointError,
     ConfigError,
@@ -18,11 +19,15 @@ from sw.train import (
     load_checkpoint,
     train,
 )
-from sw.train.checkpoint import save_checkpoint
-from sw.train.command import main as command_main
-from sw.train.model import run_integer
+from spikeforge.sw.train.checkpoint import save_checkpoint
+from tests.reference import run_network_float64
 
 TINY = dict(ann_epochs=1, epochs=1, hidden=(16,))
+
+
+def command_main(argv: list[str]) -> int:
+    """``spikeforge train ARGV`` in this process."""
+    return cli_main(["train", *argv])
 
 
 def tiny(method, **changes):
@@ -45,7 +50,7 @@ def test_hardware_mode_equals_golden_on_whole_test_set(trained, method):
     assert len(y) == 360
     frames = model.encode(x)
     assert torch.equal(frames.to(torch.int64), network.encode(x))
-    hw_out, _ = run_integer(model.compile(), frames, model.timesteps)
+    hw_out, _ = run_network_float64(model.compile(), frames, model.timesteps)
     trace = network.run(x)
     assert torch.equal(hw_out, trace.output)  # every output membrane / count, not only argmax
     hw_pred = model(frames, mode="hardware")
@@ -214,7 +219,7 @@ def test_command_trains_from_config_file(tmp_path, capsys):
 def test_unknown_config_key(tmp_path):
     path = tmp_path / "c.json"
     path.write_text('{"methd": "if"}')
-    from sw.train import load_config
+    from spikeforge.sw.train import load_config
     with pytest.raises(ConfigError, match=r"unknown configuration key.*methd"):
         load_config(path)
 
@@ -231,14 +236,14 @@ def test_rate_coded_input_is_bit_exact_too(tmp_path, method):
     network = integer_network(ckpt)
     assert network.encoder.kind.value == "rate"
     x, _ = load_dataset("digits", split="test")
-    hw_out, _ = run_integer(ckpt.model().compile(), network.encode(x).float(), 3)
+    hw_out, _ = run_network_float64(ckpt.model().compile(), network.encode(x).float(), 3)
     assert torch.equal(hw_out, network.run(x).output)
 
 
 def test_trains_on_mnist_format_idx_folder(tmp_path):
     import numpy as np
 
-    from sw.data import write_idx
+    from spikeforge.sw.data import write_idx
 
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 60), ("t10k", 20)):

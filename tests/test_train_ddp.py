@@ -8,8 +8,8 @@ import socket
 import torch
 import torch.multiprocessing as mp
 
-from sw.train import TrainConfig
-from sw.train.loop import run_training
+from spikeforge.sw.train import TrainConfig
+from spikeforge.sw.train.loop import run_training
 
 CONFIG = dict(method="atif-u", ann_epochs=2, epochs=2, hidden=(16,), batch_size=50, seed=5)
 

@@ -8,10 +8,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sw.golden import DenseLayer, Encoder, Network
-from sw.train import TrainConfig
-from sw.train.model import SpikingMLP, run_integer, weight_scale
-from sw.train.neurons import (
+from spikeforge.sw.golden import DenseLayer, Encoder, Network
+from spikeforge.sw.train import TrainConfig
+from spikeforge.sw.train.model import SpikingMLP, weight_scale
+from tests.reference import run_network_float64
+from spikeforge.sw.train.neurons import (
     SURROGATES,
     ThresholdNeuron,
     nu_params_from_thresholds,
@@ -19,7 +20,7 @@ from sw.train.neurons import (
     qrelu,
     spike,
 )
-from sw.train.sqnr import fixed_threshold_sqnr, run_sqnr
+from spikeforge.sw.train.sqnr import fixed_threshold_sqnr, run_sqnr
 
 
 def test_nu_thresholds_equal_paper_formulas_at_t4():
@@ -134,7 +135,7 @@ def test_radix_worked_example_seed_002():
     frames = torch.tensor([[[1], [0], [1], [0]]])
     spikes, _, _ = layer.run(frames)
     assert spikes[0, :, 0].tolist() == [0, 1, 0, 1]
-    out, _ = run_integer([dict(weight=layer.weight, bias=layer.bias, theta=layer.theta,
+    out, _ = run_network_float64([dict(weight=layer.weight, bias=layer.bias, theta=layer.theta,
                                leak_shift=1, fire_mode="radix", v_init=0, fires=True,
                                v_bits=8)], frames, 4)
     assert out.tolist() == [[10]]
@@ -193,7 +194,7 @@ def test_network_encoder_matches_model_frames():
 
 
 def test_radix_neuron_module_equals_golden():
-    from sw.train.neurons import RadixNeuron
+    from spikeforge.sw.train.neurons import RadixNeuron
 
     T, n = 6, 40
     gen = torch.Generator().manual_seed(2)
@@ -210,7 +211,7 @@ def test_radix_neuron_module_equals_golden():
 
 
 def test_quantizer_refuses_a_membrane_that_does_not_fit():
-    from sw.train.model import QuantizationError
+    from spikeforge.sw.train.model import QuantizationError
 
     config = TrainConfig(method="atif-u", hidden=(8,), v_bits_max=8, w_bits=8)
     model = SpikingMLP(config, 64, 10)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from sw.data import load_dataset
-from sw.train import TrainConfig, integer_network, load_checkpoint, train
+from spikeforge.sw.data import load_dataset
+from spikeforge.sw.train import TrainConfig, integer_network, load_checkpoint, train
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..golden import DenseLayer, Encoder, Network
+from ..golden import ConvLayer, DenseLayer, Encoder, Network, SumPoolLayer
 from .config import ConfigError, TrainConfig
 
 __all__ = ["Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint",
@@ -40,18 +40,27 @@ class Checkpoint:
     network: dict | None = None
     finished: bool = False
     path: Path | None = None
+    input_shape: tuple[int, int, int] | None = None  # None (older runs): a square image
 
     def model(self):
-        """The :class:`~sw.train.model.SpikingMLP` with this checkpoint's parameters."""
-        from .model import SpikingMLP
-        model = SpikingMLP(self.config, self.n_in, self.n_out, self.pixel_bits)
+        """The :class:`~spikeforge.sw.train.model.SpikingNet` with this checkpoint's
+        parameters."""
+        from .model import SpikingNet
+        model = SpikingNet(self.config, self.n_in, self.n_out, self.pixel_bits,
+                           self.input_shape)
         model.load_state_dict(self.model_state)
         return model
 
     @property
+    def arch(self) -> str:
+        """The architecture as a spec (``c8k3p1-p2-c16k3p1-p2-f10``, ``f128-f10``)."""
+        from .arch import arch_spec
+        return arch_spec(self.config.arch, self.config.hidden, self.n_out)
+
+    @property
     def scales(self) -> list[float | None]:
         """Per layer, the real (float-model) value of one integer unit of weight and membrane:
-        the ``scales`` argument of :func:`sw.export.export_network`."""
+        the ``scales`` argument of :func:`spikeforge.sw.export.export_network`."""
         if self.network is None:
             return []
         return list(self.network.get("scales") or [None] * len(self.network["layers"]))
@@ -59,29 +68,56 @@ class Checkpoint:
     @property
     def metadata(self) -> dict:
         """JSON-able summary of the run (config and test metrics), for export manifests."""
-        return {"training": {"config": self.config.to_dict(), "metrics": dict(self.metrics)}}
+        return {"training": {"config": self.config.to_dict(), "arch": self.arch,
+                             "metrics": dict(self.metrics)}}
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "config": self.config.to_dict(),
                 "model_state": self.model_state, "n_in": self.n_in, "n_out": self.n_out,
                 "pixel_bits": self.pixel_bits, "phase": self.phase, "epoch": self.epoch,
                 "state": self.state, "history": self.history, "metrics": self.metrics,
-                "network": self.network, "finished": self.finished}
+                "network": self.network, "finished": self.finished,
+                "input_shape": None if self.input_shape is None else list(self.input_shape)}
+
+
+def _layer_to_dict(layer) -> dict:
+    if isinstance(layer, SumPoolLayer):
+        return {"kind": "sumpool", "kernel": list(layer.kernel), "stride": list(layer.stride),
+                "padding": list(layer.padding), "input_shape": list(layer.input_shape),
+                "name": layer.name}
+    spec = {"kind": layer.kind, "weight": layer.weight.clone(), "bias": layer.bias.clone(),
+            "theta": layer.theta.clone(), "leak_shift": layer.leak_shift,
+            "fire_mode": layer.fire_mode.value, "v_init": layer.v_init, "fires": layer.fires,
+            "w_bits": layer.w_bits, "v_bits": layer.v_bits, "name": layer.name}
+    if isinstance(layer, ConvLayer):
+        spec.update(input_shape=list(layer.input_shape), stride=list(layer.stride),
+                    padding=list(layer.padding))
+    return spec
 
 
 def network_to_dict(network: Network) -> dict:
     return {"timesteps": network.timesteps,
             "encoder": {"kind": network.encoder.kind.value,
                         "pixel_bits": network.encoder.pixel_bits},
-            "layers": [{"weight": layer.weight.clone(), "bias": layer.bias.clone(),
-                        "theta": layer.theta.clone(), "leak_shift": layer.leak_shift,
-                        "fire_mode": layer.fire_mode.value, "v_init": layer.v_init,
-                        "fires": layer.fires, "w_bits": layer.w_bits, "v_bits": layer.v_bits,
-                        "name": layer.name} for layer in network.layers]}
+            "layers": [_layer_to_dict(layer) for layer in network.layers]}
+
+
+_KINDS = {"dense": DenseLayer, "conv": ConvLayer, "sumpool": SumPoolLayer}
+
+
+def _layer_from_dict(spec: dict):
+    spec = dict(spec)
+    kind = spec.pop("kind", "dense")  # checkpoints before convolutions: dense layers only
+    if kind not in _KINDS:
+        raise ValueError(f"unknown layer kind {kind!r}")
+    for key in ("input_shape", "stride", "padding", "kernel"):
+        if isinstance(spec.get(key), list):
+            spec[key] = tuple(spec[key])
+    return _KINDS[kind](**spec)
 
 
 def network_from_dict(data: dict) -> Network:
-    layers = [DenseLayer(**spec) for spec in data["layers"]]
+    layers = [_layer_from_dict(spec) for spec in data["layers"]]
     return Network(layers, data["timesteps"], Encoder(**data["encoder"]))
 
 
@@ -107,6 +143,17 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
     return path
 
 
+def _upgrade_config(config: dict) -> dict:
+    """A stored configuration in today's terms. Runs from before architectures (no ``arch``
+    key) are fully connected (``arch = "mlp"``, the default) and coded their input with the
+    ``direct`` encoder when ``encoder`` was left unset (the default then; it is ``rate`` now)."""
+    config = dict(config)
+    if "arch" not in config and config.get("encoder") is None \
+            and config.get("method") != "radix":
+        config["encoder"] = "direct"
+    return config
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Load a checkpoint written by :func:`save_checkpoint`, or raise :class:`CheckpointError`
     naming the file and the problem (missing, corrupt, not a spikeforge checkpoint, version)."""
@@ -124,12 +171,14 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"checkpoint {str(path)!r} has version {data.get('version')!r}; "
                               f"this spikeforge reads version {VERSION}")
     try:
-        config = TrainConfig.from_dict(data["config"])
+        config = TrainConfig.from_dict(_upgrade_config(data["config"]))
+        shape = data.get("input_shape")
         ckpt = Checkpoint(config=config, model_state=data["model_state"], n_in=data["n_in"],
                           n_out=data["n_out"], pixel_bits=data["pixel_bits"],
                           phase=data["phase"], epoch=data["epoch"], state=data["state"],
                           history=data["history"], metrics=data["metrics"],
-                          network=data["network"], finished=data["finished"], path=path)
+                          network=data["network"], finished=data["finished"], path=path,
+                          input_shape=None if shape is None else tuple(shape))
     except (KeyError, TypeError, ConfigError) as exc:
         raise CheckpointError(f"checkpoint {str(path)!r} is incomplete or inconsistent: "
                               f"{exc}") from None
@@ -137,7 +186,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 
 def integer_network(checkpoint_or_path) -> Network:
-    """The golden :class:`~sw.golden.Network` (encoder included) of a finished checkpoint."""
+    """The golden :class:`~spikeforge.sw.golden.Network` (encoder included) of a finished checkpoint."""
     ckpt = checkpoint_or_path if isinstance(checkpoint_or_path, Checkpoint) \
         else load_checkpoint(checkpoint_or_path)
     where = str(ckpt.path) if ckpt.path is not None else "checkpoint"

@@ -37,18 +37,36 @@ from .checkpoint import (
     network_to_dict,
     save_checkpoint,
 )
-from .config import TrainConfig
-from .model import SpikingMLP
+from .config import ConfigError, TrainConfig
+from .model import SpikingNet
 from .neurons import nu_params_from_thresholds
 
 __all__ = ["train", "run_training", "evaluate", "Data", "load_data", "init_distributed",
-           "default_checkpoint"]
+           "default_checkpoint", "train_baseline", "check_out_path"]
 
 DEFAULT_OUT = Path("out") / "train"
+#: Images per forward pass when a whole split is evaluated (bounds memory for conv networks).
+EVAL_CHUNK = 500
 
 
 def default_checkpoint(config: TrainConfig) -> Path:
-    return DEFAULT_OUT / f"{config.method}-T{config.timesteps}-w{config.w_bits}-s{config.seed}.pt"
+    """``out/train/<method>[-<arch>]-T<T>-w<bits>-s<seed>.pt`` (no arch part for ``mlp``)."""
+    arch = "" if config.arch == "mlp" else f"-{config.arch}"
+    bits = config.w_bits_text.replace(",", "-")
+    return DEFAULT_OUT / f"{config.method}{arch}-T{config.timesteps}-w{bits}-s{config.seed}.pt"
+
+
+def check_out_path(out: Path) -> None:
+    """Refuse a checkpoint path that can never be written: a folder, or a path below a file."""
+    if out.is_dir():
+        raise ConfigError(f"out {str(out)!r} is a folder; give a checkpoint file, e.g. "
+                          f"{str(out / 'run.pt')!r}")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"out {str(out)!r} lies below {str(parent)!r}, which is a "
+                                  "file, not a folder")
+            break
 
 
 @dataclass
@@ -66,6 +84,9 @@ class Data:
     @property
     def n_out(self) -> int:
         return int(max(int(s[1].max()) for s in (self.train, self.val, self.test))) + 1
+
+    #: ``(C, H, W)`` of one image; None: a square one-channel image of ``n_in`` pixels
+    input_shape = None
 
 
 def load_data(config: TrainConfig) -> Data:
@@ -106,11 +127,23 @@ def _allreduce_grads(params) -> None:
 # --- evaluation ---------------------------------------------------------------------------------
 
 @torch.no_grad()
-def evaluate(model: SpikingMLP, pixels: torch.Tensor, labels: torch.Tensor, mode: str) -> dict:
+def _logits(model: SpikingNet, frames: torch.Tensor, mode: str, **kwargs):
+    """``model(frames, mode)`` in chunks of :data:`EVAL_CHUNK` images; in ``hardware`` mode
+    also the synaptic operations ``[B, layers]`` of the golden trace."""
+    logits, synops = [], []
+    for start in range(0, len(frames), EVAL_CHUNK):
+        logits.append(model(frames[start: start + EVAL_CHUNK], mode=mode, **kwargs))
+        if mode == "hardware":
+            synops.append(model.stats["synops"])
+    return torch.cat(logits), (torch.cat(synops) if synops else None)
+
+
+@torch.no_grad()
+def evaluate(model: SpikingNet, pixels: torch.Tensor, labels: torch.Tensor, mode: str) -> dict:
     """Accuracy (and synaptic operations per inference in ``hardware`` mode)."""
     frames = model.encode(pixels)
     model.eval()
-    logits = model(frames, mode=mode)
+    logits, synops = _logits(model, frames, mode)
     if mode == "hardware":
         best = logits.max(1, keepdim=True).values  # ties to the lowest index, as the contract
         idx = torch.arange(logits.shape[1])
@@ -119,9 +152,7 @@ def evaluate(model: SpikingMLP, pixels: torch.Tensor, labels: torch.Tensor, mode
         pred = logits.argmax(1)
     out = {"acc": float((pred == labels).float().mean())}
     if mode == "hardware":
-        events = model.stats["events"].to(torch.float64)
-        fan_out = torch.tensor(model.sizes[1:], dtype=torch.float64)
-        out["synops"] = float((events * fan_out).sum(1).mean())
+        out["synops"] = float(synops.to(torch.float64).sum(1).mean())
     else:
         out["loss"] = float(F.cross_entropy(logits, labels))
     return out
@@ -148,7 +179,7 @@ def _mode(phase: str) -> str:
 
 
 @torch.no_grad()
-def calibrate_thresholds(model: SpikingMLP, pixels: torch.Tensor, percentile: float,
+def calibrate_thresholds(model: SpikingNet, pixels: torch.Tensor, percentile: float,
                          layers: list[int] | None = None) -> None:
     """Threshold LayerNorm (seed 003): hidden layer ``l``'s threshold becomes the
     ``percentile`` of its ReLU activations on ``pixels``, where its input is the *spiking*
@@ -158,14 +189,18 @@ def calibrate_thresholds(model: SpikingMLP, pixels: torch.Tensor, percentile: fl
     for layer in range(len(model.neurons)) if layers is None else layers:
         if layer >= len(model.neurons):
             continue
-        if layer == 0:
-            x = frames.mean(1) * model.input_amplitude()
-        else:
-            model(frames, mode="snn", spiking_upto=layer - 1)
-            count = model.stats["counts"][layer - 1]
-            x = count * model.neurons[layer - 1].amplitude() / model.timesteps
-        z = torch.relu(model.linears[layer](x))
-        theta = float(np.percentile(z.numpy().reshape(-1), percentile))
+        parts = []
+        for start in range(0, len(frames), EVAL_CHUNK):
+            chunk = frames[start: start + EVAL_CHUNK]
+            if layer == 0:
+                x = chunk.mean(1) * model.input_amplitude()
+            else:
+                model(chunk, mode="snn", spiking_upto=layer - 1)
+                count = model.stats["counts"][layer - 1]
+                x = count * model.neurons[layer - 1].amplitude() / model.timesteps
+            parts.append(torch.relu(model.ann_layer(layer, x)).reshape(-1))
+        z = torch.cat(parts)
+        theta = float(np.percentile(z.numpy(), percentile))
         neuron = model.neurons[layer]
         value = torch.tensor(max(theta, 1e-3))
         if neuron.kind == "nu":
@@ -174,7 +209,7 @@ def calibrate_thresholds(model: SpikingMLP, pixels: torch.Tensor, percentile: fl
             neuron.theta.copy_(value)
 
 
-def _init_from(model: SpikingMLP, path) -> None:
+def _init_from(model: SpikingNet, path) -> None:
     """Copy the float weights and biases of another checkpoint (same layer sizes)."""
     source = load_checkpoint(path)
     for key, value in source.model_state.items():
@@ -189,21 +224,20 @@ def _init_from(model: SpikingMLP, path) -> None:
             dict(model.named_parameters())[key].copy_(value)
 
 
-def _loss(model: SpikingMLP, frames, labels, phase: str, config: TrainConfig, stage: int | None):
+def _loss(model: SpikingNet, frames, labels, phase: str, config: TrainConfig, stage: int | None):
     if phase.startswith("ptl"):
         logits = model(frames, mode="snn", spiking_upto=stage)
     else:
         logits = model(frames, mode=_mode(phase))
     loss = F.cross_entropy(logits, labels, reduction="sum")
     if phase == "qrelu" and config.synop_target is not None:
-        counts = model.stats["acts"]  # spike counts of the hidden layers
-        synops = sum(c.sum(1) * model.sizes[k + 2] for k, c in enumerate(counts))
+        synops = model.synops_estimate(model.stats["acts"])  # from the hidden spike counts
         s0 = config.synop_target
         loss = loss + config.synop_weight * (((synops - s0) / s0) ** 2).sum()
     return loss
 
 
-def _freeze_for_stage(model: SpikingMLP, stage: int) -> list[torch.nn.Parameter]:
+def _freeze_for_stage(model: SpikingNet, stage: int) -> list[torch.nn.Parameter]:
     """PTL stage ``stage``: layers before it are frozen SNN layers, its own threshold is fixed
     by Threshold LayerNorm; the rest trains."""
     params = []
@@ -228,7 +262,7 @@ def train(config: TrainConfig | None = None, out: str | os.PathLike | None = Non
 
 def run_training(config: TrainConfig | None = None, out: str | os.PathLike | None = None,
                  resume: bool = False, progress: Callable[[dict], None] | None = None,
-                 data: Data | None = None) -> tuple[SpikingMLP, Checkpoint]:
+                 data: Data | None = None) -> tuple[SpikingNet, Checkpoint]:
     """:func:`train`, returning the final model and checkpoint (every rank gets its own)."""
     threads = torch.get_num_threads()
     try:
@@ -241,6 +275,7 @@ def _run_training(config, out, resume, progress, data):
     config = TrainConfig() if config is None else config
     config.validate()
     out = Path(out) if out is not None else default_checkpoint(config)
+    check_out_path(out)
     distributed = init_distributed()
     rank, world = _world()
 
@@ -250,7 +285,7 @@ def _run_training(config, out, resume, progress, data):
         config = ckpt.config
     data = load_data(config) if data is None else data
     torch.manual_seed(config.seed)
-    model = SpikingMLP(config, data.n_in, data.n_out, PIXEL_BITS)
+    model = SpikingNet(config, data.n_in, data.n_out, PIXEL_BITS, data.input_shape)
     # tiny matrices: one thread is ~3x faster than two on a busy 2-core machine
     small = sum(p.numel() for p in model.parameters()) < 200_000
     torch.set_num_threads(config.threads or (1 if small else torch.get_num_threads()))
@@ -264,7 +299,7 @@ def _run_training(config, out, resume, progress, data):
             return model, ckpt
     else:
         ckpt = Checkpoint(config=config, model_state={}, n_in=data.n_in, n_out=data.n_out,
-                          pixel_bits=PIXEL_BITS)
+                          pixel_bits=PIXEL_BITS, input_shape=model.input_shape)
         if config.init_from:
             _init_from(model, config.init_from)
     if distributed:  # every rank starts from rank 0's parameters
@@ -318,8 +353,7 @@ def _run_training(config, out, resume, progress, data):
             # validation: the integer network for every spiking phase, the float ANN otherwise
             if stage is not None:
                 model.eval()
-                with torch.no_grad():
-                    logits = model(model.encode(val_x), mode="snn", spiking_upto=stage)
+                logits, _ = _logits(model, model.encode(val_x), "snn", spiking_upto=stage)
                 val = {"acc": float((logits.argmax(1) == val_y).float().mean()),
                        "loss": float(F.cross_entropy(logits, val_y))}
                 score = -val["loss"]
@@ -361,10 +395,11 @@ def _run_training(config, out, resume, progress, data):
     network = model.to_network()
     ckpt.model_state = model.state_dict()
     ckpt.network = network_to_dict(network)
-    with torch.no_grad():  # real value of one integer unit per layer (for export manifests)
-        ckpt.network["scales"] = [float(model.quantized(k)["scale"])
-                                  for k in range(model.n_layers)]
+    # real value of one integer unit per layer (for export manifests; None for pooling)
+    ckpt.network["scales"] = model.scales()
     ckpt.metrics = {**ckpt.metrics, **final_metrics(model, network, data)}
+    if rank == 0:  # the float ANN baseline: same arch, raw pixels, independent of T and coding
+        ckpt.metrics.update(train_baseline(config, data, model.input_shape))
     ckpt.metrics["train_seconds"] = round(time.monotonic() - started, 2)
     ckpt.finished = True
     if rank == 0:
@@ -374,19 +409,84 @@ def _run_training(config, out, resume, progress, data):
 
 
 @torch.no_grad()
-def final_metrics(model: SpikingMLP, network: Network, data: Data) -> dict:
-    """Float ANN, float SNN and integer accuracies on validation and test (integer = golden)."""
+def final_metrics(model: SpikingNet, network: Network, data: Data) -> dict:
+    """Float SNN and integer accuracies on validation and test (integer = golden), and the
+    final weights run as a float ANN on the encoded input (``*_final_ann``)."""
     metrics = {}
+    # the layers whose input events are spikes of hidden neurons: after the first neuron layer
+    first = next(k for k, layer in enumerate(network.layers) if layer.kind != "sumpool")
     for split, (x, y) in (("val", data.val), ("test", data.test)):
-        metrics[f"{split}_float_ann"] = evaluate(model, x, y, "ann")["acc"]
+        metrics[f"{split}_final_ann"] = evaluate(model, x, y, "ann")["acc"]
         metrics[f"{split}_float_snn"] = evaluate(model, x, y, "snn")["acc"]
         hw = evaluate(model, x, y, "hardware")
-        trace = network.run(x)
-        metrics[f"{split}_int"] = float((trace.prediction == y).float().mean())
+        prediction, synops, spiking = [], 0.0, 0.0
+        for start in range(0, len(x), EVAL_CHUNK):
+            trace = network.run(x[start: start + EVAL_CHUNK])
+            prediction.append(trace.prediction)
+            synops += float(sum(t.synops for t in trace.layers).double().sum())
+            spiking += float(sum((t.synops for t in trace.layers[first + 1:]),
+                                 torch.zeros(1)).double().sum())
+        prediction = torch.cat(prediction)
+        metrics[f"{split}_int"] = float((prediction == y).float().mean())
         metrics[f"{split}_hardware"] = hw["acc"]
-        metrics[f"{split}_synops"] = float(sum(t.synops for t in trace.layers).float().mean())
+        metrics[f"{split}_synops"] = synops / len(y)
         # seed 001's SynOps: operations driven by the spikes of hidden (spiking) neurons only
-        metrics[f"{split}_synops_spiking"] = float(
-            sum(t.synops for t in trace.layers[1:]).float().mean()) if len(trace.layers) > 1 \
-            else 0.0
+        metrics[f"{split}_synops_spiking"] = spiking / len(y)
     return metrics
+
+
+def _baseline_epochs(config: TrainConfig) -> int:
+    if config.baseline_epochs is not None:
+        return config.baseline_epochs
+    return config.ann_epochs or TrainConfig.ann_epochs
+
+
+def train_baseline(config: TrainConfig, data: Data, input_shape=None) -> dict:
+    """The float ANN baseline: the same architecture with ReLU, average pooling and float
+    weights, trained on the raw pixels normalized to ``0..1`` (``pixel / pixel_max``).
+
+    It depends only on the architecture, the data, the seed and the optimizer settings
+    (``lr``, ``batch_size``, ``weight_decay``, ``baseline_epochs``), not on T, the encoder or
+    the method, so it is the honest float reference of every run. It keeps the epoch with the
+    best validation accuracy. Returns ``{"val_float_ann", "test_float_ann",
+    "float_ann_epochs"}``, or ``{}`` when ``baseline_epochs`` is 0. Uses its own random
+    state: the run's global RNG is untouched.
+    """
+    epochs = _baseline_epochs(config)
+    if not epochs:
+        return {}
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        model = SpikingNet(config, data.n_in, data.n_out, PIXEL_BITS, input_shape)
+    scale = 1.0 / ((1 << PIXEL_BITS) - 1)
+    train_x, train_y = data.train
+    values = train_x.to(torch.float32) * scale
+    params = list(model.linears.parameters())
+    opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+    @torch.no_grad()
+    def accuracy(x, y):
+        model.eval()
+        logits = torch.cat([model.ann_values(x[i: i + EVAL_CHUNK].to(torch.float32) * scale)
+                            for i in range(0, len(x), EVAL_CHUNK)])
+        return float((logits.argmax(1) == y).float().mean())
+
+    best, best_val = None, -1.0
+    for epoch in range(epochs):
+        for group in opt.param_groups:  # the same cosine schedule as the training phases
+            group["lr"] = config.lr * (0.55 + 0.45 * math.cos(math.pi * epoch / max(1, epochs)))
+        model.train()
+        gen = torch.Generator().manual_seed(config.seed * 100003 + 7919 + epoch)
+        perm = torch.randperm(len(train_y), generator=gen)
+        for start in range(0, len(perm), config.batch_size):
+            batch = perm[start: start + config.batch_size]
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model.ann_values(values[batch]), train_y[batch]).backward()
+            opt.step()
+        val = accuracy(*data.val)
+        if val > best_val:
+            best_val = val
+            best = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best)
+    return {"val_float_ann": best_val, "test_float_ann": accuracy(*data.test),
+            "float_ann_epochs": epochs}

@@ -1,14 +1,20 @@
-"""``spikeforge sim EXPORT_DIR``: the exported network on the RTL in Verilator, over a test set.
+"""An exported network on the RTL in Verilator, over a test set, as one call.
 
-Prints accuracy, agreement with the golden model (predictions, scores, counters, every spike
-and membrane of the traced images), cycles per inference against the cycle model, synaptic
-operations and utilization, and writes a spike raster of the first image as the RTL produced it.
+:func:`simulate_export` builds the accelerator of an export folder (cached after the first
+time), runs every image through it, compares predictions, scores, counters, cycle counts and
+(for the first ``trace`` images) every spike and membrane with the golden model, and returns a
+:class:`SimSummary`. ``spikeforge sim`` and ``spikeforge demo`` print it with
+:func:`print_summary`; a notebook reads its fields::
+
+    import spikeforge as sf
+    from spikeforge.sw.data import load_dataset
+    pixels, labels = load_dataset("digits", split="test")
+    summary = sf.simulate("out/export", pixels=pixels, labels=labels, progress=False)
+    summary.agreement, summary.cycles_mean
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,30 +23,22 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from spikeforge.sim.network_check import build_accelerator, compare, simulate
+from spikeforge.sw.export import load_manifest, require_hardware_support
+from spikeforge.sw.plots import spike_raster
+
+__all__ = ["DEFAULT_CLOCK_MHZ", "SimSummary", "simulate_export", "print_summary"]
+
 #: Clock the throughput figures assume: the ULX3S (ECP5) build of the demo network at 8 lanes
-#: closes timing at 100 MHz (docs/synthesis.md); pass --clock-mhz for another board.
+#: closes timing at 100 MHz (docs/synthesis.md); pass ``clock_mhz`` for another board.
 DEFAULT_CLOCK_MHZ = 100.0
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("export_dir", type=Path, help="folder written by `spikeforge export`")
-    parser.add_argument("--dataset", default="digits", help="dataset name (default: digits)")
-    parser.add_argument("--data-root", default=None, help="folder of a local dataset (mnist)")
-    parser.add_argument("--split", default="test", help="dataset split (default: test)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
-    parser.add_argument("--trace", type=int, default=50,
-                        help="compare every spike and membrane of the first N images (50)")
-    parser.add_argument("--lanes", type=int, default=None,
-                        help="lanes per layer (default: the export's)")
-    parser.add_argument("--clock-mhz", type=float, default=DEFAULT_CLOCK_MHZ,
-                        help="clock for the inferences-per-second figure (default 48)")
-    parser.add_argument("--raster", type=Path, default=None,
-                        help="spike raster PNG of the first image (default: EXPORT_DIR/../"
-                             "raster.png)")
 
 
 @dataclass
 class SimSummary:
+    """What one :func:`simulate_export` run measured; ``mismatches == 0`` means the RTL did
+    exactly what the golden and cycle models say (``mismatch_report`` lists the first ones)."""
+
     images: int
     traced: int
     rtl_accuracy: float
@@ -56,12 +54,14 @@ class SimSummary:
     cycles_per_wall_second: float
     lanes: int
     clock_mhz: float
+    mismatch_report: str = ""
 
     @property
     def inferences_per_second(self) -> float:
         return self.clock_mhz * 1e6 / self.cycles_mean
 
     def rows(self) -> list[tuple[str, str]]:
+        """``(quantity, formatted value)`` pairs, in the order the table shows them."""
         return [
             ("images (traced in full)", f"{self.images} ({self.traced})"),
             ("RTL accuracy", f"{self.rtl_accuracy:.2%}"),
@@ -81,27 +81,41 @@ class SimSummary:
 
 def simulate_export(export_dir, *, pixels: torch.Tensor, labels: torch.Tensor, trace: int = 50,
                     lanes: int | None = None, clock_mhz: float = DEFAULT_CLOCK_MHZ,
-                    raster: Path | None = None, console: Console | None = None) -> SimSummary:
-    """Run ``pixels`` through the exported network on the RTL; compare; return the summary."""
-    from sim.network_check import build_accelerator, compare, simulate
-    from sw.export import load_manifest
-    from sw.plots import spike_raster
+                    raster: Path | None = None, progress: bool = True,
+                    console: Console | None = None) -> SimSummary:
+    """Run ``pixels`` (``int[N, n_inputs]``) through the network of ``export_dir`` on the RTL.
 
+    The export is loaded and verified with :func:`spikeforge.sw.export.load_manifest` (an
+    :class:`~spikeforge.sw.export.ExportError` if it is damaged); ``lanes`` overrides the
+    export's lane count. Every image's prediction, scores, counters and cycle count are
+    compared with the golden and cycle models, the first ``trace`` images spike by spike and
+    membrane by membrane; ``labels`` (``int[N]``) give the accuracies. With ``raster`` a spike
+    raster of image 0, as the RTL produced it, is written there (PNG). ``clock_mhz`` only scales
+    :attr:`SimSummary.inferences_per_second`. ``progress`` shows a build status and a progress
+    bar on ``console`` (a new one by default). A mismatch is not an exception: it is counted in
+    the returned :class:`SimSummary`. An export the hardware cannot run (the direct encoder,
+    convolution or pooling layers) is refused with an
+    :class:`~spikeforge.sw.export.UnsupportedNetworkError` before anything is built.
+    """
     console = console or Console()
     manifest = load_manifest(export_dir)
+    require_hardware_support(manifest.network, str(export_dir))
     network, lanes = manifest.network, lanes or manifest.lanes
     trace = min(trace, len(pixels))
-    with console.status("elaborating and building the accelerator with Verilator "
-                        "(cached after the first time)"):
-        built = build_accelerator(network, lanes, taps=True)
-    with Progress(TextColumn("simulating on the RTL"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("sim", total=len(pixels))
-        report = simulate(network, lanes, pixels, trace=max(trace, 1 if raster else 0),
-                          built=built, progress=lambda done: bar.update(task, completed=done))
+    sim_trace = max(trace, 1 if raster else 0)
+    if progress:
+        with console.status("elaborating and building the accelerator with Verilator "
+                            "(cached after the first time)"):
+            built = build_accelerator(network, lanes, taps=True)
+        with Progress(TextColumn("simulating on the RTL"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task("sim", total=len(pixels))
+            report = simulate(network, lanes, pixels, trace=sim_trace, built=built,
+                              progress=lambda done: bar.update(task, completed=done))
+    else:
+        report = simulate(network, lanes, pixels, trace=sim_trace,
+                          built=build_accelerator(network, lanes, taps=True))
     comparison = compare(network, lanes, pixels, report)
-    if comparison.mismatches:
-        console.print(f"[red]{comparison.summary()}[/red]")
     results = report["results"]
     golden = torch.tensor(comparison.golden_predictions)
     predictions = torch.tensor([r["prediction"] for r in results])
@@ -130,7 +144,8 @@ def simulate_export(export_dir, *, pixels: torch.Tensor, labels: torch.Tensor, t
         utilization=(synops.sum() / (lanes * cycles.sum())).item(),
         images_per_wall_second=len(results) / wall,
         cycles_per_wall_second=cycles.sum().item() / wall,
-        lanes=lanes, clock_mhz=clock_mhz)
+        lanes=lanes, clock_mhz=clock_mhz,
+        mismatch_report=comparison.summary() if comparison.mismatches else "")
 
 
 def _frames(steps: list[list[int]], width: int) -> torch.Tensor:
@@ -141,34 +156,12 @@ def _frames(steps: list[list[int]], width: int) -> torch.Tensor:
 
 
 def print_summary(summary: SimSummary, console: Console, title: str) -> None:
+    """Print the mismatches (if any, in red) and the summary as one table titled ``title``."""
+    if summary.mismatch_report:
+        console.print(summary.mismatch_report, style="red", markup=False, highlight=False)
     table = Table(title=title)
     table.add_column("quantity")
     table.add_column("value", justify="right")
     for name, value in summary.rows():
         table.add_row(name, value)
     console.print(table)
-
-
-def run(args: argparse.Namespace) -> int:
-    from sw.data import DatasetError, load_dataset
-    from sw.export import ExportError
-
-    console = Console()
-    try:
-        pixels, labels = load_dataset(args.dataset, root=args.data_root, split=args.split)
-    except DatasetError as error:
-        print(f"spikeforge sim: error: {error}", file=sys.stderr)
-        return 1
-    if args.limit is not None:
-        pixels, labels = pixels[:args.limit], labels[:args.limit]
-    raster = args.raster or args.export_dir.resolve().parent / "raster.png"
-    try:
-        summary = simulate_export(args.export_dir, pixels=pixels, labels=labels,
-                                  trace=args.trace, lanes=args.lanes, clock_mhz=args.clock_mhz,
-                                  raster=raster, console=console)
-    except ExportError as error:
-        print(f"spikeforge sim: error: {error}", file=sys.stderr)
-        return 1
-    print_summary(summary, console, f"{args.export_dir} on the RTL ({args.dataset} {args.split})")
-    console.print(f"spike raster of image 0: {raster}")
-    return 0 if summary.mismatches == 0 else 2

@@ -6,28 +6,40 @@ Examples::
     spikeforge train --method atif-nu -T 4 --w-bits 4 --epochs 40 --seed 1
     spikeforge train --config run.toml --out out/train/run.pt
     spikeforge train --resume --out out/train/run.pt   # continue an interrupted run
-    torchrun --nproc_per_node 2 -m sw.train.command --method atif-u   # data parallel
+    torchrun --nproc_per_node 2 -m spikeforge.cli train --method atif-u   # data parallel
 
-Flags override the config file. The checkpoint is written atomically after every epoch.
+Flags override the config file. The checkpoint is written atomically after every epoch. The
+training itself is :func:`spikeforge.sw.train.train`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
+import torch.distributed as dist
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["add_arguments", "run", "main"]
+from spikeforge.sw.data import DatasetError
+from spikeforge.sw.train import (
+    CheckpointError,
+    ConfigError,
+    QuantizationError,
+    TrainConfig,
+    default_checkpoint,
+    load_checkpoint,
+    load_config,
+    train,
+)
+from spikeforge.sw.train.config import ENCODERS, METHODS
+from spikeforge.sw.train.neurons import SURROGATES
+
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .config import ENCODERS, METHODS
-    from .neurons import SURROGATES
-
     parser.add_argument("--config", type=Path, help="JSON or TOML file of settings "
                         "(keys as TrainConfig; TOML may put them under [train])")
     parser.add_argument("--method", help=f"one of: {', '.join(METHODS)} (default if)")
@@ -63,9 +75,9 @@ _FLAGS = {"method": "method", "timesteps": "timesteps", "w_bits": "w_bits", "enc
           "data_root": "data_root"}
 
 
-def config_from_args(args: argparse.Namespace):
-    from .config import TrainConfig, load_config
-
+def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` the flags describe: the ``--config`` file (or the defaults)
+    with every given flag applied over it."""
     base = load_config(args.config) if args.config else TrainConfig()
     changes = {key: getattr(args, flag) for flag, key in _FLAGS.items()
                if getattr(args, flag, None) is not None}
@@ -74,7 +86,6 @@ def config_from_args(args: argparse.Namespace):
         try:
             changes["hidden"] = [int(h) for h in text.split(",")] if text else []
         except ValueError:
-            from .config import ConfigError
             raise ConfigError(f"hidden must be comma-separated integers, not {args.hidden!r}") \
                 from None
     if "method" in changes and "hidden" not in changes and not args.config:
@@ -83,18 +94,12 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import DatasetError
-    from .checkpoint import CheckpointError, load_checkpoint
-    from .config import ConfigError
-    from .loop import default_checkpoint, train
-    from .model import QuantizationError
-
     console = Console(stderr=True)
     rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 reports
     if rank:
         args.quiet = True
     try:
-        config = config_from_args(args)
+        config = _config_from_args(args)
         out = args.out if args.out is not None else default_checkpoint(config)
         if args.resume:
             config = load_checkpoint(out).config
@@ -114,7 +119,6 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/red] {exc}")
         return 2
     finally:
-        import torch.distributed as dist
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
@@ -139,12 +143,3 @@ def run(args: argparse.Namespace) -> int:
     Console().print(table)
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="spikeforge train", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

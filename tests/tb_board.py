@@ -1,18 +1,24 @@
-"""cocotb testbench of the board top (:class:`hw.boards.LinkTop`: UART in, accelerator, UART out).
+"""cocotb testbench of the board top (:class:`spikeforge.hw.boards.LinkTop`: UART in,
+accelerator, UART out).
 
-The host side is the real host client, :class:`sw.link.LinkClient`, unchanged: it runs in a
-thread started with :func:`cocotb.task.bridge`, and its transport, :class:`CocotbUartTransport`,
-hands each ``write``/``read`` back to the simulation with :func:`cocotb.task.resume`, where the
-cocotbext-uart models ``UartSource``/``UartSink`` drive and watch the serial lines. The fault
-injection uses the same UART models with hand-made bad frames. A monitor records every write
-on the register bus between the bridge and the accelerator (``TB.writes``), so a test sees
-exactly which writes a frame caused, whatever the accelerator.
+The host side is the real host client, :class:`spikeforge.sw.link.LinkClient`, unchanged: it
+runs in a thread started with :func:`cocotb.task.bridge`, and its transport,
+:class:`CocotbUartTransport`, hands each ``write``/``read`` back to the simulation with
+:func:`cocotb.task.resume`, where the cocotbext-uart models ``UartSource``/``UartSink``
+drive and watch the serial lines. The fault injection uses the same UART models with hand-made
+bad frames. A monitor records every write on the register bus between the bridge and the
+accelerator (``TB.writes``), so a test sees exactly which writes a frame caused, whatever the
+accelerator.
 
 The test is configured through the ``SPIKEFORGE_TB`` environment variable (JSON written by
 tests/test_board_sim.py): ``divisor``, ``clock_ns``, ``timeout_cycles``, ``images`` and
 ``expected`` (``[[scores...], prediction]`` per image, from the Python model of the
 accelerator under test), ``threshold_address`` (a read/write register whose reset value is
 ``threshold_reset``), ``seed`` (of the random block-write words; failures name it).
+
+It lives in tests/, not in spikeforge.sim: it drives the host client, an application, which the
+simulation layer may not import (docs/layers.md). cocotb's runner puts pytest's ``sys.path`` on
+the simulator's ``PYTHONPATH``, so it loads as ``tests.tb_board``.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from cocotb.task import bridge, resume
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, Timer
 from cocotbext.uart import UartSink, UartSource
 
-from sw.link import (
+from spikeforge.sw.link import (
     ID_MAGIC,
     MAX_WORDS,
     Command,
@@ -44,7 +50,8 @@ __all__ = ["CocotbUartTransport"]
 
 
 class CocotbUartTransport:
-    """:class:`sw.link.Transport` over cocotbext-uart models, for a client in a bridged thread.
+    """:class:`spikeforge.sw.link.Transport` over cocotbext-uart models, for a client in a
+    bridged thread.
 
     ``time_scale`` maps the client's timeouts (seconds of a real 115200-baud link) onto
     simulated time: ``sim_ns = timeout_s * 1e9 * time_scale``.

@@ -1,7 +1,8 @@
 """``spikeforge rtl EXPORT_DIR``: Verilog of the network accelerator, elaborated from an export.
 
 Writes ``<out>/<name>.v`` and ``<out>/<name>.json`` (ports, field offsets and the elaboration
-parameters, see :mod:`hw.rtl`). Weight ROM contents come from the export folder, verified on load.
+parameters, see :mod:`spikeforge.hw.rtl`) with :func:`spikeforge.sw.rtl.write_rtl`. Weight ROM
+contents come from the export folder, verified on load.
 """
 
 from __future__ import annotations
@@ -9,6 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from spikeforge.sw.export import ExportError
+from spikeforge.sw.rtl import write_rtl
+
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,20 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hw.accelerator import NetworkAccelerator
-    from hw.rtl import generate_verilog
-    from sw.export import ExportError
-
-    out = args.out or args.export_dir.resolve().parent / "rtl"
     try:
-        accelerator = NetworkAccelerator.from_export(args.export_dir, lanes=args.lanes,
-                                                     taps=args.taps)
-        verilog = generate_verilog(accelerator, out, args.name)
+        files = write_rtl(args.export_dir, args.out, name=args.name, lanes=args.lanes,
+                          taps=args.taps)
     except (ExportError, ValueError) as error:
         print(f"spikeforge rtl: error: {error}", file=sys.stderr)
         return 1
-    params = accelerator.parameters
-    print(f"wrote {verilog} and {verilog.with_suffix('.json')}: {params['n_layers']} layers, "
+    params = files.parameters
+    print(f"wrote {files.verilog} and {files.metadata}: {params['n_layers']} layers, "
           f"{params['n_inputs']} inputs, {params['n_outputs']} outputs, T={params['timesteps']}, "
           f"P={params['lanes']}")
     return 0

@@ -10,20 +10,21 @@ import argparse
 import importlib
 import sys
 
-#: name -> (module, one-line help), in the order a user meets them.
+#: name -> (module, one-line help), in the order a user meets them. Each module of this package
+#: parses, validates and reports; the work is a library function in the application layer.
 COMMANDS = {
-    "demo": ("sw.demo", "train on digits, export, run the network on the RTL, report"),
-    "train": ("sw.train.command", "train and quantize a spiking network"),
-    "export": ("sw.export_command", "write weight ROMs and a manifest from a checkpoint"),
-    "rtl": ("hw.rtl_command", "generate Verilog for an exported network"),
-    "sim": ("sim.network_command", "run an exported network on the RTL in Verilator"),
-    "synth": ("sw.synth_command", "build a bitstream for a board with yosys/nextpnr"),
-    "run": ("sw.run_command", "classify images on a board over the UART link"),
+    "demo": ("spikeforge.cli.demo", "train on digits, export, run the network on the RTL, report"),
+    "train": ("spikeforge.cli.train", "train and quantize a spiking network"),
+    "export": ("spikeforge.cli.export", "write weight ROMs and a manifest from a checkpoint"),
+    "rtl": ("spikeforge.cli.rtl", "generate Verilog for an exported network"),
+    "sim": ("spikeforge.cli.sim", "run an exported network on the RTL in Verilator"),
+    "synth": ("spikeforge.cli.synth", "build a bitstream for a board with yosys/nextpnr"),
+    "run": ("spikeforge.cli.run", "classify images on a board over the UART link"),
 }
 
 
 def build_parser(available: dict[str, object]) -> argparse.ArgumentParser:
-    from sw import __version__
+    from spikeforge._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="spikeforge", description="Spiking neural networks from training to bitstream, "

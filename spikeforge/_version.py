@@ -1,0 +1,3 @@
+"""The spikeforge version: written here once; pyproject.toml, manifests and ``--version`` read it."""
+
+__version__ = "0.2.0"
