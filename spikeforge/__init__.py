@@ -6,13 +6,14 @@ checked by ``make lint``)::
     applications  spikeforge.cli, spikeforge.sw.{train, export, simulate, synth, link, ...}
     simulation    spikeforge.sim         cycle models, cocotb testbenches, Verilator runner
     gateware      spikeforge.hw          Amaranth components and board tops
-    contract      spikeforge.sw.golden, spikeforge.sw.registers, spikeforge._version
+    contract      spikeforge.sw.golden, spikeforge.sw.interface, spikeforge._version
 
 The names below are the public API, for notebooks and scripts::
 
     import spikeforge as sf
     network = sf.load("out/export")             # the integer golden Network of an export
     sf.export(network, "out/copy", lanes=8)     # weight ROMs + manifest
+    report = sf.evaluate("out/export", pixels, labels)           # on the golden model
     summary = sf.simulate("out/export", pixels=..., labels=...)   # on the RTL (Verilator)
 
 They are imported on first use, so ``import spikeforge`` stays cheap and a cocotb testbench that
@@ -38,6 +39,7 @@ _API = {
     "export": ("spikeforge.sw.export", "export_network"),
     "load": ("spikeforge.sw.export", "load_network"),
     "load_manifest": ("spikeforge.sw.export", "load_manifest"),
+    "evaluate": ("spikeforge.sw.evaluate", "evaluate_export"),
     "simulate": ("spikeforge.sw.simulate", "simulate_export"),
     "synthesize": ("spikeforge.sw.synth", "synthesize"),
     "check_fit": ("spikeforge.sw.synth", "check_fit"),

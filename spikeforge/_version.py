@@ -1,3 +1,3 @@
-"""The spikeforge version: written here once; pyproject.toml, manifests and ``--version`` read it."""
+"""The spikeforge version, written once: pyproject.toml, manifests and --version read it."""
 
 __version__ = "0.2.0"

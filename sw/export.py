@@ -863,7 +863,8 @@ def hardware_support(network: Network) -> list[str]:
     fed by the ``rate`` or ``radix`` encoder, at most ``SPEC.max_layers`` layers
     (``spikeforge.sw.interface``) of at most ``2**ADDR_BITS`` neurons (its spike address). Each
     entry is one short clause (no newline: layer names are quoted with ``repr``), such as
-    ``"the direct (analog) encoder is not implemented in hardware (rate and radix are)"``.
+    ``"the network uses the direct (analog) encoder, which the hardware does not implement
+    (rate and radix only)"``.
     The golden model runs every valid network, whatever this says (``spikeforge eval``).
     """
     from spikeforge.hw.accelerator import ADDR_BITS
@@ -871,8 +872,8 @@ def hardware_support(network: Network) -> list[str]:
 
     reasons = []
     if network.encoder.kind is EncoderKind.DIRECT:
-        reasons.append("the direct (analog) encoder is not implemented in hardware (rate and "
-                       "radix are)")
+        reasons.append("the network uses the direct (analog) encoder, which the hardware "
+                       "does not implement (rate and radix only)")
     shaped = [f"layers[{k}] ({layer.name!r}) is a {layer.kind} layer"
               for k, layer in enumerate(network.layers) if not isinstance(layer, DenseLayer)]
     if shaped:

@@ -9,8 +9,9 @@ The semantics are those of ``docs/contract.md``. In short, per layer and neuron 
 
     if t > 0:  V = V >> leak_shift                                   (arithmetic shift)
     V = sat(V + bias[i] + sum_j weight[i, j] * s_in[j, t])           (one saturation per step)
-    threshold: s = V >= theta[t];  V -= theta[t] * s
-    radix:     s = V & 1;          V -= s
+    threshold: s = V >= theta[t]   (compare ">=", the default; ">" gives s = V > theta[t])
+               V -= theta[t] * s   (reset "subtract", the default; "zero" gives V = 0 if s)
+    radix:     s = V & 1;          V -= s      (compare is ignored, reset must be "subtract")
     non-firing layers skip fire and reset.
 
 Layer kinds (every one exchanges flat vectors; shaped ones use PyTorch's C-major ``(C, H, W)``
@@ -39,6 +40,8 @@ import torch.nn.functional as F
 __all__ = [
     "ContractError",
     "FireMode",
+    "Compare",
+    "Reset",
     "EncoderKind",
     "NeuronLayer",
     "DenseLayer",
@@ -61,6 +64,20 @@ class ContractError(ValueError):
 class FireMode(str, enum.Enum):
     THRESHOLD = "threshold"
     RADIX = "radix"
+
+
+class Compare(str, enum.Enum):
+    """How a threshold neuron compares its membrane with ``theta[t]`` (``docs/contract.md``)."""
+
+    GE = ">="  # s = V >= theta: sinabs, SpikingJelly, spikeforge's default
+    GT = ">"  # s = V > theta: snnTorch, NIR
+
+
+class Reset(str, enum.Enum):
+    """What a threshold neuron's membrane becomes after a spike (``docs/contract.md``)."""
+
+    SUBTRACT = "subtract"  # soft reset, V -= theta[t]: spikeforge's default
+    ZERO = "zero"  # V = 0: snnTorch reset_mechanism="zero", NIR's coded IF, Spiker+
 
 
 class EncoderKind(str, enum.Enum):
@@ -168,8 +185,8 @@ class NeuronLayer:
 
     Not used directly: :class:`DenseLayer` and :class:`ConvLayer` are its kinds. A kind fixes
     the shape of ``weight`` and how an input becomes a synaptic current (:meth:`current`); the
-    neuron (leak, integrate, saturate once per step, fire, soft reset) is :meth:`run`, the same
-    for all kinds.
+    neuron (leak, integrate, saturate once per step, fire, reset) is :meth:`run`, the same for
+    all kinds.
 
     Parameters
     ----------
@@ -192,6 +209,13 @@ class NeuronLayer:
         Weight width, 2..8.
     v_bits : int
         Membrane width (signed), 2..32. Every step's result saturates to this range.
+    compare : Compare, keyword only
+        ``">="`` (default: ``s = V >= theta[t]``) or ``">"`` (``s = V > theta[t]``, snnTorch and
+        NIR). Ignored (but still checked) in radix mode and for non-firing layers.
+    reset : Reset, keyword only
+        ``"subtract"`` (default, soft reset: ``V -= theta[t] * s``) or ``"zero"`` (``V = 0``
+        after a spike). Radix neurons only subtract (``V -= V & 1``): ``"zero"`` is refused
+        with ``fire_mode = "radix"``. Ignored for non-firing layers.
     """
 
     kind = ""
@@ -207,6 +231,8 @@ class NeuronLayer:
     w_bits: int = 8
     v_bits: int = 16
     name: str = "layer"
+    compare: Compare = field(default=Compare.GE, kw_only=True)
+    reset: Reset = field(default=Reset.SUBTRACT, kw_only=True)
 
     def __post_init__(self):
         if not self._weight_dims:
@@ -224,6 +250,21 @@ class NeuronLayer:
         except ValueError:
             raise ContractError(
                 f"{n}.fire_mode must be 'threshold' or 'radix', not {self.fire_mode!r}") from None
+        try:
+            set_(self, "compare", Compare(self.compare))
+        except ValueError:
+            raise ContractError(
+                f"{n}.compare must be '>=' or '>', not {self.compare!r}") from None
+        try:
+            set_(self, "reset", Reset(self.reset))
+        except ValueError:
+            raise ContractError(
+                f"{n}.reset must be 'subtract' or 'zero', not {self.reset!r}") from None
+        if self.reset is Reset.ZERO and self.fire_mode is FireMode.RADIX:
+            raise ContractError(
+                f"{n}.reset = 'zero' is not defined for fire_mode = 'radix': a radix neuron's "
+                "reset clears the digit it just emitted (V -= V & 1) and keeps the rest of the "
+                "number; use reset = 'subtract'")
 
         weight = _as_int_tensor(f"{n}.weight", self.weight, self._weight_dims)
         bias = _as_int_tensor(f"{n}.bias", self.bias, 1)
@@ -339,6 +380,8 @@ class NeuronLayer:
         membranes = torch.empty_like(spikes) if trace else None
         divisor = float(1 << self.leak_shift)
         theta = self.theta.tolist()
+        strict = self.compare is Compare.GT
+        to_zero = self.reset is Reset.ZERO
         for t in range(steps):
             if t > 0 and self.leak_shift:
                 v = v >> self.leak_shift if exact_int else torch.floor_divide(v, divisor)
@@ -349,8 +392,14 @@ class NeuronLayer:
                     s.copy_(v & 1 if exact_int else torch.remainder(v, 2))
                     v.sub_(s)
                 else:
-                    torch.ge(v, theta[t], out=s) if not exact_int else s.copy_(v >= theta[t])
-                    v.sub_(s, alpha=theta[t])
+                    if exact_int:
+                        s.copy_(v > theta[t] if strict else v >= theta[t])
+                    else:
+                        (torch.gt if strict else torch.ge)(v, theta[t], out=s)
+                    if to_zero:  # a spiking membrane is >= theta >= 1, so this gives +0.0
+                        v.mul_(1 - s)
+                    else:
+                        v.sub_(s, alpha=theta[t])
             if trace:
                 membranes[t] = v
         membranes = membranes.transpose(0, 1) if trace else None

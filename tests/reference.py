@@ -191,3 +191,115 @@ def run_conv_network(layers, inputs, *, direct=False):
     else:
         readout = [sum(s[i] for s in spikes) for i in range(len(spikes[0]))]
     return outputs, readout
+
+
+# --- whole networks of every layer kind, batched in float64 -------------------------------------
+
+def pool_as_dense(input_shape, kernel, stride=None, padding=0):
+    """The 0/1 matrix ``[fan_out][fan_in]`` of sum pooling (window sums, flat C-major)."""
+    (kh, kw) = _pair(kernel)
+    (sh, sw), (ph, pw) = _pair(kernel if stride is None else stride), _pair(padding)
+    channels, height, width = input_shape
+    h_out, w_out = window_count(height, kh, sh, ph), window_count(width, kw, sw, pw)
+    matrix = [[0] * (channels * height * width) for _ in range(channels * h_out * w_out)]
+    for c in range(channels):
+        for y in range(h_out):
+            for x in range(w_out):
+                row = matrix[(c * h_out + y) * w_out + x]
+                for i in range(kh):
+                    for j in range(kw):
+                        yy, xx = y * sh + i - ph, x * sw + j - pw
+                        if 0 <= yy < height and 0 <= xx < width:
+                            row[(c * height + yy) * width + xx] += 1
+    return matrix
+
+
+def run_layers_float64(layers: list[dict], frames: torch.Tensor, timesteps: int):
+    """:func:`run_network_float64` for layers of every kind: keyword dicts of ``DenseLayer``,
+    ``ConvLayer`` (a 4-D ``weight`` and ``input_shape``, ``stride``, ``padding``) and
+    ``SumPoolLayer`` (``kernel``, no weight).
+
+    A convolution is run as the dense matrix of :func:`conv_as_dense` (plain loops) with its
+    bias repeated per position, sum pooling as the 0/1 matrix of :func:`pool_as_dense`; the
+    neuron is the contract's, step by step, in float64 (exact: every value is an integer below
+    2**53). Returns ``(output, outputs)``: the readout of the last layer and every layer's
+    output ``int64[batch, T, fan_out]`` (spikes, or a pooling layer's counts).
+    """
+    x = frames.to(torch.float64)
+    outputs = []
+    spikes = v = None
+    for layer in layers:
+        if "kernel" in layer:  # sum pooling: no neurons, no state
+            matrix = torch.tensor(pool_as_dense(layer["input_shape"], layer["kernel"],
+                                                layer.get("stride"), layer.get("padding", 0)),
+                                  dtype=torch.float64)
+            x = x @ matrix.T
+            outputs.append(x.to(torch.int64))
+            continue
+        weight = layer["weight"]
+        if weight.dim() == 4:
+            matrix = torch.tensor(conv_as_dense(weight.tolist(), layer["input_shape"],
+                                                layer.get("stride", 1), layer.get("padding", 0)),
+                                  dtype=torch.float64)
+            bias = layer["bias"].to(torch.float64).repeat_interleave(len(matrix) // len(weight))
+        else:
+            matrix, bias = weight.to(torch.float64), layer["bias"].to(torch.float64)
+        current = x @ matrix.T + bias
+        lo, hi = -2.0 ** (layer["v_bits"] - 1), 2.0 ** (layer["v_bits"] - 1) - 1
+        v = torch.full(current[:, 0].shape, float(layer["v_init"]), dtype=torch.float64)
+        spikes = torch.zeros_like(current)
+        theta = layer["theta"].to(torch.float64)
+        leak = 2.0 ** layer["leak_shift"]
+        for t in range(timesteps):
+            if t > 0 and layer["leak_shift"]:
+                v = torch.floor(v / leak)
+            v = torch.clamp(v + current[:, t], lo, hi)
+            if layer["fires"]:
+                if layer["fire_mode"] == "radix":
+                    s = v - 2 * torch.floor(v / 2)
+                    v = v - s
+                else:
+                    s = (v >= theta[t]).to(torch.float64)
+                    v = v - theta[t] * s
+                spikes[:, t] = s
+        outputs.append(spikes.to(torch.int64))
+        x = spikes
+    last = layers[-1]
+    if not last["fires"]:
+        out = v
+    elif last["fire_mode"] == "radix":
+        out = (spikes * (2.0 ** torch.arange(timesteps, dtype=torch.float64))[None, :, None]).sum(1)
+    else:
+        out = spikes.sum(1)
+    return out.to(torch.int64), outputs
+
+
+# --- compare and reset modes (docs/contract.md, "One layer, one timestep") ---------------------
+
+def run_layer_modes(weight, bias, theta, inputs, *, leak_shift=0, fire_mode="threshold",
+                    v_init=0, fires=True, v_bits=16, compare=">=", reset="subtract"):
+    """:func:`run_layer` with the threshold comparison (``">="`` or ``">"``) and the reset
+    (``"subtract"``: ``V -= theta``, or ``"zero"``: ``V = 0``) chosen. Radix neurons always
+    subtract their digit; compare is ignored for them."""
+    low, high = -(2 ** (v_bits - 1)), 2 ** (v_bits - 1) - 1
+    v = [v_init] * len(weight)
+    spikes, membranes = [], []
+    for t, frame in enumerate(inputs):
+        s_t = [0] * len(weight)
+        for i, row in enumerate(weight):
+            if t > 0:
+                v[i] = v[i] // (2 ** leak_shift)
+            total = v[i] + bias[i] + sum(w * x for w, x in zip(row, frame, strict=True))
+            v[i] = min(high, max(low, total))
+            if not fires:
+                continue
+            if fire_mode == "radix":
+                s_t[i] = v[i] % 2
+                v[i] -= s_t[i]
+                continue
+            if (v[i] > theta[t]) if compare == ">" else (v[i] >= theta[t]):
+                s_t[i] = 1
+                v[i] = 0 if reset == "zero" else v[i] - theta[t]
+        spikes.append(s_t)
+        membranes.append(list(v))
+    return spikes, membranes

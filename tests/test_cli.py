@@ -36,7 +36,8 @@ def test_help_lists_the_subcommands_in_flow_order(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     listed = re.findall(r"^    (\w+)  +\S", capsys.readouterr().out, re.MULTILINE)
-    assert listed == list(COMMANDS) == ["demo", "train", "export", "rtl", "sim", "synth", "run"]
+    assert listed == list(COMMANDS) == ["demo", "train", "export", "eval", "rtl", "sim", "synth",
+                                        "run"]
 
 
 # --- argument parsing lives in spikeforge/cli, and only there ----------------------------------

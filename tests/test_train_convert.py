@@ -74,7 +74,7 @@ def test_integer_network_respects_contract_widths(trained, method):
         assert network.layers[0].fire_mode.value == "threshold"
         assert network.encoder.kind.value == "radix"
     else:
-        assert network.encoder.kind.value == "direct"
+        assert network.encoder.kind.value == "rate"  # the default: what the boards encode
 
 
 @pytest.mark.parametrize("bits", [2, 3, 6, 8])
@@ -268,3 +268,113 @@ def test_checkpoint_scales_and_metadata(trained):
     meta = json.loads(json.dumps(ckpt.metadata))
     assert meta["training"]["config"]["method"] == "atif-u"
     assert meta["training"]["metrics"]["test_int"] == ckpt.metrics["test_int"]
+
+
+# --- defaults that reach the hardware, honest baselines, and the command's refusals ----------
+
+def test_default_encoder_is_rate_which_the_boards_run():
+    assert TrainConfig().encoder_kind == "rate"
+    assert TrainConfig(method="atif-u").encoder_kind == "rate"
+    assert TrainConfig(method="radix", hidden=()).encoder_kind == "radix"
+
+
+def test_command_help_shows_every_option_with_its_default(capsys):
+    import argparse
+
+    from spikeforge.cli.train import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    undocumented = [a.dest for a in parser._actions if not a.help]
+    assert undocumented == []
+    with pytest.raises(SystemExit):
+        command_main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    defaults = TrainConfig()
+    for flag, value in (("--lr", f"{defaults.lr:g}"), ("--seed", defaults.seed),
+                        ("--batch-size", defaults.batch_size), ("--epochs", defaults.epochs),
+                        ("--method", defaults.method), ("--arch", defaults.arch),
+                        ("--timesteps", defaults.timesteps), ("--w-bits", defaults.w_bits)):
+        assert flag in text
+        assert f"(default {value})" in text, flag
+    assert "(default rate" in text  # --encoder
+
+
+@pytest.mark.parametrize("where", ["folder", "below-file"])
+def test_command_refuses_an_out_path_it_cannot_write(tmp_path, capsys, where):
+    if where == "folder":
+        out, message = tmp_path, "is a folder"
+    else:
+        (tmp_path / "file").write_text("x")
+        out, message = tmp_path / "file" / "run.pt", "which is a file, not a folder"
+    assert command_main(["--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in " ".join(err.split())
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if where == "folder" else ["file"])
+
+
+def test_command_resume_refuses_flags_that_differ_from_the_stored_run(trained, capsys):
+    path = str(trained["if"])
+    assert command_main(["--resume", "--out", path, "--method", "atif-u", "--epochs", "3",
+                         "-T", "4", "--quiet"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--method atif-u" in err and "--epochs 3" in err and "stored: if" in err
+    assert "-T 4" not in err  # timesteps 4 is the stored value: not a conflict
+    # flags equal to the stored settings are fine (the run is finished: nothing to do)
+    assert command_main(["--resume", "--out", path, "--method", "if", "--epochs", "1",
+                         "--quiet"]) == 0
+
+
+def test_float_ann_baseline_is_independent_of_t_encoder_and_method(tmp_path):
+    a = load_checkpoint(train(tiny("if", timesteps=2, encoder="direct"), out=tmp_path / "a.pt"))
+    b = load_checkpoint(train(tiny("atif-u", timesteps=5), out=tmp_path / "b.pt"))
+    for key in ("test_float_ann", "val_float_ann"):
+        assert a.metrics[key] == b.metrics[key], key
+    assert a.metrics["float_ann_epochs"] == 1
+    # the final weights run as an ANN on the encoded input do depend on T and the encoder
+    assert "test_final_ann" in a.metrics
+    none = load_checkpoint(train(tiny("if", baseline_epochs=0), out=tmp_path / "c.pt"))
+    assert "test_float_ann" not in none.metrics
+
+
+def test_command_prints_the_float_ann_baseline(tmp_path, capsys):
+    out = tmp_path / "run.pt"
+    assert command_main(["--hidden", "8", "--ann-epochs", "1", "--epochs", "1", "--out",
+                         str(out), "--quiet"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    ckpt = load_checkpoint(out)
+    assert "float ANN baseline (same arch, raw pixels)" in text
+    assert f"{ckpt.metrics['test_float_ann']:.2%}" in text
+    assert integer_network(out).encoder.kind.value == "rate"
+
+
+def _as_old_checkpoint(path: Path) -> None:
+    """Rewrite a checkpoint the way runs before architectures stored it: no ``arch`` in the
+    config, ``encoder`` left unset (then meaning direct), no layer kinds, no input shape."""
+    data = torch.load(path, weights_only=True)
+    for key in ("arch", "baseline_epochs"):
+        del data["config"][key]
+    data["config"]["encoder"] = None
+    for layer in data["network"]["layers"]:
+        del layer["kind"]
+    del data["input_shape"]
+    torch.save(data, path)
+
+
+def test_checkpoints_from_before_architectures_load_and_export(tmp_path):
+    from spikeforge.sw.export import export_network, load_manifest
+
+    path = train(tiny("atif-u", encoder="direct"), out=tmp_path / "old.pt")
+    _as_old_checkpoint(path)
+    ckpt = load_checkpoint(path)
+    assert ckpt.config.arch == "mlp" and ckpt.config.encoder_kind == "direct"
+    network = integer_network(ckpt)
+    assert network.encoder.kind.value == "direct" and network.is_dense
+    model = ckpt.model()
+    x, _ = load_dataset("digits", split="test")
+    assert torch.equal(model(model.encode(x), mode="hardware").to(torch.int64),
+                       network.run(x).output)
+    folder = export_network(network, tmp_path / "export", lanes=2, metadata=ckpt.metadata,
+                            scales=ckpt.scales)
+    assert torch.equal(load_manifest(folder).network.predict(x), network.predict(x))

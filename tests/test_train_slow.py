@@ -13,5 +13,4 @@ def test_default_config_reaches_target(tmp_path):
     x, y = load_dataset("digits", split="test")
     accuracy = float((integer_network(path).predict(x) == y).float().mean())
     assert accuracy == ckpt.metrics["test_int"]
-    assert accuracy >= 0.95
-    assert ckpt.metrics["train_seconds"] < 120
+    assert accuracy >= 0.95  # training time is measured in bench/, not asserted here

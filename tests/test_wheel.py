@@ -102,6 +102,6 @@ def test_installed_demo_and_synth_check_run_outside_the_repository(venv, tmp_pat
     assert any(cache.iterdir()), "the Verilator build must go to $SPIKEFORGE_SIM_BUILD"
     check = _run([spikeforge, "synth", str(tmp_path / "demo" / "export"), "--board",
                   "icebreaker", "--lanes", "2", "--check-only"], cwd=tmp_path, env=env)
-    assert "fits" in check.stdout.lower() or "EBR" in check.stdout
+    assert "EBR" in check.stdout + check.stderr  # the memory plan, printed by the check
     after = sorted(p.relative_to(site) for p in site.rglob("*") if "__pycache__" not in p.parts)
     assert after == before, "nothing may be written into the installed package"

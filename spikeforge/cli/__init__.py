@@ -16,6 +16,7 @@ COMMANDS = {
     "demo": ("spikeforge.cli.demo", "train on digits, export, run the network on the RTL, report"),
     "train": ("spikeforge.cli.train", "train and quantize a spiking network"),
     "export": ("spikeforge.cli.export", "write weight ROMs and a manifest from a checkpoint"),
+    "eval": ("spikeforge.cli.eval", "accuracy, SynOps and spikes of an export on the golden model"),
     "rtl": ("spikeforge.cli.rtl", "generate Verilog for an exported network"),
     "sim": ("spikeforge.cli.sim", "run an exported network on the RTL in Verilator"),
     "synth": ("spikeforge.cli.synth", "build a bitstream for a board with yosys/nextpnr"),

@@ -186,7 +186,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 
 def integer_network(checkpoint_or_path) -> Network:
-    """The golden :class:`~spikeforge.sw.golden.Network` (encoder included) of a finished checkpoint."""
+    """The golden :class:`~spikeforge.sw.golden.Network` (encoder included) of a finished
+    checkpoint."""
     ckpt = checkpoint_or_path if isinstance(checkpoint_or_path, Checkpoint) \
         else load_checkpoint(checkpoint_or_path)
     where = str(ckpt.path) if ckpt.path is not None else "checkpoint"

@@ -135,8 +135,14 @@ class SpikingNet(nn.Module):
         self.linears = nn.ModuleList()
         for stage in neuron_stages:
             if stage.kind == "conv":
-                self.linears.append(nn.Conv2d(stage.in_shape[0], stage.size, stage.kernel,
-                                              stage.stride, stage.padding))
+                conv = nn.Conv2d(stage.in_shape[0], stage.size, stage.kernel, stage.stride,
+                                 stage.padding)
+                # He initialisation for the ReLU (PyTorch's default starts convolutions so small
+                # that average pooling leaves little signal: digits float ANN 90 % vs 93 % at
+                # 30 epochs); dense layers keep PyTorch's default, as before convolutions
+                nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+                nn.init.zeros_(conv.bias)
+                self.linears.append(conv)
             else:
                 self.linears.append(nn.Linear(stage.fan_in, stage.size))
         #: neuron counts: the input, then every neuron layer (the MLP's layer sizes)
