@@ -13,6 +13,8 @@ The names below are the public API, for notebooks and scripts::
     import spikeforge as sf
     network = sf.load("out/export")             # the integer golden Network of an export
     sf.export(network, "out/copy", lanes=8)     # weight ROMs + manifest
+    network, report = sf.from_nir("model.nir")  # a NIR graph (snnTorch, sinabs, ...)
+    graph = sf.to_nir(network)                  # and back (docs/nir.md)
     report = sf.evaluate("out/export", pixels, labels)           # on the golden model
     summary = sf.simulate("out/export", pixels=..., labels=...)   # on the RTL (Verilator)
 
@@ -39,6 +41,8 @@ _API = {
     "export": ("spikeforge.sw.export", "export_network"),
     "load": ("spikeforge.sw.export", "load_network"),
     "load_manifest": ("spikeforge.sw.export", "load_manifest"),
+    "from_nir": ("spikeforge.sw.nir", "from_nir"),
+    "to_nir": ("spikeforge.sw.nir", "to_nir"),
     "evaluate": ("spikeforge.sw.evaluate", "evaluate_export"),
     "simulate": ("spikeforge.sw.simulate", "simulate_export"),
     "synthesize": ("spikeforge.sw.synth", "synthesize"),

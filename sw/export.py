@@ -928,4 +928,9 @@ def load_source(source) -> tuple[Network, dict, list | None]:
     except ImportError as error:
         raise ExportError(f"exporting a checkpoint needs spikeforge.sw.train.integer_network, "
                           f"which is not available ({error}); pass an export folder") from None
-    return integer_network(source), {"source": "checkpoint", "checkpoint": source.name}, None
+    try:
+        network = integer_network(source)
+    except ValueError as error:  # CheckpointError, ConfigError, QuantizationError: one line
+        raise ExportError(str(error)) from None
+    # the whole path: a file name alone does not say which of several runs it was
+    return network, {"source": "checkpoint", "checkpoint": str(source.resolve())}, None

@@ -45,7 +45,8 @@ def write_rtl(export_dir, out_dir=None, *, name: str = "spikeforge_accel",
     out = Path(out_dir) if out_dir is not None else Path(export_dir).resolve().parent / "rtl"
     manifest = load_manifest(export_dir)
     require_hardware_support(manifest.network, str(export_dir))
-    accelerator = NetworkAccelerator(manifest.network, lanes or manifest.lanes, taps=taps)
+    lanes = manifest.lanes if lanes is None else lanes  # 0 is refused, not read as 'default'
+    accelerator = NetworkAccelerator(manifest.network, lanes, taps=taps)
     verilog = generate_verilog(accelerator, out, name)
     return RtlFiles(verilog=verilog, metadata=verilog.with_suffix(".json"),
                     parameters=accelerator.parameters)

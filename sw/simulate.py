@@ -100,7 +100,19 @@ def simulate_export(export_dir, *, pixels: torch.Tensor, labels: torch.Tensor, t
     console = console or Console()
     manifest = load_manifest(export_dir)
     require_hardware_support(manifest.network, str(export_dir))
-    network, lanes = manifest.network, lanes or manifest.lanes
+    network = manifest.network
+    lanes = manifest.lanes if lanes is None else lanes  # 0 is refused, not read as 'default'
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= 64:
+        raise ValueError(f"Lane count must be an integer in 1..64, not {lanes!r}")
+    pixels = torch.as_tensor(pixels)
+    if pixels.dim() != 2:
+        raise ValueError(f"images must be int[N, {network.n_inputs}], not shape "
+                         f"{tuple(pixels.shape)}")
+    if pixels.shape[1] != network.n_inputs:  # checked before any build: the RTL would wait
+        raise ValueError(f"the images have {pixels.shape[1]} pixels each but the network of "
+                         f"{export_dir} takes {network.n_inputs} inputs")
+    if len(pixels) != len(labels):
+        raise ValueError(f"{len(pixels)} images but {len(labels)} labels")
     trace = min(trace, len(pixels))
     sim_trace = max(trace, 1 if raster else 0)
     if progress:

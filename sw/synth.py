@@ -472,9 +472,31 @@ def _plan_export(export_dir, board, clock_mhz, lanes):
     return manifest, spec, lanes, plan
 
 
+#: A build that misses the clock it was asked for is retried once at this share of its Fmax
+#: (nextpnr's Fmax varies by a few percent with the constraint and the placement seed).
+RETRY_MARGIN = 0.95
+#: Suffix of a bitstream whose build missed timing: it must not look like a good one.
+TIMING_FAILED_SUFFIX = ".timing-failed"
+
+
+def _mark_timing(report: SynthReport) -> SynthReport:
+    """Rename the bitstream of a build that missed timing to ``NAME.TIMING_FAILED_SUFFIX``
+    (and remove such a file left by an earlier build that met it)."""
+    bitstream = report.bitstream
+    if bitstream is None:
+        return report
+    failed = bitstream.with_name(bitstream.name + TIMING_FAILED_SUFFIX)
+    if report.timing_met:
+        failed.unlink(missing_ok=True)
+    elif bitstream.exists():
+        bitstream.replace(failed)
+        report.bitstream = failed
+    return report
+
+
 def synthesize(export_dir, board: str, out_dir=None, *, clock_mhz: float | None = None,
-               lanes: int | None = None, mock: bool = False, seed: int = 1,
-               progress: Callable[[str], None] | None = None,
+               insist_clock: bool = False, lanes: int | None = None, mock: bool = False,
+               seed: int = 1, progress: Callable[[str], None] | None = None,
                on_plan: Callable[[FitReport], None] | None = None) -> SynthReport:
     """Fit check, bitstream and report for the export in ``export_dir`` on ``board``.
 
@@ -482,16 +504,34 @@ def synthesize(export_dir, board: str, out_dir=None, *, clock_mhz: float | None 
     is called with the memory plan once it fits), then the board top around
     :func:`accelerator_factory`'s accelerator (``mock`` for the mock one) is built with
     :func:`build_bitstream` into ``out_dir`` (default ``synth-BOARD`` beside the export),
-    placed with nextpnr ``seed``; ``progress(message)`` hears every step. Returns the
-    :class:`SynthReport` (also written as ``top.summary.json``); missed timing is not an error
-    (``report.timing_met``), a tool failure is a :class:`SynthError`.
+    placed with nextpnr ``seed``; ``progress(message)`` hears every step.
+
+    The clock: ``clock_mhz`` (default: the board's constraint). If the build misses it and
+    ``insist_clock`` is false, it is rebuilt once at :data:`RETRY_MARGIN` of the Fmax it reached,
+    and the report says the clock it met. A bitstream that still misses timing is renamed
+    ``top.bin.timing-failed`` (``.bit`` on the ECP5), so it never looks like a good one.
+    Returns the :class:`SynthReport` (also written as ``top.summary.json``); missed timing is
+    not an error (``report.timing_met``), a tool failure is a :class:`SynthError`.
     """
     manifest, spec, lanes, plan = _plan_export(export_dir, board, clock_mhz, lanes)
     if on_plan is not None:
         on_plan(plan)
     factory = accelerator_factory(manifest.network, lanes, mock=mock,
                                   spram_layers=plan.spram_layers)
-    top = BoardTop(board, factory, clock_hz=clock_mhz * 1e6 if clock_mhz else None)
     out = Path(out_dir) if out_dir is not None else \
         Path(export_dir).resolve().parent / f"synth-{board}"
-    return build_bitstream(top, board, out, spec=spec, progress=progress, seed=seed)
+
+    def build(mhz: float | None) -> SynthReport:
+        clock_hz = mhz * 1e6 if mhz else None
+        top = BoardTop(board, factory, clock_hz=clock_hz)
+        board_spec = spec if mhz is None else load_board_spec(board, clock_hz=clock_hz)
+        return build_bitstream(top, board, out, spec=board_spec, progress=progress, seed=seed)
+
+    report = build(clock_mhz)
+    if not report.timing_met and not insist_clock:
+        retry = math.floor(report.fmax_mhz * RETRY_MARGIN * 2) / 2  # 0.5 MHz steps
+        if progress is not None:
+            progress(f"timing missed at {report.required_mhz:g} MHz (Fmax "
+                     f"{report.fmax_mhz:.1f}): rebuilding at {retry:g} MHz")
+        report = build(retry)
+    return _mark_timing(report)

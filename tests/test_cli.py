@@ -35,9 +35,9 @@ def test_console_script_runs():
 def test_help_lists_the_subcommands_in_flow_order(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
-    listed = re.findall(r"^    (\w+)  +\S", capsys.readouterr().out, re.MULTILINE)
-    assert listed == list(COMMANDS) == ["demo", "train", "export", "eval", "rtl", "sim", "synth",
-                                        "run"]
+    listed = re.findall(r"^    ([\w-]+)  +\S", capsys.readouterr().out, re.MULTILINE)
+    assert listed == list(COMMANDS) == ["demo", "train", "export", "from-nir", "to-nir", "eval",
+                                        "rtl", "sim", "synth", "run"]
 
 
 # --- argument parsing lives in spikeforge/cli, and only there ----------------------------------
@@ -128,7 +128,8 @@ def parsing_findings(path: Path, *, cli: bool) -> list[str]:
 def test_every_subcommand_module_only_parses_arguments():
     modules = _package_modules()
     for command, (module, _help) in COMMANDS.items():
-        assert module == f"{CLI_PACKAGE}.{command}", f"{command} lives outside spikeforge/cli"
+        assert module == f"{CLI_PACKAGE}.{command.replace('-', '_')}", \
+            f"{command} lives outside spikeforge/cli"
         assert parsing_findings(modules[module], cli=True) == []
     # every module of the package is a subcommand, the package's wiring or `python -m`
     in_cli = {name for name in modules if name.startswith(CLI_PACKAGE + ".")}
@@ -174,3 +175,11 @@ def test_the_rule_catches_argument_parsing_in_the_wrong_place(tmp_path):
         "layer (or make it a private helper)",
         "command.py:20: has a __main__ block (use python -m spikeforge.cli)",
         "command.py: has no run() function"]
+
+
+def test_demo_out_under_an_existing_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    assert main(["demo", "--out", str(tmp_path / "afile" / "demo"), "--no-sim"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("spikeforge demo: error: ") and "afile" in err
+    assert len(err.splitlines()) == 1

@@ -41,7 +41,38 @@ def test_spikeforge_sim_command_reports_agreement(trained_export, capsys):
     assert main(["sim", str(trained_export), "--limit", "40", "--trace", "5"]) == 0
     out = capsys.readouterr().out
     assert "RTL = golden (predictions)" in out and "100.00%" in out
-    assert (trained_export.parent / "raster.png").stat().st_size > 1000
+    raster = trained_export.parent / f"{trained_export.name}-raster-digits-test.png"
+    assert raster.stat().st_size > 1000  # named after the export and the data, not raster.png
+    assert f"spike raster of image 0: {raster}" in out
+
+
+@pytest.mark.parametrize("command", ["sim", "rtl"])
+def test_lanes_zero_is_refused_not_read_as_the_default(trained_export, tmp_path, command,
+                                                       capsys):
+    argv = [command, str(trained_export), "--lanes", "0"]
+    argv += ["--out", str(tmp_path / "rtl")] if command == "rtl" else ["--limit", "2"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"spikeforge {command}: error: ") and "0" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "rtl").exists()
+
+
+def test_sim_refuses_images_of_another_size_before_building(trained_export, monkeypatch,
+                                                             capsys):
+    """A new user once waited 11 minutes: MNIST images fed to a digits network."""
+    import spikeforge.sw.simulate as simulate_module
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the accelerator must not be built for images it cannot take")
+
+    monkeypatch.setattr(simulate_module, "build_accelerator", no_build)
+    monkeypatch.setattr("spikeforge.cli.sim.load_dataset",
+                        lambda *a, **k: (torch.zeros(3, 784, dtype=torch.int64),
+                                         torch.zeros(3, dtype=torch.int64)))
+    assert main(["sim", str(trained_export), "--dataset", "mnist5k"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"spikeforge sim: error: the images have 784 pixels each but the network of "
+        f"{trained_export} takes 64 inputs")
 
 
 def test_spikeforge_rtl_writes_verilog_and_metadata(trained_export, tmp_path):

@@ -666,8 +666,8 @@ def test_load_source_reads_each_kind_of_source(tmp_path, monkeypatch):
     fake.integer_network = lambda path: network
     monkeypatch.setitem(sys.modules, "spikeforge.sw.train", fake)
     (tmp_path / "model.pt").write_bytes(b"")
-    assert load_source(str(tmp_path / "model.pt"))[1] == {"source": "checkpoint",
-                                                          "checkpoint": "model.pt"}
+    assert load_source(str(tmp_path / "model.pt"))[1] == {
+        "source": "checkpoint", "checkpoint": str((tmp_path / "model.pt").resolve())}
     with pytest.raises(ExportError, match=r"none\.pt: checkpoint is missing"):
         load_source(tmp_path / "none.pt")
 
@@ -681,5 +681,44 @@ def test_command_from_checkpoint(tmp_path, monkeypatch):
     assert export_command.run(command(str(tmp_path / "model.pt"), "--out",
                                       str(tmp_path / "e"), "--lanes", "4")) == 0
     manifest = load_manifest(tmp_path / "e")
-    assert manifest.metadata == {"source": "checkpoint", "checkpoint": "model.pt"}
+    assert manifest.metadata == {"source": "checkpoint",
+                                 "checkpoint": str((tmp_path / "model.pt").resolve())}
     assert_same_network(manifest.network, network)
+
+
+@pytest.mark.parametrize("content", [b"garbage", "foreign", "truncated"])
+def test_a_bad_checkpoint_is_one_line_not_a_traceback(tmp_path, capsys, content):
+    """Corrupt, foreign (a torch file that is not ours) and unfinished (cut short) checkpoints."""
+    import torch
+
+    path = tmp_path / "model.pt"
+    if content == "foreign":
+        torch.save({"state": 1}, path)
+    elif content == "truncated":
+        torch.save({"payload": torch.zeros(1000)}, path)
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        path.write_bytes(content)
+    assert export_command.run(command(str(path), "--out", str(tmp_path / "e"),
+                                      "--lanes", "2")) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("spikeforge export: error: ") and "model.pt" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "e").exists()
+
+
+def test_out_under_an_existing_file_is_one_line(tmp_path, capsys):
+    from spikeforge.cli import main
+
+    (tmp_path / "afile").write_text("")
+    export_network(small_network(), tmp_path / "e", lanes=3)
+    assert main(["export", str(tmp_path / "e"), "--out", str(tmp_path / "afile" / "x"),
+                 "--lanes", "2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("spikeforge export: error: ") and len(err.splitlines()) == 1
+
+
+def test_export_out_defaults_beside_the_source(tmp_path, capsys):
+    export_network(small_network(), tmp_path / "e", lanes=3)
+    assert export_command.run(command(str(tmp_path / "e"), "--lanes", "2")) == 0
+    assert load_manifest(tmp_path / "e-lanes2").lanes == 2
+    assert str(tmp_path / "e-lanes2") in capsys.readouterr().out

@@ -266,3 +266,26 @@ def test_real_accelerator_build(board, tmp_path):
     assert report.bitstream.exists()
     assert 0 < report.luts <= report.luts_available
     print(report.format())
+
+
+@pytest.mark.synth
+@pytest.mark.skipif(not have_yowasp(), reason="yowasp synthesis tools not installed "
+                                              "(pip install -e '.[synth]')")
+def test_a_missed_clock_is_lowered_or_the_bitstream_marked(tmp_path):
+    """A new user's MNIST build on the ECP5 missed 100 MHz, exited 2 and left a bitstream that
+    looked good. Here the mock behind the link at an impossible 150 MHz on the UP5K."""
+    from spikeforge.sw.synth import TIMING_FAILED_SUFFIX, synthesize
+
+    folder = _export(tmp_path / "small", [16, 4])
+    insisted = synthesize(folder, "icebreaker", tmp_path / "insist", mock=True, clock_mhz=150,
+                          insist_clock=True)
+    assert not insisted.timing_met and insisted.required_mhz == pytest.approx(150, rel=1e-3)
+    assert insisted.bitstream.name == "top.bin" + TIMING_FAILED_SUFFIX
+    assert insisted.bitstream.exists() and not (tmp_path / "insist" / "top.bin").exists()
+    steps = []
+    lowered = synthesize(folder, "icebreaker", tmp_path / "lower", mock=True, clock_mhz=150,
+                         progress=steps.append)
+    assert lowered.timing_met and lowered.required_mhz < 150
+    assert lowered.bitstream == tmp_path / "lower" / "top.bin" and lowered.bitstream.exists()
+    assert any(step.startswith("timing missed at 150") and "rebuilding at" in step
+               for step in steps), steps

@@ -346,3 +346,21 @@ def test_conv_trains_on_28x28_images(tmp_path):
     model = load_checkpoint(path).model()
     assert torch.equal(model(model.encode(x), mode="hardware").to(torch.int64),
                        network.run(x).output)
+
+
+@pytest.mark.parametrize("T", [3, 4])
+def test_one_layer_radix_with_pooling_keeps_the_closed_form(T):
+    """Seed 002's ANN domain (floor(A / 2**(T-1)), A = b (2**T - 1) + W X) with sum pooling
+    before the layer equals the integer network: pooling is linear, like reading the trains."""
+    torch.manual_seed(T)
+    model = SpikingNet(TrainConfig(method="radix", arch="p2-f10", timesteps=T), 64, 10)
+    with torch.no_grad():
+        model.linears[0].bias.uniform_(-2, 2)
+    pixels = torch.randint(0, 16, (40, 64))
+    frames = model.encode(pixels)
+    with torch.no_grad():
+        ann = model(frames, mode="ann")
+    hardware = model(frames, mode="hardware")
+    scaled = torch.round(ann.double() * 2 ** (T - 1))
+    assert torch.equal(torch.div(scaled, 2 ** (T - 1), rounding_mode="floor").float(), hardware)
+    assert model.to_network().kinds == ("sumpool", "dense")

@@ -16,6 +16,9 @@ COMMANDS = {
     "demo": ("spikeforge.cli.demo", "train on digits, export, run the network on the RTL, report"),
     "train": ("spikeforge.cli.train", "train and quantize a spiking network"),
     "export": ("spikeforge.cli.export", "write weight ROMs and a manifest from a checkpoint"),
+    "from-nir": ("spikeforge.cli.from_nir", "import a NIR graph (snnTorch, sinabs, ...) as an "
+                                           "export"),
+    "to-nir": ("spikeforge.cli.to_nir", "write an export as a NIR graph"),
     "eval": ("spikeforge.cli.eval", "accuracy, SynOps and spikes of an export on the golden model"),
     "rtl": ("spikeforge.cli.rtl", "generate Verilog for an exported network"),
     "sim": ("spikeforge.cli.sim", "run an exported network on the RTL in Verilator"),
@@ -50,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as error:  # a path the user gave: under a file, unwritable, missing
+        where = f": {error.filename}" if error.filename else ""
+        print(f"spikeforge {args.command}: error: {error.strerror or error}{where}",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -31,8 +31,10 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="CHECKPOINT_OR_EXPORT", type=Path,
                         help="training checkpoint, or an existing export folder")
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
-                        help="export folder to write (replaced only if it holds an export)")
+    parser.add_argument("--out", type=Path, metavar="DIR", default=None,
+                        help="export folder to write, replaced only if it holds an export "
+                             "(default: beside the source, SOURCE-export for a checkpoint, "
+                             "SOURCE-lanesP for an export folder)")
     parser.add_argument("--lanes", required=True, type=int, metavar="P",
                         help="parallel lanes of the neuron array (ROM word = P * w_bits bits)")
 
@@ -51,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
                   f"({'; '.join(reasons)}); `spikeforge sim`, `rtl` and `synth` will refuse "
                   "it, `spikeforge eval` runs it on the golden model", file=sys.stderr,
                   flush=True)
-        folder = export_network(network, args.out, lanes=args.lanes, metadata=metadata,
+        source = args.source
+        out = args.out or source.parent / (f"{source.name}-lanes{args.lanes}" if source.is_dir()
+                                           else f"{source.stem}-export")
+        folder = export_network(network, out, lanes=args.lanes, metadata=metadata,
                                 scales=scales)
         manifest = load_manifest(folder)
     except (ExportError, ContractError) as error:

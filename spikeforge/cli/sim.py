@@ -37,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="clock for the inferences-per-second figure "
                              f"(default {DEFAULT_CLOCK_MHZ:g})")
     parser.add_argument("--raster", type=Path, default=None,
-                        help="spike raster PNG of the first image (default: EXPORT_DIR/../"
-                             "raster.png)")
+                        help="spike raster PNG of the first image (default: beside the export, "
+                             "EXPORT-raster-DATASET-SPLIT.png)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,12 +50,14 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if args.limit is not None:
         pixels, labels = pixels[:args.limit], labels[:args.limit]
-    raster = args.raster or args.export_dir.resolve().parent / "raster.png"
+    folder = args.export_dir.resolve()
+    raster = args.raster or folder.parent / f"{folder.name}-raster-{Path(args.dataset).name}-" \
+                                            f"{args.split}.png"
     try:
         summary = simulate_export(args.export_dir, pixels=pixels, labels=labels,
                                   trace=args.trace, lanes=args.lanes, clock_mhz=args.clock_mhz,
                                   raster=raster, console=console)
-    except ExportError as error:
+    except (ExportError, ValueError) as error:
         print(f"spikeforge sim: error: {error}", file=sys.stderr)
         return 1
     print_summary(summary, console, f"{args.export_dir} on the RTL ({args.dataset} {args.split})")

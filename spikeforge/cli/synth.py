@@ -4,8 +4,9 @@
 alone with ``--check-only``); the memory plan and the build's progress go to stderr, the report
 to stdout.
 
-Exit status: 0 bitstream written and timing met; 2 bitstream written but timing not met;
-1 refused (the network does not fit, a bad export, a tool failed).
+Exit status: 0 bitstream written and timing met (at the requested clock, or at the lower clock
+of the one rebuild); 2 timing not met (the bitstream is renamed ``*.timing-failed``); 1 refused
+(the network does not fit, a bad export, a tool failed).
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None,
                         help="build folder (default: EXPORT_DIR/../synth-BOARD)")
     parser.add_argument("--clock-mhz", type=float, default=None,
-                        help="PLL target and timing requirement (default: constraints/BOARD.toml)")
+                        help="PLL target and timing requirement (default: constraints/BOARD.toml);"
+                             " a build that misses it is rebuilt once at the clock it reaches")
+    parser.add_argument("--insist-clock", action="store_true",
+                        help="do not lower the clock when timing is missed (exit 2, and the "
+                             "bitstream is renamed *.timing-failed)")
     parser.add_argument("--lanes", type=int, default=None,
                         help="lanes per layer engine (default: the export's); fewer lanes take "
                              "fewer logic cells and the same ROM bits")
@@ -63,14 +68,14 @@ def run(args: argparse.Namespace) -> int:
         console = Console(stderr=True)
         with console.status(f"building for {args.board}") as status:
             def progress(message: str) -> None:
-                if message.endswith(" s"):
+                if message.endswith(" s") or message.startswith("timing missed"):
                     console.log(message)
                 else:
                     status.update(f"{args.board}: {message[:100]}")
 
             report = synthesize(args.export_dir, args.board, args.out, mock=args.mock,
                                 seed=args.seed, progress=progress, on_plan=_print_plan,
-                                **options)
+                                insist_clock=args.insist_clock, **options)
     except (ExportError, OSError, ValueError, SynthError) as error:
         return fail(str(error))
     if args.json:
