@@ -13,7 +13,7 @@ import enum as py_enum
 from types import SimpleNamespace
 
 import torch
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -44,6 +44,7 @@ __all__ = [
     "current_bits",
     "WeightMemory",
     "weight_chunks",
+    "select",
 ]
 
 #: Largest timestep count: the entries of the spec's ``THETA`` array.
@@ -137,9 +138,42 @@ def weight_chunks(weight, lanes: int, w_bits: int) -> list[int]:
             for i in range(_chunks_per_word(lanes, w_bits))]
 
 
+def select(values, index) -> Value:
+    """``values[index]`` as a balanced tree of 2-way ``Mux``es on the bits of ``index``.
+
+    The same logic as ``Array(values)[index]`` for an index in range, but Amaranth writes an
+    ``Array`` read as a Verilog ``always @*`` case block, which Icarus Verilog evaluates only
+    when one of its inputs changes: a register loaded from it right after reset, while the index
+    and the values still hold their initial values, stays X (docs/microarchitecture.md,
+    "Verification"). Each ``Mux`` becomes a continuous ``assign``, defined from time 0. An index
+    past the end reads the last value.
+    """
+    values = [Value.cast(v) for v in values]
+    if not values:
+        raise ValueError("select needs at least one value")
+    index = Value.cast(index)
+    level, bit = values, 0
+    while len(level) > 1:
+        level = [Mux(index[bit], level[i + 1] if i + 1 < len(level) else level[i], level[i])
+                 if bit < len(index) else level[i]
+                 for i in range(0, len(level), 2)]
+        bit += 1
+    return level[0]
+
+
 def _chunks_per_word(lanes: int, w_bits: int) -> int:
     """32-bit ``W_DATA`` chunks that make one weight word of ``lanes * w_bits`` bits."""
     return -(-lanes * w_bits // 32)
+
+
+#: Most lanes (parallel neuron datapaths) a layer engine takes.
+MAX_LANES = 64
+
+
+def check_lanes(lanes) -> int:
+    """``lanes`` if a layer engine takes that many lanes (1 .. :data:`MAX_LANES`), else a
+    ``ValueError``/``TypeError`` naming it. Callers check before building anything."""
+    return check_width("Lane count", lanes, 1, MAX_LANES)
 
 
 def current_bits(fan_in: int, w_bits: int) -> int:
@@ -239,7 +273,7 @@ class LayerEngine(wiring.Component):
         check_width("Fan-in", fan_in, 1, 1 << addr_bits)
         check_width("Fan-out", fan_out, 1, 1 << addr_bits)
         check_width("Timestep count", timesteps, 1, spec.max_timesteps)
-        check_width("Lane count", lanes, 1, 64)
+        check_lanes(lanes)
         check_width("Weight width w_bits", w_bits, 2, 8)
         check_width("Membrane width v_bits", v_bits, 2, 32)
         v_low, v_high = -(1 << (v_bits - 1)), (1 << (v_bits - 1)) - 1
@@ -389,8 +423,9 @@ class LayerEngine(wiring.Component):
 
         # ---- run-time registers --------------------------------------------------------------
         reset = self._reset
-        theta = Array(Signal(signed(VB), init=value, name=f"theta{t}")
-                      for t, value in enumerate(reset["theta"]))
+        # a list, read through `select` (never an Array read: see `select`)
+        theta = [Signal(signed(VB), init=value, name=f"theta{t}")
+                 for t, value in enumerate(reset["theta"])]
         leak_shift = Signal(range(VB + 1), init=reset["leak_shift"])
         v_init = Signal(signed(VB), init=reset["v_init"])
         fire_mode = Signal(FireMode, init=reset["fire_mode"])
@@ -486,7 +521,7 @@ class LayerEngine(wiring.Component):
         fu_busy = Signal()
         fu_bank = Signal()
         fu_t = Signal(range(T))
-        m.d.sync += theta_now.eq(theta[fu_t])
+        m.d.sync += theta_now.eq(select(theta, fu_t))
         fu_g = Signal(range(G + 2))         # next item to read; item G is the marker
         fu_base = Signal(range(G * P + 1))  # fu_g * P
 

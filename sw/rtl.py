@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spikeforge.hw.accelerator import NetworkAccelerator
+from spikeforge.hw.layer import check_lanes
 from spikeforge.hw.rtl import generate_verilog
 from spikeforge.sw.export import load_manifest, require_hardware_support
 
@@ -45,7 +46,7 @@ def write_rtl(export_dir, out_dir=None, *, name: str = "spikeforge_accel",
     out = Path(out_dir) if out_dir is not None else Path(export_dir).resolve().parent / "rtl"
     manifest = load_manifest(export_dir)
     require_hardware_support(manifest.network, str(export_dir))
-    lanes = manifest.lanes if lanes is None else lanes  # 0 is refused, not read as 'default'
+    lanes = check_lanes(manifest.lanes if lanes is None else lanes)  # 0 is not 'the default'
     accelerator = NetworkAccelerator(manifest.network, lanes, taps=taps)
     verilog = generate_verilog(accelerator, out, name)
     return RtlFiles(verilog=verilog, metadata=verilog.with_suffix(".json"),

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from spikeforge.hw.layer import check_lanes
 from spikeforge.sim.network_check import build_accelerator, compare, simulate
 from spikeforge.sw.export import load_manifest, require_hardware_support
 from spikeforge.sw.plots import spike_raster
@@ -102,8 +103,7 @@ def simulate_export(export_dir, *, pixels: torch.Tensor, labels: torch.Tensor, t
     require_hardware_support(manifest.network, str(export_dir))
     network = manifest.network
     lanes = manifest.lanes if lanes is None else lanes  # 0 is refused, not read as 'default'
-    if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= 64:
-        raise ValueError(f"Lane count must be an integer in 1..64, not {lanes!r}")
+    check_lanes(lanes)
     pixels = torch.as_tensor(pixels)
     if pixels.dim() != 2:
         raise ValueError(f"images must be int[N, {network.n_inputs}], not shape "

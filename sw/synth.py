@@ -29,7 +29,7 @@ from pathlib import Path
 
 from spikeforge.hw.accelerator import NetworkAccelerator, spike_buffer_depths, spike_entry_bits
 from spikeforge.hw.boards import BoardTop, load_board_spec, make_platform
-from spikeforge.hw.layer import current_bits
+from spikeforge.hw.layer import check_lanes, current_bits
 from spikeforge.hw.link import buffer_slots
 from spikeforge.sim.mock_accelerator import MockAccelerator
 from spikeforge.sim.toolchain import ensure_tools
@@ -173,7 +173,7 @@ def plan_memories(network: Network, lanes: int, spec, *, w_bits: int | None = No
 
     ``w_bits`` plans as if every layer's weights were at most that wide (the fit check's
     suggestions); the sizes come from the network itself, never from a second description."""
-    _check_lanes(lanes)
+    check_lanes(lanes)
     family = spec.family
     memories = _memories(network, lanes, w_bits)
     ebr = 0
@@ -199,11 +199,6 @@ def plan_memories(network: Network, lanes: int, spec, *, w_bits: int | None = No
             x.kind, x.blocks = "SPRAM", need
     return FitReport(spec.board, spec.device, memories, ebr, spec.resources["ebr"], spram,
                      spram_available)
-
-
-def _check_lanes(lanes) -> None:
-    if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
-        raise ValueError(f"Lane count must be a positive integer, not {lanes!r}")
 
 
 def _suggestions(network: Network, lanes: int, spec) -> list[str]:

@@ -61,5 +61,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"spikeforge sim: error: {error}", file=sys.stderr)
         return 1
     print_summary(summary, console, f"{args.export_dir} on the RTL ({args.dataset} {args.split})")
-    console.print(f"spike raster of image 0: {raster}")
+    print(f"spike raster of image 0: {raster}")  # not wrapped: a path to copy
     return 0 if summary.mismatches == 0 else 2
