@@ -15,7 +15,6 @@ swapping the mock for ``NetworkAccelerator`` is one argument.
 import importlib.resources
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import tomllib
 from amaranth import ClockDomain, Elaboratable, Instance, Module, Signal

@@ -263,7 +263,8 @@ class LayerEngine(wiring.Component):
     def __init__(self, *, fan_in: int, fan_out: int, timesteps: int, lanes: int,
                  w_bits: int = 8, v_bits: int = 16, weight=None, bias=None, theta=None,
                  leak_shift: int = 0, v_init: int = 0, fire_mode=FireMode.THRESHOLD,
-                 fires: bool = True, addr_bits: int = 16, loadable: bool = False,
+                 fires: bool = True, compare: str = ">=", reset: str = "subtract",
+                 addr_bits: int = 16, loadable: bool = False,
                  weight_memory: WeightMemory | str = WeightMemory.ROM,
                  spec: RegisterMap = SPEC):
         if not isinstance(spec, RegisterMap):
@@ -283,6 +284,11 @@ class LayerEngine(wiring.Component):
             FireMode[fire_mode.upper()]
         if not isinstance(fires, bool):
             raise TypeError(f"fires must be a bool, not {fires!r}")
+        compare, reset = getattr(compare, "value", compare), getattr(reset, "value", reset)
+        if compare not in (">=", ">"):
+            raise ValueError(f"compare must be '>=' or '>', not {compare!r}")
+        if reset not in ("subtract", "zero"):
+            raise ValueError(f"reset must be 'subtract' or 'zero', not {reset!r}")
         if theta is None:
             theta = [1] * timesteps
         theta = [int(x) for x in torch.as_tensor(theta).tolist()]
@@ -302,7 +308,8 @@ class LayerEngine(wiring.Component):
         self._groups = -(-fan_out // lanes)
         self._current_bits = current_bits(fan_in, w_bits)
         self._reset = {"theta": theta, "leak_shift": leak_shift, "v_init": v_init,
-                       "fire_mode": fire_mode, "fires": fires}
+                       "fire_mode": fire_mode, "fires": fires, "compare": compare,
+                       "reset": reset}
 
         if weight is None:
             weight = torch.zeros((fan_out, fan_in), dtype=torch.int64)
@@ -350,7 +357,8 @@ class LayerEngine(wiring.Component):
                       lanes=lanes, w_bits=layer.w_bits, v_bits=layer.v_bits,
                       weight=layer.weight, bias=layer.bias, theta=layer.theta,
                       leak_shift=layer.leak_shift, v_init=layer.v_init,
-                      fire_mode=FireMode[layer.fire_mode.name], fires=layer.fires)
+                      fire_mode=FireMode[layer.fire_mode.name], fires=layer.fires,
+                      compare=layer.compare.value, reset=layer.reset.value)
         params.update(kwargs)
         return cls(**params)
 
@@ -430,6 +438,8 @@ class LayerEngine(wiring.Component):
         v_init = Signal(signed(VB), init=reset["v_init"])
         fire_mode = Signal(FireMode, init=reset["fire_mode"])
         fires = Signal(init=reset["fires"])
+        greater = Signal(init=reset["compare"] == ">")
+        zero_reset = Signal(init=reset["reset"] == "zero")
         # theta[fu_t], registered: thresholds change only while idle and fu_t only between fire
         # passes, so the copy is always current when stage F uses it.
         theta_now = Signal(signed(VB), init=reset["theta"][0])
@@ -620,6 +630,7 @@ class LayerEngine(wiring.Component):
                 integrate.base.eq(c_leaked[lane]), integrate.drive.eq(c_drive[lane]),
                 fire.v_sat.eq(d_sat[lane]), fire.theta.eq(theta_now),
                 fire.fire_mode.eq(fire_mode), fire.fires.eq(fires),
+                fire.greater.eq(greater), fire.zero_reset.eq(zero_reset),
                 v_new[lane].eq(fire.v_next),
             ]
             m.d.sync += [c_leaked[lane].eq(leak.base), c_drive[lane].eq(leak.drive),
@@ -628,10 +639,13 @@ class LayerEngine(wiring.Component):
             m.d.comb += fired[lane].eq(fire.spike & exists)
 
         # Stage S: one output beat per cycle, lowest address first.
+        # a Mux chain (continuous assigns), not an If chain (an `always @*` block that Icarus
+        # would leave X after reset, see `select`)
         lowest = Signal(range(max(P, 2)))
+        lowest_value = Const(0, lowest.shape())
         for lane in reversed(range(P)):
-            with m.If(s_mask[lane]):
-                m.d.comb += lowest.eq(lane)
+            lowest_value = Mux(s_mask[lane], lane, lowest_value)
+        m.d.comb += lowest.eq(lowest_value)
         m.d.comb += [
             self.outputs.valid.eq(out_valid),
             self.outputs.payload.eot.eq(s_eot),
@@ -703,7 +717,9 @@ class LayerEngine(wiring.Component):
         status_reg, fire_reg = spec.layer_reg("STATUS"), spec.layer_reg("FIRE")
         status_bits = {"bad_addr": self.bad_addr, "busy_write": self.busy_write,
                        "load_overflow": load_overflow}
-        radix_bit, fires_bit = fire_reg.field("radix").bits, fire_reg.field("fires").bits
+        fire_bits = {f.name: f.bits for f in fire_reg.fields}
+        fire_state = {"radix": fire_mode.as_value(), "fires": fires, "greater": greater,
+                      "zero_reset": zero_reset}
         w_info = spec.layer_reg("W_INFO").pack(in_ram=int(in_ram),
                                                chunks_per_word=chunks_per_word, words=M * G)
         m.d.sync += store_en.eq(0)
@@ -719,8 +735,7 @@ class LayerEngine(wiring.Component):
                 with m.Case(at("SPIKES")):
                     m.d.sync += cfg.r_data.eq(self.spikes)
                 with m.Case(at("FIRE")):
-                    m.d.sync += cfg.r_data.eq(field_word(fire_reg, radix=fire_mode.as_value(),
-                                                         fires=fires))
+                    m.d.sync += cfg.r_data.eq(field_word(fire_reg, **fire_state))
                 with m.Case(at("CYCLES")):
                     m.d.sync += cfg.r_data.eq(self.cycles)
                 with m.Case(at("STATUS")):
@@ -748,8 +763,8 @@ class LayerEngine(wiring.Component):
                     with m.Case(at("V_INIT")):
                         m.d.sync += v_init.eq(cfg.w_data)
                     with m.Case(at("FIRE")):
-                        m.d.sync += [fire_mode.as_value().eq(cfg.w_data[radix_bit]),
-                                     fires.eq(cfg.w_data[fires_bit])]
+                        m.d.sync += [signal.eq(cfg.w_data[fire_bits[name]])
+                                     for name, signal in fire_state.items()]
                     if in_ram:
                         with m.Case(at("W_ADDR")):
                             m.d.sync += [w_load_addr.eq(Mux(cfg.w_data > M * G, M * G,

@@ -1,8 +1,8 @@
 """One lane of the neuron core: the datapath that closes a timestep.
 
-The array (:mod:`spikeforge.hw.layer`) integrates a timestep's input events exactly into a wide accumulator
-and then, once per neuron and timestep, runs this datapath on the accumulated current. It
-implements steps 1-4 of ``docs/contract.md`` for one neuron::
+The array (:mod:`spikeforge.hw.layer`) integrates a timestep's input events exactly into a wide
+accumulator and then, once per neuron and timestep, runs this datapath on the accumulated
+current. It implements steps 1-4 of ``docs/contract.md`` for one neuron::
 
     base   = v_init                  if first else  v >> leak_shift      (arithmetic shift)
     drive  = bias + current                                              (exact)
@@ -185,9 +185,14 @@ class NeuronFire(wiring.Component):
     fire_mode : In(FireMode)
     fires : In(1)
         0: integrate only (no spike, no reset).
+    greater : In(1)
+        Threshold mode: fire on ``v_sat > theta`` (0: ``v_sat >= theta``).
+    zero_reset : In(1)
+        Threshold mode: a spike sets the membrane to 0 (0: subtracts ``theta``). Radix mode
+        ignores both (the contract refuses radix with the zero reset).
     spike : Out(1)
     v_next : Out(signed(v_bits))
-        Membrane at the end of this timestep (after soft reset).
+        Membrane at the end of this timestep (after the reset).
     """
 
     def __init__(self, v_bits: int = 16):
@@ -197,6 +202,8 @@ class NeuronFire(wiring.Component):
             "theta": In(signed(v_bits)),
             "fire_mode": In(FireMode),
             "fires": In(1),
+            "greater": In(1),
+            "zero_reset": In(1),
             "spike": Out(1),
             "v_next": Out(signed(v_bits)),
         })
@@ -208,12 +215,14 @@ class NeuronFire(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         v_sat = self.v_sat
+        reached = Mux(self.greater, v_sat > self.theta, v_sat >= self.theta)
         m.d.comb += self.v_next.eq(v_sat)
         with m.If(self.fires):
             with m.If(self.fire_mode == FireMode.RADIX):
                 m.d.comb += [self.spike.eq(v_sat[0]), self.v_next.eq(v_sat - v_sat[0])]
-            with m.Elif(v_sat >= self.theta):
-                m.d.comb += [self.spike.eq(1), self.v_next.eq(v_sat - self.theta)]
+            with m.Elif(reached):
+                m.d.comb += [self.spike.eq(1),
+                             self.v_next.eq(Mux(self.zero_reset, 0, v_sat - self.theta))]
         return m
 
 
@@ -248,9 +257,11 @@ class NeuronDatapath(wiring.Component):
     fire_mode : In(FireMode)
     fires : In(1)
         0: integrate only (no spike, no reset).
+    greater, zero_reset : In(1)
+        The compare and reset modes (:class:`NeuronFire`).
     spike : Out(1)
     v_next : Out(signed(v_bits))
-        Membrane at the end of this timestep (after soft reset).
+        Membrane at the end of this timestep (after the reset).
     saturated : Out(1)
         The exact sum lay outside the ``v_bits`` range and was clamped.
     """
@@ -268,6 +279,8 @@ class NeuronDatapath(wiring.Component):
             "theta": In(signed(v_bits)),
             "fire_mode": In(FireMode),
             "fires": In(1),
+            "greater": In(1),
+            "zero_reset": In(1),
             "spike": Out(1),
             "v_next": Out(signed(v_bits)),
             "saturated": Out(1),
@@ -294,6 +307,7 @@ class NeuronDatapath(wiring.Component):
             self.saturated.eq(integrate.saturated),
             fire.v_sat.eq(integrate.v_sat), fire.theta.eq(self.theta),
             fire.fire_mode.eq(self.fire_mode), fire.fires.eq(self.fires),
+            fire.greater.eq(self.greater), fire.zero_reset.eq(self.zero_reset),
             self.spike.eq(fire.spike), self.v_next.eq(fire.v_next),
         ]
         return m

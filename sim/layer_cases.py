@@ -126,6 +126,11 @@ def random_case(config: EngineConfig, seed: int, index: int, style: str | None =
     for t in range(steps):
         if rng.random() < 0.12:
             spikes[t] = 0
+    # the compare and reset modes of NIR/snnTorch networks (drawn last: earlier draws, and so
+    # the cases of earlier seeds, stay as they were)
+    compare = ">" if rng.random() < 0.3 else ">="
+    reset = "zero" if mode is FireMode.THRESHOLD and rng.random() < 0.3 else "subtract"
+    layer = layer.with_(compare=compare, reset=reset)
     return Case(layer, spikes, style, index)
 
 
@@ -205,7 +210,9 @@ def register_writes(layer: DenseLayer) -> list[tuple[int, int]]:
     ``layer``'s run-time values."""
     at = SPEC.layer_offset
     fire = SPEC.layer_reg("FIRE").pack(radix=int(layer.fire_mode is FireMode.RADIX),
-                                       fires=int(layer.fires))
+                                       fires=int(layer.fires),
+                                       greater=int(layer.compare.value == ">"),
+                                       zero_reset=int(layer.reset.value == "zero"))
     writes = [(at("LEAK_SHIFT"), layer.leak_shift), (at("V_INIT"), layer.v_init),
               (at("FIRE"), fire)]
     writes += [(at("THETA", t), value) for t, value in enumerate(layer.theta.tolist())]

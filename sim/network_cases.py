@@ -38,6 +38,10 @@ def random_network(seed: int) -> tuple[Network, int]:
             v_init=rng.randint(max(v_low, -3), min(v_high, 3)),
             fires=not (is_last and rng.random() < 0.4),
             w_bits=w_bits, v_bits=v_bits, name=f"fc{k}"))
+    # compare and reset modes, drawn last so that the earlier draws stay as they were
+    layers = [layer.with_(compare=rng.choice([">=", ">=", ">"]),
+                          reset="zero" if layer.fire_mode.value == "threshold"
+                          and rng.random() < 0.3 else "subtract") for layer in layers]
     return Network(layers, timesteps, encoder), lanes
 
 

@@ -32,6 +32,8 @@ from spikeforge._version import __version__
 _API = {
     "ContractError": ("spikeforge.sw.golden", "ContractError"),
     "DenseLayer": ("spikeforge.sw.golden", "DenseLayer"),
+    "ConvLayer": ("spikeforge.sw.golden", "ConvLayer"),
+    "SumPoolLayer": ("spikeforge.sw.golden", "SumPoolLayer"),
     "Encoder": ("spikeforge.sw.golden", "Encoder"),
     "Network": ("spikeforge.sw.golden", "Network"),
     "train": ("spikeforge.sw.train", "train"),
@@ -47,6 +49,7 @@ _API = {
     "simulate": ("spikeforge.sw.simulate", "simulate_export"),
     "synthesize": ("spikeforge.sw.synth", "synthesize"),
     "check_fit": ("spikeforge.sw.synth", "check_fit"),
+    "load_dataset": ("spikeforge.sw.data", "load_dataset"),
 }
 
 __all__ = ["__version__", *_API]

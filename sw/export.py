@@ -52,12 +52,14 @@ from spikeforge.hw.rom import (
     unpack_weights,
 )
 from spikeforge.sw.golden import (
+    Compare,
     ContractError,
     ConvLayer,
     DenseLayer,
     Encoder,
     EncoderKind,
     Network,
+    Reset,
     SumPoolLayer,
 )
 
@@ -99,10 +101,12 @@ _TOP_KEYS = {"schema_version", "spikeforge_version", "timesteps", "encoder", "la
 _LAYER_KEYS = {"name", "fan_in", "fan_out", "w_bits", "v_bits", "bias", "theta", "leak_shift",
                "fire_mode", "v_init", "fires", "scale", "rom"}
 _SHAPE_KEYS = {"input_shape", "output_shape", "kernel", "stride", "padding"}
+#: schema_version 2: how a neuron layer compares and resets (docs/contract.md).
+_MODE_KEYS = {"compare", "reset"}
 #: schema_version 2: the fields of each layer kind.
 _KIND_KEYS = {
-    "dense": _LAYER_KEYS | {"kind"},
-    "conv": _LAYER_KEYS | _SHAPE_KEYS | {"kind", "in_channels", "out_channels"},
+    "dense": _LAYER_KEYS | _MODE_KEYS | {"kind"},
+    "conv": _LAYER_KEYS | _MODE_KEYS | _SHAPE_KEYS | {"kind", "in_channels", "out_channels"},
     "sumpool": _SHAPE_KEYS | {"kind", "name", "fan_in", "fan_out", "scale"},
 }
 _V2_ONLY_KEYS = set().union(*_KIND_KEYS.values()) - _LAYER_KEYS
@@ -147,6 +151,8 @@ class LayerManifest:
     rom_files: Mapping[str, str]  # "hex" / "coe" / "mif" -> file name in the folder
     words: tuple[int, ...]  # the ROM contents, word 0 first (the gateware's Memory init)
     kind: str = "dense"
+    compare: str | None = None  # ">=" or ">" (None for a pooling layer)
+    reset: str | None = None  # "subtract" or "zero" (None for a pooling layer)
     input_shape: tuple[int, int, int] | None = None
     output_shape: tuple[int, int, int] | None = None
     kernel: tuple[int, int] | None = None
@@ -250,8 +256,11 @@ def _check_scales(scales, network: Network) -> list[float | None]:
 
 def schema_version_for(network: Network) -> int:
     """The ``schema_version`` :func:`export_network` writes for ``network``: 1 when every layer
-    is dense (the format older spikeforge versions read), else 2 (:data:`SCHEMA_VERSION`)."""
-    return 1 if network.is_dense else SCHEMA_VERSION
+    is dense with the default compare (``>=``) and reset (``subtract``), the format older
+    spikeforge versions read; else 2 (:data:`SCHEMA_VERSION`)."""
+    default_modes = all(layer.compare is Compare.GE and layer.reset is Reset.SUBTRACT
+                        for layer in network.layers if not isinstance(layer, SumPoolLayer))
+    return 1 if network.is_dense and default_modes else SCHEMA_VERSION
 
 
 def _build(network: Network, lanes: int, metadata: Mapping | None,
@@ -306,6 +315,8 @@ def _build(network: Network, lanes: int, metadata: Mapping | None,
             "fires": layer.fires,
             "rom": {"width": width, "depth": depth, **names},
         })
+        if version >= 2:
+            entry.update(compare=layer.compare.value, reset=layer.reset.value)
         layers.append(entry)
     manifest = {
         "schema_version": version,
@@ -599,11 +610,12 @@ def _layer_fields(where: str, raw, k: int, version: int) -> tuple[_Fields, str]:
     if not isinstance(raw, dict):
         raise ExportError(f"{where}: {path} must be a JSON object")
     if version == 1:
-        newer = sorted(set(raw) & _V2_ONLY_KEYS)
+        newer = sorted(set(raw) & _V2_ONLY_KEYS, key=lambda key: (key in _MODE_KEYS, key))
         if newer:
             raise ExportError(f"{where}: {path}.{newer[0]} is a schema_version 2 field "
-                              "(convolution and pooling layers); a schema_version 1 manifest "
-                              "holds dense layers only")
+                              "(convolution and pooling layers, compare and reset modes); a "
+                              "schema_version 1 manifest holds dense layers only, with the "
+                              "default modes")
         return _Fields(where, raw, path, _LAYER_KEYS, "schema_version 1"), "dense"
     if "kind" not in raw:
         raise ExportError(f"{where}: {path}.kind is missing (schema_version {version} names "
@@ -624,15 +636,20 @@ def _scale(f: _Fields) -> float | None:
     return None if scale is None else float(scale)
 
 
-def _neuron_fields(f: _Fields) -> dict[str, Any]:
-    """The neuron fields every neuron layer (dense, conv) has, type-checked."""
+def _neuron_fields(f: _Fields, version: int) -> dict[str, Any]:
+    """The neuron fields every neuron layer (dense, conv) has, type-checked. ``compare`` and
+    ``reset`` are fields from schema_version 2 on; version 1 means the defaults."""
     w_bits = f.integer("w_bits")
     if not 2 <= w_bits <= 8:
         f.fail("w_bits", f"must lie in 2..8, got {w_bits}")
-    return {"w_bits": w_bits, "v_bits": f.integer("v_bits"), "bias": f.integers("bias"),
-            "theta": f.integers("theta"), "leak_shift": f.integer("leak_shift"),
-            "v_init": f.integer("v_init"), "fire_mode": f.string("fire_mode"),
-            "fires": f.boolean("fires")}
+    fields = {"w_bits": w_bits, "v_bits": f.integer("v_bits"), "bias": f.integers("bias"),
+              "theta": f.integers("theta"), "leak_shift": f.integer("leak_shift"),
+              "v_init": f.integer("v_init"), "fire_mode": f.string("fire_mode"),
+              "fires": f.boolean("fires")}
+    if version >= 2:  # optional: absent means the default
+        for key, default in (("compare", Compare.GE.value), ("reset", Reset.SUBTRACT.value)):
+            fields[key] = f.string(key) if key in f.obj else default
+    return fields
 
 
 def _load_rom(folder: Path, f: _Fields, k: int, name: str, hashes: Mapping[str, str],
@@ -711,7 +728,7 @@ def _load_layer(folder: Path, raw, k: int, lanes: int, hashes: Mapping[str, str]
             name=name, fan_in=fan_in, fan_out=fan_out, w_bits=None, v_bits=None, bias=(),
             theta=(), leak_shift=None, fire_mode=None, v_init=None, fires=None, scale=scale,
             rom_width=0, rom_depth=0, rom_files={}, words=(), kind=kind, **shapes)
-    neuron = _neuron_fields(f)
+    neuron = _neuron_fields(f, version)
     scale = _scale(f)
     w_bits, bias = neuron["w_bits"], neuron["bias"]
     if kind == "conv":
@@ -755,7 +772,8 @@ def _load_layer(folder: Path, raw, k: int, lanes: int, hashes: Mapping[str, str]
         name=name, fan_in=fan_in, fan_out=fan_out, bias=tuple(bias),
         theta=tuple(neuron["theta"]), leak_shift=neuron["leak_shift"],
         fire_mode=neuron["fire_mode"], v_init=neuron["v_init"], fires=neuron["fires"],
-        w_bits=w_bits, v_bits=neuron["v_bits"], scale=scale, rom_width=width, rom_depth=depth,
+        compare=layer.compare.value, reset=layer.reset.value, w_bits=w_bits,
+        v_bits=neuron["v_bits"], scale=scale, rom_width=width, rom_depth=depth,
         rom_files=rom_files, words=words, kind=kind, **shapes)
 
 

@@ -286,6 +286,9 @@ LAYER_REGISTERS = (
     Register("FIRE", 0x04, Access.RW, Reset.MANIFEST, "how the neurons fire", fields=(
         Field("radix", 0, 1, "radix mode (0: threshold mode)"),
         Field("fires", 1, 1, "the neurons spike (0: they only integrate)"),
+        Field("greater", 2, 1, "threshold mode fires on `V > theta` (0: `V >= theta`)"),
+        Field("zero_reset", 3, 1, "threshold mode resets `V` to 0 after a spike "
+              "(0: subtracts `theta`)"),
     )),
     Register("CYCLES", 0x05, Access.R, 0,
              "busy cycles of the layer's engine, last inference (the cycle model's `cycles`)"),

@@ -67,7 +67,6 @@ __all__ = [
     "to_nir",
     "read_graph",
     "write_graph",
-    "unstorable_modes",
 ]
 
 #: Timesteps of an imported network when neither the call nor the graph's metadata says.
@@ -1063,25 +1062,3 @@ def write_graph(graph, path) -> None:
         nir.write(os.fspath(path), graph)
     except OSError as error:
         raise NirError(f"{path}: cannot write ({error})") from None
-
-
-def unstorable_modes(network: Network) -> list[str]:
-    """The layers whose ``compare``/``reset`` the export manifest cannot store yet, as clauses
-    (``"layer 'fc1' needs reset 'zero' and compare '>'"``); empty when it can store them all.
-
-    The manifest (docs/export-format.md) has no field for them: every exported layer fires on
-    ``V >= theta`` and subtracts. ``spikeforge from-nir`` refuses such a network until it has.
-    """
-    out = []
-    for layer in network.layers:
-        if not isinstance(layer, NeuronLayer) or not layer.fires:
-            continue
-        needs = []
-        if layer.reset is not Reset.SUBTRACT:
-            needs.append(f"reset '{layer.reset.value}'")
-        if layer.compare is not Compare.GE and layer.fire_mode is FireMode.THRESHOLD:
-            needs.append(f"compare '{layer.compare.value}'")
-        if needs:
-            out.append(f"layer {layer.name!r} needs {' and '.join(needs)}")
-    return out
-

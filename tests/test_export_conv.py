@@ -237,7 +237,30 @@ def test_conv_manifest_fields(tmp_path):
                                           for x in ("hex", "coe", "mif"))
     assert sorted(fc) == sorted(["kind", "name", "fan_in", "fan_out", "w_bits", "v_bits",
                                  "bias", "theta", "leak_shift", "fire_mode", "v_init", "fires",
-                                 "scale", "rom"])
+                                 "scale", "rom", "compare", "reset"])
+    assert (fc["compare"], fc["reset"]) == (">=", "subtract")
+
+
+@pytest.mark.parametrize(("compare", "reset"), [(">", "subtract"), (">=", "zero"), (">", "zero")])
+def test_compare_and_reset_modes_round_trip_in_version_2(tmp_path, compare, reset):
+    rng = random.Random(7)
+    layers = [dense(rng, 5, 4, 2, fires=True), dense(rng, 4, 3, 2)]
+    network = Network([layers[0].with_(compare=compare, reset=reset), layers[1]], 2)
+    assert schema_version_for(network) == 2  # a v1 reader would silently run >= and subtract
+    folder = export_network(network, tmp_path / "e", lanes=2)
+    raw = json.loads((folder / MANIFEST_NAME).read_text())
+    assert (raw["layers"][0]["compare"], raw["layers"][0]["reset"]) == (compare, reset)
+    manifest = load_manifest(folder)
+    assert (manifest.layers[0].compare, manifest.layers[0].reset) == (compare, reset)
+    assert manifest.network.layers[0].compare.value == compare
+    assert manifest.network.layers[0].reset.value == reset
+    x = torch.randint(0, 16, (20, 5))
+    assert torch.equal(manifest.network.trace(x).layers[0].spikes,
+                       network.trace(x).layers[0].spikes)
+    raw["layers"][0]["reset"] = "hard"
+    (folder / MANIFEST_NAME).write_text(json.dumps(raw))
+    with pytest.raises(ExportError, match=r"reset must be 'subtract' or 'zero', not 'hard'"):
+        load_manifest(folder)
 
 
 def test_dense_only_networks_stay_version_1_and_v2_dense_is_read(tmp_path):

@@ -13,7 +13,7 @@ from spikeforge.hw.neuron import FireMode, NeuronDatapath, signed_bits_for
 
 
 def reference_step(*, v, first, v_init, leak_shift, bias, current, theta, fire_mode, fires,
-                   v_bits):
+                   v_bits, greater=0, zero_reset=0):
     """docs/contract.md steps 1-4 for one neuron, in plain Python integers."""
     low, high = -(1 << (v_bits - 1)), (1 << (v_bits - 1)) - 1
     base = v_init if first else v >> leak_shift
@@ -25,8 +25,8 @@ def reference_step(*, v, first, v_init, leak_shift, bias, current, theta, fire_m
         if fire_mode is FireMode.RADIX:
             spike = v_sat & 1
             v_next = v_sat - spike
-        elif v_sat >= theta:
-            spike, v_next = 1, v_sat - theta
+        elif (v_sat > theta) if greater else (v_sat >= theta):
+            spike, v_next = 1, 0 if zero_reset else v_sat - theta
     return spike, v_next, int(total != v_sat)
 
 
@@ -43,7 +43,8 @@ def _vectors(rng: random.Random, v_bits: int, c_bits: int, count: int):
             leak_shift=rng.randint(0, v_bits), bias=pick(low, high),
             current=rng.choice([c_low, c_high, rng.randint(c_low, c_high)]),
             theta=rng.choice([1, high, rng.randint(1, high)]),
-            fire_mode=rng.choice(list(FireMode)), fires=rng.random() < 0.85)
+            fire_mode=rng.choice(list(FireMode)), fires=rng.random() < 0.85,
+            greater=int(rng.random() < 0.3), zero_reset=int(rng.random() < 0.3))
 
 
 @pytest.mark.parametrize("v_bits,c_bits", [(2, 1), (3, 5), (8, 7), (8, 14), (16, 12),

@@ -37,7 +37,6 @@ from spikeforge.sw.nir import (
     from_nir,
     read_graph,
     to_nir,
-    unstorable_modes,
     write_graph,
 )
 
@@ -277,7 +276,6 @@ def test_reset_and_compare_can_be_given():
     net, report = from_nir(graph, reset="zero", compare=">")
     assert (net.layers[0].reset, net.layers[0].compare) == (Reset.ZERO, Compare.GT)
     assert report.layers[0].semantics.startswith("given")
-    assert unstorable_modes(net) == ["layer 'n0' needs reset 'zero' and compare '>'"]
 
 
 @pytest.mark.parametrize("make, message", [
@@ -688,16 +686,17 @@ def test_sinabs_conv_pool_network_from_spikeforge(sinabs, digits):
 
 # --- the command line --------------------------------------------------------------------------
 
-def test_cli_from_nir_refuses_modes_the_manifest_cannot_store(tmp_path, capsys):
+def test_cli_from_nir_exports_the_snntorch_modes(tmp_path):
+    """snnTorch's zero reset and `>` compare go into the manifest (schema_version 2)."""
+    from spikeforge.sw.export import load_manifest
+
     graph = _graph(_affine([[1, 2], [2, 1]]), nir.LIF(
         tau=np.full(2, np.inf), r=np.full(2, np.inf), v_leak=np.zeros(2), v_threshold=np.ones(2)))
     write_graph(graph, tmp_path / "snn.nir")
-    assert main(["from-nir", str(tmp_path / "snn.nir"), "--out", str(tmp_path / "out")]) == 1
-    err = capsys.readouterr().err
-    assert err == ("spikeforge from-nir: error: layer 'n0' needs reset 'zero' and compare '>', "
-                   "which the export manifest cannot store yet (an exported layer fires on "
-                   "V >= theta and subtracts theta)\n")
-    assert not (tmp_path / "out").exists()
+    assert main(["from-nir", str(tmp_path / "snn.nir"), "--out", str(tmp_path / "out")]) == 0
+    manifest = load_manifest(tmp_path / "out")
+    assert manifest.schema_version == 2
+    assert (manifest.layers[0].reset, manifest.layers[0].compare) == ("zero", ">")
 
 
 def test_cli_from_nir_and_to_nir_round_trip(tmp_path, capsys):
