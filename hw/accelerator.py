@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import enum as py_enum
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from spikeforge.hw.layer import LayerEngine, field_word, membrane_layout, spike_layout
+from spikeforge.hw.layer import LayerEngine, field_word, membrane_layout, select, spike_layout
 from spikeforge.hw.link import RegisterBusSignature, ResultLayout
 from spikeforge.sw.golden import EncoderKind, Network
 from spikeforge.sw.interface import ID_MAGIC, SPEC, RegisterMap
@@ -320,7 +320,7 @@ class NetworkAccelerator(wiring.Component):
         final = self._engines[-1]
         # Scores only as wide as they can get: a count <= T, a radix value < 2**T, or a membrane.
         score_bits = last.v_bits if not last.fires else T + 2
-        scores = Array(Signal(signed(score_bits), name=f"score{i}") for i in range(n_out))
+        scores = [Signal(signed(score_bits), name=f"score{i}") for i in range(n_out)]
         out_t = Signal(range(T + 1))
         clear_scores = Signal()             # registered: the scores clear in ENCODE's first cycle
         # The last engine's output beats are registered before they update the scores: it takes
@@ -364,16 +364,18 @@ class NetworkAccelerator(wiring.Component):
         candidate_value = Signal(signed(score_bits))
         candidate_index = Signal(range(n_out))
         is_prediction = out_index == n_out
+        # a Mux tree, not an Array read: defined in simulation from reset on (hw.layer.select)
+        score_out = select(scores, out_index)
         m.d.comb += [
             self.results.valid.eq((phase == _Phase.READOUT) & ~(is_prediction & candidate_valid)),
-            self.results.payload.value.eq(Mux(is_prediction, best_index, scores[out_index])),
+            self.results.payload.value.eq(Mux(is_prediction, best_index, score_out)),
             self.results.payload.last.eq(is_prediction),
         ]
         m.d.sync += candidate_valid.eq(0)
         with m.If(self.results.valid & self.results.ready):
             m.d.sync += out_index.eq(out_index + 1)
             with m.If(~is_prediction):
-                m.d.sync += [candidate_valid.eq(1), candidate_value.eq(scores[out_index]),
+                m.d.sync += [candidate_valid.eq(1), candidate_value.eq(score_out),
                              candidate_index.eq(out_index)]
         with m.If(candidate_valid & ((candidate_index == 0) | (candidate_value > best_value))):
             m.d.sync += [best_value.eq(candidate_value), best_index.eq(candidate_index)]
@@ -399,7 +401,7 @@ class NetworkAccelerator(wiring.Component):
             with m.Case(_Phase.START):
                 m.d.sync += phase.eq(_Phase.RUN)
             with m.Case(_Phase.RUN):
-                with m.If(Array(e.done for e in self._engines)[layer_k]):
+                with m.If(select([e.done for e in self._engines], layer_k)):
                     with m.If(layer_k == L - 1):
                         m.d.sync += [phase.eq(_Phase.READOUT), out_index.eq(0)]
                     with m.Else():

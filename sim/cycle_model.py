@@ -1,5 +1,5 @@
-"""The cycle model of :class:`spikeforge.hw.layer.LayerEngine`: exact cycle counts from the layer, the input
-spikes and the lane count.
+"""The cycle model of :class:`spikeforge.hw.layer.LayerEngine`: exact cycle counts from the layer,
+the input spikes and the lane count.
 
 The engine has two units that overlap (``docs/microarchitecture.md``): the integration unit (IU)
 spends ``G`` cycles per valid input spike and one per dropped (bad) spike; the fire unit (FU)
@@ -36,6 +36,7 @@ __all__ = [
     "schedule",
     "layer_schedule",
     "layer_cycles",
+    "worst_case_cycles",
 ]
 
 
@@ -145,3 +146,18 @@ def layer_schedule(layer, input_spikes, lanes: int, *, bad: Sequence[int] | None
 def layer_cycles(layer, input_spikes, lanes: int, **kwargs) -> int:
     """Exact busy cycles of one inference of ``layer`` on ``lanes`` lanes."""
     return layer_schedule(layer, input_spikes, lanes, **kwargs).cycles
+
+
+def worst_case_cycles(fan_in: int, fan_out: int, timesteps: int, lanes: int, *,
+                      bad_per_step: int = 0) -> int:
+    """An upper bound of one inference's busy cycles: every input spikes at every step (plus
+    ``bad_per_step`` dropped addresses) and every neuron fires at every step.
+
+    The schedule grows with every event and every output spike, so no inference of the layer
+    takes longer with a producer and consumer that never stall; testbenches derive their cycle
+    budgets (watchdogs) from it.
+    """
+    g = groups(fan_out, lanes)
+    fire = FIRE_PASS_FIXED + max(g, fan_out)
+    return schedule(g, [fan_in] * timesteps, [fire] * timesteps,
+                    [bad_per_step] * timesteps).cycles

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from amaranth import Array, Module, Mux, Signal, signed
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from spikeforge.hw.layer import select
 from spikeforge.hw.link import RegisterBusSignature, ResultLayout
 from spikeforge.sw.interface import SPEC, RegisterMap
 
@@ -147,7 +148,8 @@ class MockAccelerator(wiring.Component):
                         m.d.sync += bad_address.eq(1)
 
         # ---- the "network" -------------------------------------------------------------------
-        acc = Array(Signal(signed(32), name=f"acc{k}") for k in range(n_out))
+        # a list read through `select`, never an Array read (X after reset on Icarus)
+        acc = [Signal(signed(32), name=f"acc{k}") for k in range(n_out)]
         lane = Signal(range(n_out))
         index = Signal(range(n_in))
         bad = Signal()
@@ -161,12 +163,13 @@ class MockAccelerator(wiring.Component):
         better = Signal()
         total = Signal(signed(32))
         score = Signal(signed(32))
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("LOAD"):
-                m.d.comb += self.pixels.ready.eq(1)
                 with m.If(self.pixels.valid):
+                    for k in range(n_out):
+                        with m.If(lane == k):
+                            m.d.sync += acc[k].eq(acc[k] + self.pixels.payload)
                     m.d.sync += [
-                        acc[lane].eq(acc[lane] + self.pixels.payload),
                         lane.eq(Mux(lane == n_out - 1, 0, lane + 1)),
                         index.eq(index + 1),
                         nonzero.eq(nonzero + (self.pixels.payload != 0)),
@@ -178,7 +181,6 @@ class MockAccelerator(wiring.Component):
                                      cycles.eq(0)]
                         m.next = "WORK"
             with m.State("WORK"):
-                m.d.comb += self.busy.eq(1)
                 m.d.sync += cycles.eq(cycles + 1)
                 with m.If(timer != 0):
                     m.d.sync += timer.eq(timer - 1)
@@ -191,21 +193,16 @@ class MockAccelerator(wiring.Component):
                     m.next = "SUM"
             # Two pipeline stages per score (add, then shift) keep the mock's paths short.
             with m.State("SUM"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += [cycles.eq(cycles + 1), total.eq(acc[out] + v_init[0])]
+                m.d.sync += [cycles.eq(cycles + 1), total.eq(select(acc, out) + v_init[0])]
                 m.next = "SHIFT"
             with m.State("SHIFT"):
-                m.d.comb += self.busy.eq(1)
                 m.d.sync += [cycles.eq(cycles + 1), score.eq(total >> leak[0])]
                 m.next = "COMPARE"
             with m.State("COMPARE"):
-                m.d.comb += self.busy.eq(1)
                 m.d.sync += [cycles.eq(cycles + 1), hit.eq(score >= theta[0][0]),
                              better.eq((out == 0) | (score > best_score))]
                 m.next = "EMIT"
             with m.State("EMIT"):
-                m.d.comb += [self.busy.eq(1), self.results.valid.eq(1),
-                             self.results.payload.value.eq(score)]
                 m.d.sync += cycles.eq(cycles + 1)
                 with m.If(self.results.ready):
                     with m.If(better):
@@ -216,11 +213,20 @@ class MockAccelerator(wiring.Component):
                     with m.Else():
                         m.next = "SUM"
             with m.State("PREDICT"):
-                m.d.comb += [self.busy.eq(1), self.results.valid.eq(1),
-                             self.results.payload.value.eq(best), self.results.payload.last.eq(1)]
                 with m.If(self.results.ready):
                     m.d.sync += [synops[0].eq(nonzero), spikes[0].eq(fired), nonzero.eq(0),
                                  cycles.eq(cycles + 1)]
                     m.d.sync += [acc[k].eq(0) for k in range(n_out)]
                     m.next = "LOAD"
+        # The outputs decode the state with comparisons (continuous assigns), not with comb
+        # assignments inside the states: those are an `always @*` block that Icarus leaves X
+        # after reset (the state register holds its initial value, so nothing triggers it).
+        loading, emit, predict = fsm.ongoing("LOAD"), fsm.ongoing("EMIT"), fsm.ongoing("PREDICT")
+        m.d.comb += [
+            self.pixels.ready.eq(loading),
+            self.busy.eq(~loading),
+            self.results.valid.eq(emit | predict),
+            self.results.payload.value.eq(Mux(predict, best, Mux(emit, score, 0))),
+            self.results.payload.last.eq(predict),
+        ]
         return m

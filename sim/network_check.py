@@ -1,7 +1,8 @@
 """Run a network on the RTL and compare everything it did with the golden and cycle models.
 
-:func:`simulate` builds the accelerator with Verilator (cached by the Verilog's hash), runs the
-cocotb testbench :mod:`spikeforge.sim.tb_network` over a batch of images, and returns the raw report.
+:func:`simulate` builds the accelerator (Verilator or Icarus, cached by the Verilog's hash), runs
+the cocotb testbench :mod:`spikeforge.sim.tb_network` over a batch of images, and returns the raw
+report.
 :func:`compare` is the scoreboard: predictions, scores, every counter, the exact cycle count,
 and for traced images every spike and every end-of-timestep membrane of every layer.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from spikeforge.sim.network_model import network_timing
+from spikeforge.sim.network_model import network_timing, worst_case_network_cycles
 from spikeforge.sw.golden import Network, Trace
 
 __all__ = ["Mismatch", "Comparison", "build_accelerator", "simulate", "compare"]
@@ -57,35 +58,43 @@ class Comparison:
         return "\n".join(lines)
 
 
-def build_accelerator(network: Network, lanes: int, *, taps: bool = True, name: str = "accel"):
-    """Elaborate and Verilator-build the accelerator; returns a :class:`spikeforge.sim.runner.Build`."""
+def build_accelerator(network: Network, lanes: int, *, taps: bool = True, name: str = "accel",
+                      sim: str | None = None, x: str | None = None):
+    """Elaborate and build the accelerator for ``sim`` (default ``$SPIKEFORGE_SIM``, else
+    Verilator); returns a :class:`spikeforge.sim.runner.Build`."""
     from spikeforge.hw.accelerator import NetworkAccelerator
     from spikeforge.sim.runner import build
 
-    return build(NetworkAccelerator(network, lanes, taps=taps), name)
+    return build(NetworkAccelerator(network, lanes, taps=taps), name, sim=sim, x=x)
 
 
 def simulate(network: Network, lanes: int, pixels, *, trace: int = 0,
              writes: Sequence[tuple[int, int, int]] = (), dropped: Sequence[int] = (),
              read: Sequence[int] = (), taps: bool = True,
-             progress: Callable[[int], None] | None = None, built=None) -> dict:
+             progress: Callable[[int], None] | None = None, built=None,
+             sim: str | None = None, x: str | None = None) -> dict:
     """Classify ``pixels`` (``int[N, n_inputs]``) on the RTL; return the testbench's report.
 
     ``writes`` are ``(image, address, value)`` register writes issued before that image;
     ``dropped`` lists images the design must refuse (they may hold out-of-range pixels);
     ``read`` lists registers read once before the first image (``report["registers"]``).
-    ``progress(done)`` is called from a watcher thread as images complete.
+    ``progress(done)`` is called from a watcher thread as images complete. ``sim`` and ``x``
+    choose the simulator and Verilator's X mode (:func:`spikeforge.sim.runner.build`). Every
+    image has a cycle budget, twice the cycle model's worst case plus the readout; a design
+    that hangs fails with the state it was in.
     """
     from spikeforge.sim.runner import run_tests
 
     pixels = torch.as_tensor(pixels, dtype=torch.int64)
-    built = built or build_accelerator(network, lanes, taps=taps or trace > 0)
+    built = built or build_accelerator(network, lanes, taps=taps or trace > 0, sim=sim, x=x)
+    budget = 2 * worst_case_network_cycles(network, lanes) + 4 * network.n_outputs + 256
     with tempfile.TemporaryDirectory(prefix="spikeforge-job-") as tmp:
         job = Path(tmp) / "job.json"
         job.write_text(json.dumps({"images": pixels.tolist(), "trace": trace,
                                    "writes": [list(w) for w in writes],
                                    "dropped": list(dropped),
-                                   "read": [int(a) for a in read]}))
+                                   "read": [int(a) for a in read],
+                                   "budget_cycles": budget}))
         counter = Path(tmp) / "progress"
         env = {"SPIKEFORGE_NET_JOB": str(job), "SPIKEFORGE_PROGRESS": str(counter),
                "GPI_LOG_LEVEL": os.environ.get("GPI_LOG_LEVEL", "WARNING")}

