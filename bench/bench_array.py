@@ -1,10 +1,11 @@
 """Neuron core array: cycles, synaptic operations and lane utilization of the layer engine.
 
 A 64-128-10 layer pair (w_bits 4, v_bits 12, T = 8) runs random input spike trains at 10, 30 and
-50 % density on P = 4, 8, 16, 32 lanes. Each layer is one :class:`spikeforge.hw.layer.LayerEngine`; layer 2
-takes layer 1's output spikes (from the golden model). Cycles come from the cycle model
-(:mod:`spikeforge.sim.cycle_model`), which the cocotb regression checks cycle-exactly against the RTL on
-every case; ``--verify`` re-checks some of the table's points on Verilator.
+50 % density on P = 4, 8, 16, 32 lanes. Each layer is one
+:class:`spikeforge.hw.layer.LayerEngine`; layer 2 takes layer 1's output spikes (from the golden
+model). Cycles come from the cycle model (:mod:`spikeforge.sim.cycle_model`), which the cocotb
+regression checks cycle-exactly against the RTL on every case; ``--verify`` re-checks some of
+the table's points on Verilator.
 
 utilization = synaptic operations / (P * cycles). The 64-128 layer's width is a multiple of
 every P here; the 128-10 layer's is not (10 neurons on 16 or 32 lanes leave lanes idle).
@@ -80,7 +81,8 @@ def _regression(built, config, seed: int, cases: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         plan = Path(folder) / "plan.json"
         plan.write_text(json.dumps(regression_plan(config, seed, list(range(cases)))))
-        return runner.run_tests(built, "spikeforge.sim.tb_layer", testcase="random_regression", env={
+        return runner.run_tests(built, "spikeforge.sim.tb_layer",
+                                testcase="random_regression", env={
             "SPIKEFORGE_TB_CONFIG": json.dumps(config.as_dict()),
             "SPIKEFORGE_SEED": str(seed), "SPIKEFORGE_TB_PLAN": str(plan)})
 

@@ -1,10 +1,11 @@
 """Synthesis benchmark: per board, the demo-sized and an MNIST-sized network on the real
 accelerator behind the UART link.
 
-For each (network, board): the memory plan (spikeforge.sw.synth.plan_memories), then, when it fits, a full
-yowasp build of the board top: logic and memory utilisation and Fmax from nextpnr's report;
-cycles per inference from the accelerator's exact cycle model (spikeforge.sim.network_model) averaged over
-images; inferences per second at the achieved Fmax; and what the 115200-baud link allows.
+For each (network, board): the memory plan (spikeforge.sw.synth.plan_memories), then, when it
+fits, a full yowasp build of the board top: logic and memory utilisation and Fmax from nextpnr's
+report; cycles per inference from the accelerator's exact cycle model
+(spikeforge.sim.network_model) averaged over images; inferences per second at the achieved Fmax;
+and what the 115200-baud link allows.
 
     python -m bench synth                       # every case (tens of minutes on 2 cores)
     python -m bench.bench_synth --cases demo    # a subset

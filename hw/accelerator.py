@@ -31,6 +31,7 @@ from amaranth.utils import ceil_log2
 
 from spikeforge.hw.layer import LayerEngine, field_word, membrane_layout, select, spike_layout
 from spikeforge.hw.link import RegisterBusSignature, ResultLayout
+from spikeforge.hw.neuron import refused_is_not_unused
 from spikeforge.sw.golden import EncoderKind, Network
 from spikeforge.sw.interface import ID_MAGIC, SPEC, RegisterMap
 
@@ -118,6 +119,7 @@ class NetworkAccelerator(wiring.Component):
         See ``docs/host-interface.md``.
     """
 
+    @refused_is_not_unused
     def __init__(self, network: Network, lanes: int, *, taps: bool = False,
                  spram_layers=(), spec: RegisterMap = SPEC):
         if not isinstance(network, Network):
@@ -141,10 +143,16 @@ class NetworkAccelerator(wiring.Component):
             raise ValueError(f"spram_layers {spram_layers} name a layer outside "
                              f"0..{len(network.layers) - 1}")
         self._spram_layers = spram_layers
-        self._engines = [
-            LayerEngine.from_layer(layer, lanes, addr_bits=ADDR_BITS, spec=spec,
-                                   weight_memory="spram" if k in spram_layers else "rom")
-            for k, layer in enumerate(network.layers)]
+        self._engines = []
+        try:
+            for k, layer in enumerate(network.layers):
+                self._engines.append(LayerEngine.from_layer(
+                    layer, lanes, addr_bits=ADDR_BITS, spec=spec,
+                    weight_memory="spram" if k in spram_layers else "rom"))
+        except BaseException:
+            for engine in self._engines:  # built, but part of an accelerator that is not
+                engine._MustUse__silence = True
+            raise
         self._lanes = lanes
 
         members = {

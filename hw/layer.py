@@ -26,6 +26,7 @@ from spikeforge.hw.neuron import (
     NeuronLeak,
     check_width,
     drive_bits,
+    refused_is_not_unused,
     signed_bits_for,
 )
 from spikeforge.hw.rom import pack_weights
@@ -260,6 +261,7 @@ class LayerEngine(wiring.Component):
         Only when ``loadable``.
     """
 
+    @refused_is_not_unused
     def __init__(self, *, fan_in: int, fan_out: int, timesteps: int, lanes: int,
                  w_bits: int = 8, v_bits: int = 16, weight=None, bias=None, theta=None,
                  leak_shift: int = 0, v_init: int = 0, fire_mode=FireMode.THRESHOLD,

@@ -5,8 +5,8 @@ import json
 import shutil
 
 import pytest
-from amaranth.hdl import Fragment
 import torch
+from amaranth.hdl import Fragment
 
 from spikeforge.hw.boards import BoardTop, ecp5_pll_config, ice40_pll_config, load_board_spec
 from spikeforge.sim.mock_accelerator import MockAccelerator
@@ -72,8 +72,9 @@ def test_mnist_on_ecp5_fits_ebr():
 def test_plan_counts_the_accelerators_buffers():
     network = dense([64, 32, 10], pixel_bits=4, timesteps=4)
     names = {x.name: x for x in plan_memories(network, 2, UP5K).memories}
-    # spikeforge.hw.accelerator.spike_buffer_depths: buffer 0 takes the encoder's 64 inputs, buffer 1
-    # layer 0's 32 neurons, T = 4 steps each with one marker; entries are 6 address bits + eot
+    # spikeforge.hw.accelerator.spike_buffer_depths: buffer 0 takes the encoder's 64 inputs,
+    # buffer 1 layer 0's 32 neurons, T = 4 steps each with one marker; entries are 6 address
+    # bits + eot
     assert names["accel.spikes0"].depth == 4 * (64 + 1)
     assert names["accel.spikes1"].depth == 4 * (32 + 1)
     assert names["accel.spikes1"].width == 7

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from spikeforge.sw.golden import DenseLayer, Encoder, Network
 from spikeforge.sw.train import TrainConfig
 from spikeforge.sw.train.model import SpikingMLP, weight_scale
-from tests.reference import run_network_float64
 from spikeforge.sw.train.neurons import (
     SURROGATES,
     ThresholdNeuron,
@@ -21,6 +20,7 @@ from spikeforge.sw.train.neurons import (
     spike,
 )
 from spikeforge.sw.train.sqnr import fixed_threshold_sqnr, run_sqnr
+from tests.reference import run_network_float64
 
 
 def test_nu_thresholds_equal_paper_formulas_at_t4():

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import ast
 import sys
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +49,7 @@ class Layers:
             raise ValueError("the layer table [tool.spikeforge.layers] is empty")
         self.names = list(table)  # bottom first
         self._owner: dict[str, int] = {}
-        for rank, (layer, prefixes) in enumerate(table.items()):
+        for rank, prefixes in enumerate(table.values()):
             for prefix in prefixes:
                 if prefix in self._owner:
                     raise ValueError(f"{prefix} is listed in two layers")

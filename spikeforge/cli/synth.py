@@ -5,7 +5,7 @@ alone with ``--check-only``); the memory plan and the build's progress go to std
 to stdout.
 
 Exit status: 0 bitstream written and timing met (at the requested clock, or at the lower clock
-of the one rebuild); 2 timing not met (the bitstream is renamed ``*.timing-failed``); 1 refused
+of a rebuild); 2 timing not met (the bitstream is renamed ``*.timing-failed``); 1 refused
 (the network does not fit, a bad export, a tool failed).
 """
 
@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="build folder (default: EXPORT_DIR/../synth-BOARD)")
     parser.add_argument("--clock-mhz", type=float, default=None,
                         help="PLL target and timing requirement (default: constraints/BOARD.toml);"
-                             " a build that misses it is rebuilt once at the clock it reaches")
+                             " a build that misses it is rebuilt (at most twice) at the clock "
+                             "it reaches")
     parser.add_argument("--insist-clock", action="store_true",
                         help="do not lower the clock when timing is missed (exit 2, and the "
                              "bitstream is renamed *.timing-failed)")

@@ -53,6 +53,7 @@ class _Stages(NeuronDatapath):
             self.saturated.eq(integrate.saturated),
             fire.v_sat.eq(integrate.v_sat), fire.theta.eq(self.theta),
             fire.fire_mode.eq(self.fire_mode), fire.fires.eq(self.fires),
+            fire.greater.eq(self.greater), fire.zero_reset.eq(self.zero_reset),
             self.spike.eq(fire.spike), self.v_next.eq(fire.v_next),
         ]
         return m
@@ -155,13 +156,18 @@ class NeuronHarness(Harness):
         # 3. Fire, 4. soft reset.
         spike = Signal()
         v_next = Signal(wide)
-        over = (v_sat >= d.theta) if self.compare == ">=" else (v_sat > d.theta)
+        # compare ">=" or ">" by the greater input; the mutant reference swaps them
+        default, strict = (v_sat >= d.theta), (v_sat > d.theta)
+        if self.compare != ">=":
+            default, strict = strict, default
+        over = Mux(d.greater, strict, default)
         with m.If(~d.fires):
             m.d.comb += [spike.eq(0), v_next.eq(v_sat)]
         with m.Elif(d.fire_mode == FireMode.RADIX):
             m.d.comb += [spike.eq(v_sat % 2), v_next.eq(v_sat - spike)]
         with m.Else():
-            m.d.comb += [spike.eq(over), v_next.eq(v_sat - d.theta * spike)]
+            m.d.comb += [spike.eq(over),
+                         v_next.eq(Mux(spike & d.zero_reset, 0, v_sat - d.theta * spike))]
         self.ref = dict(total=total, v_sat=v_sat, spike=spike, v_next=v_next, low=low,
                         high=high)
         return component_inputs(d)
