@@ -310,11 +310,15 @@ class NeuronDatapath(wiring.Component):
     def current_bits(self) -> int:
         return self._current_bits
 
+    #: The three stages it chains (the formal proofs swap one for a mutant).
+    stage_classes = (NeuronLeak, NeuronIntegrate, NeuronFire)
+
     def elaborate(self, platform) -> Module:
         m = Module()
-        m.submodules.leak = leak = NeuronLeak(self._v_bits, self._current_bits)
-        m.submodules.integrate = integrate = NeuronIntegrate(self._v_bits, self._current_bits)
-        m.submodules.fire = fire = NeuronFire(self._v_bits)
+        m.submodules.leak = leak = self.stage_classes[0](self._v_bits, self._current_bits)
+        m.submodules.integrate = integrate = self.stage_classes[1](self._v_bits,
+                                                                   self._current_bits)
+        m.submodules.fire = fire = self.stage_classes[2](self._v_bits)
         m.d.comb += [
             leak.v.eq(self.v), leak.first.eq(self.first),
             leak.v_init.eq(self.v_init), leak.leak_shift.eq(self.leak_shift),

@@ -32,6 +32,7 @@ from rich.table import Table
 
 from spikeforge.sw.export import MANIFEST_NAME, load_manifest
 from spikeforge.sw.golden import ContractError, Network
+from spikeforge.sw.plots import confusion_png
 
 __all__ = [
     "EvalError",
@@ -41,7 +42,6 @@ __all__ = [
     "evaluate_export",
     "default_out_dir",
     "save_report",
-    "confusion_png",
     "print_report",
 ]
 
@@ -219,44 +219,6 @@ def default_out_dir(export_dir, dataset: str, split: str, data_root=None) -> Pat
                                      root.encode(), split.encode()])).hexdigest()[:8]
     label = Path(dataset).name if Path(dataset).is_dir() else dataset
     return export_dir.parent / f"{export_dir.name}-eval-{_slug(label)}-{_slug(split)}-{key}"
-
-
-def confusion_png(confusion: torch.Tensor, path, *, title: str = "") -> Path:
-    """Write the confusion matrix ``int[C, C]`` (rows true, columns predicted) as a PNG.
-
-    Uses matplotlib's Agg canvas directly (no pyplot, no global backend switch).
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    matrix = confusion.to(torch.int64)
-    classes = matrix.shape[0]
-    size = min(2.0 + 0.55 * classes, 14.0)
-    fig = Figure(figsize=(size + 1.2, size))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    image = ax.imshow(matrix.numpy(), cmap="Blues", interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    if classes <= 30:
-        ticks = list(range(classes))
-        ax.set_xticks(ticks)
-        ax.set_yticks(ticks)
-        high = int(matrix.max()) if matrix.numel() else 0
-        for true in range(classes):
-            for predicted in range(classes):
-                value = int(matrix[true, predicted])
-                if value:
-                    ax.text(predicted, true, str(value), ha="center", va="center", fontsize=8,
-                            color="white" if value > high / 2 else "black")
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
 
 
 def save_report(report: EvalReport, out_dir, *, title: str = "") -> tuple[Path, Path]:

@@ -849,12 +849,15 @@ def _meaning(register: Register) -> str:
     return text
 
 
+def _register_row(address: str, name: str, r: Register) -> str:
+    return f"| {address} | `{name}` | {r.access.text} | {_reset_text(r)} | {_meaning(r)} |"
+
+
 def register_table(spec: RegisterMap = SPEC) -> str:
     """The Markdown register table of docs/host-interface.md."""
     rows = ["| address | name | access | reset | meaning |", "|---|---|---|---|---|"]
     for r in sorted(spec.global_registers, key=lambda r: r.offset):
-        rows.append(f"| {_hex(r.offset)} | `{r.name}` | {r.access.text} | {_reset_text(r)} | "
-                    f"{_meaning(r)} |")
+        rows.append(_register_row(_hex(r.offset), r.name, r))
     base = f"{_hex(spec.layer_base)} + {_hex(spec.layer_stride, 0)}*k"
     for r in sorted(spec.layer_registers, key=lambda r: r.offset):
         address = f"{base} + {_hex(r.offset, 2)}"
@@ -862,8 +865,7 @@ def register_table(spec: RegisterMap = SPEC) -> str:
         if r.count > 1:
             address += f" + {r.index}"
             name += f"[{r.index}]"
-        rows.append(f"| {address} | `{name}` | {r.access.text} | {_reset_text(r)} | "
-                    f"{_meaning(r)} |")
+        rows.append(_register_row(address, name, r))
     return "\n".join(rows)
 
 
@@ -876,8 +878,7 @@ def layer_table(spec: RegisterMap = SPEC) -> str:
         if r.count > 1:
             address += f"+{r.index}"
             name += f"[{r.index}]"
-        rows.append(f"| {address} | `{name}` | {r.access.text} | {_reset_text(r)} | "
-                    f"{_meaning(r)} |")
+        rows.append(_register_row(address, name, r))
     return "\n".join(rows)
 
 

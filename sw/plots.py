@@ -1,4 +1,4 @@
-"""Figures people would rather see than read: spike rasters and per-layer activity."""
+"""Figures people would rather see than read: spike rasters and confusion matrices."""
 
 from __future__ import annotations
 
@@ -44,9 +44,49 @@ def spike_raster(frames: torch.Tensor, layer_spikes: Sequence[torch.Tensor], pat
     axes[0][0].set_ylabel("neuron")
     if title:
         fig.suptitle(title, fontsize=10)
+    _save(fig, path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def confusion_png(confusion: torch.Tensor, path, *, title: str = "") -> Path:
+    """Write the confusion matrix ``int[C, C]`` (rows true, columns predicted) as a PNG.
+
+    Uses matplotlib's Agg canvas directly (no pyplot, no global backend switch).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    matrix = confusion.to(torch.int64)
+    classes = matrix.shape[0]
+    size = min(2.0 + 0.55 * classes, 14.0)
+    fig = Figure(figsize=(size + 1.2, size))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(matrix.numpy(), cmap="Blues", interpolation="nearest")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    if classes <= 30:
+        ticks = list(range(classes))
+        ax.set_xticks(ticks)
+        ax.set_yticks(ticks)
+        high = int(matrix.max()) if matrix.numel() else 0
+        for true in range(classes):
+            for predicted in range(classes):
+                value = int(matrix[true, predicted])
+                if value:
+                    ax.text(predicted, true, str(value), ha="center", va="center", fontsize=8,
+                            color="white" if value > high / 2 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path, dpi=110)
+
+
+def _save(fig, path, *, dpi: int) -> Path:
+    """Lay ``fig`` out and write it to ``path`` as a PNG, making the folder."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig.savefig(path, dpi=dpi)
     return path

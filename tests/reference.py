@@ -33,6 +33,39 @@ def run_layer(weight, bias, theta, inputs, *, leak_shift=0, fire_mode="threshold
     return spikes, membranes
 
 
+def _neurons_float64(current: torch.Tensor, layer: dict, timesteps: int):
+    """The contract's neuron over ``current`` (``float64[batch, T, n]``, bias included), step by
+    step: ``(spikes float64[batch, T, n], final membrane float64[batch, n])``."""
+    lo, hi = -2.0 ** (layer["v_bits"] - 1), 2.0 ** (layer["v_bits"] - 1) - 1
+    v = torch.full(current[:, 0].shape, float(layer["v_init"]), dtype=torch.float64)
+    spikes = torch.zeros_like(current)
+    theta = layer["theta"].to(torch.float64)
+    leak = 2.0 ** layer["leak_shift"]
+    for t in range(timesteps):
+        if t > 0 and layer["leak_shift"]:
+            v = torch.floor(v / leak)
+        v = torch.clamp(v + current[:, t], lo, hi)
+        if layer["fires"]:
+            if layer["fire_mode"] == "radix":
+                s = v - 2 * torch.floor(v / 2)
+                v = v - s
+            else:
+                s = (v >= theta[t]).to(torch.float64)
+                v = v - theta[t] * s
+            spikes[:, t] = s
+    return spikes, v
+
+
+def _readout_float64(last: dict, spikes: torch.Tensor, v: torch.Tensor, timesteps: int):
+    """The readout of the last layer: final membrane, spike count, or radix value."""
+    if not last["fires"]:
+        return v
+    if last["fire_mode"] == "radix":
+        weights = 2.0 ** torch.arange(timesteps, dtype=torch.float64)
+        return (spikes * weights[None, :, None]).sum(1)
+    return spikes.sum(1)
+
+
 def run_network_float64(layers: list[dict], frames: torch.Tensor, timesteps: int):
     """Run integer layers (``DenseLayer`` keyword dicts) on integer frames, with float64 tensors.
 
@@ -48,31 +81,9 @@ def run_network_float64(layers: list[dict], frames: torch.Tensor, timesteps: int
         events.append((x != 0).sum((1, 2)))
         w = layer["weight"].to(torch.float64)
         current = x @ w.T + layer["bias"].to(torch.float64)
-        lo, hi = -2.0 ** (layer["v_bits"] - 1), 2.0 ** (layer["v_bits"] - 1) - 1
-        v = torch.full(current[:, 0].shape, float(layer["v_init"]), dtype=torch.float64)
-        spikes = torch.zeros_like(current)
-        theta = layer["theta"].to(torch.float64)
-        leak = 2.0 ** layer["leak_shift"]
-        for t in range(timesteps):
-            if t > 0 and layer["leak_shift"]:
-                v = torch.floor(v / leak)
-            v = torch.clamp(v + current[:, t], lo, hi)
-            if layer["fires"]:
-                if layer["fire_mode"] == "radix":
-                    s = v - 2 * torch.floor(v / 2)
-                    v = v - s
-                else:
-                    s = (v >= theta[t]).to(torch.float64)
-                    v = v - theta[t] * s
-                spikes[:, t] = s
+        spikes, v = _neurons_float64(current, layer, timesteps)
         x = spikes
-    last = layers[-1]
-    if not last["fires"]:
-        out = v
-    elif last["fire_mode"] == "radix":
-        out = (spikes * (2.0 ** torch.arange(timesteps, dtype=torch.float64))[None, :, None]).sum(1)
-    else:
-        out = spikes.sum(1)
+    out = _readout_float64(layers[-1], spikes, v, timesteps)
     return out.to(torch.int64), torch.stack(events, 1)
 
 
@@ -245,32 +256,10 @@ def run_layers_float64(layers: list[dict], frames: torch.Tensor, timesteps: int)
         else:
             matrix, bias = weight.to(torch.float64), layer["bias"].to(torch.float64)
         current = x @ matrix.T + bias
-        lo, hi = -2.0 ** (layer["v_bits"] - 1), 2.0 ** (layer["v_bits"] - 1) - 1
-        v = torch.full(current[:, 0].shape, float(layer["v_init"]), dtype=torch.float64)
-        spikes = torch.zeros_like(current)
-        theta = layer["theta"].to(torch.float64)
-        leak = 2.0 ** layer["leak_shift"]
-        for t in range(timesteps):
-            if t > 0 and layer["leak_shift"]:
-                v = torch.floor(v / leak)
-            v = torch.clamp(v + current[:, t], lo, hi)
-            if layer["fires"]:
-                if layer["fire_mode"] == "radix":
-                    s = v - 2 * torch.floor(v / 2)
-                    v = v - s
-                else:
-                    s = (v >= theta[t]).to(torch.float64)
-                    v = v - theta[t] * s
-                spikes[:, t] = s
+        spikes, v = _neurons_float64(current, layer, timesteps)
         outputs.append(spikes.to(torch.int64))
         x = spikes
-    last = layers[-1]
-    if not last["fires"]:
-        out = v
-    elif last["fire_mode"] == "radix":
-        out = (spikes * (2.0 ** torch.arange(timesteps, dtype=torch.float64))[None, :, None]).sum(1)
-    else:
-        out = spikes.sum(1)
+    out = _readout_float64(layers[-1], spikes, v, timesteps)
     return out.to(torch.int64), outputs
 
 

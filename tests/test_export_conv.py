@@ -41,6 +41,7 @@ from spikeforge.sw.golden import (
     SumPoolLayer,
     signed_range,
 )
+from tests.test_export import edit_manifest, folder_bytes, set_field
 
 # --- references ------------------------------------------------------------------------------
 
@@ -62,10 +63,6 @@ def naive_conv_words(weight: list, lanes: int, w_bits: int) -> list[int]:
                         fields.append(format(value % (2 ** w_bits), f"0{w_bits}b"))
                     words.append(int("".join(reversed(fields)), 2))
     return words
-
-
-def folder_bytes(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
 def assert_same_network(a: Network, b: Network) -> None:
@@ -285,24 +282,6 @@ def test_dense_only_networks_stay_version_1_and_v2_dense_is_read(tmp_path):
 @pytest.fixture
 def good(tmp_path) -> Path:
     return export_network(conv_network(), tmp_path / "e", lanes=4)
-
-
-def edit_manifest(folder: Path, change) -> None:
-    path = folder / MANIFEST_NAME
-    raw = json.loads(path.read_text())
-    change(raw)
-    path.write_text(json.dumps(raw))
-
-
-def set_field(*path_and_value):
-    *path, value = path_and_value
-
-    def change(raw):
-        target = raw
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value
-    return change
 
 
 def refused(folder: Path, *fragments: str) -> str:

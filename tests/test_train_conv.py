@@ -20,6 +20,7 @@ from spikeforge.sw.train import (
 )
 from spikeforge.sw.train.arch import BOARDS, arch_spec, memory_report
 from tests.reference import run_conv_network, run_layers_float64
+from tests.test_train_convert import write_mnist_like
 
 #: A small conv net that trains in about a second per method on digits.
 ARCH = "c4k3p1-p2-c6k3p1-p2-f10"
@@ -326,16 +327,7 @@ def test_conv_resume_gives_the_uninterrupted_result(tmp_path):
 
 
 def test_conv_trains_on_28x28_images(tmp_path):
-    import numpy as np
-
-    from spikeforge.sw.data import write_idx
-
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 60), ("t10k", 20)):
-        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        images = (rng.random((n, 28, 28)) * 40 + labels[:, None, None] * 20).astype(np.uint8)
-        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", images)
-        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", labels)
+    write_mnist_like(tmp_path)
     path = train(TrainConfig(method="if", arch="conv", ann_epochs=1, epochs=1,
                              baseline_epochs=1, dataset="mnist", data_root=str(tmp_path)),
                  out=tmp_path / "m.pt")

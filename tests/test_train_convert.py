@@ -240,7 +240,9 @@ def test_rate_coded_input_is_bit_exact_too(tmp_path, method):
     assert torch.equal(hw_out, network.run(x).output)
 
 
-def test_trains_on_mnist_format_idx_folder(tmp_path):
+def write_mnist_like(folder) -> None:
+    """A tiny MNIST-format IDX folder: 60 train and 20 test 28x28 images whose brightness
+    follows the label."""
     import numpy as np
 
     from spikeforge.sw.data import write_idx
@@ -249,8 +251,12 @@ def test_trains_on_mnist_format_idx_folder(tmp_path):
     for prefix, n in (("train", 60), ("t10k", 20)):
         labels = rng.integers(0, 10, size=n, dtype=np.uint8)
         images = (rng.random((n, 28, 28)) * 40 + labels[:, None, None] * 20).astype(np.uint8)
-        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", images)
-        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", labels)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
+
+
+def test_trains_on_mnist_format_idx_folder(tmp_path):
+    write_mnist_like(tmp_path)
     path = train(tiny("atif-u", dataset="mnist", data_root=str(tmp_path)), out=tmp_path / "m.pt")
     network = integer_network(path)
     assert network.n_inputs == 784

@@ -37,26 +37,7 @@ class _Stages(NeuronDatapath):
     def __init__(self, v_bits, current_bits, *, leak=NeuronLeak, integrate=NeuronIntegrate,
                  fire=NeuronFire):
         super().__init__(v_bits, current_bits)
-        self._classes = leak, integrate, fire
-
-    def elaborate(self, platform):
-        m = Module()
-        leak_cls, integrate_cls, fire_cls = self._classes
-        m.submodules.leak = leak = leak_cls(self.v_bits, self.current_bits)
-        m.submodules.integrate = integrate = integrate_cls(self.v_bits, self.current_bits)
-        m.submodules.fire = fire = fire_cls(self.v_bits)
-        m.d.comb += [
-            leak.v.eq(self.v), leak.first.eq(self.first), leak.v_init.eq(self.v_init),
-            leak.leak_shift.eq(self.leak_shift), leak.bias.eq(self.bias),
-            leak.current.eq(self.current),
-            integrate.base.eq(leak.base), integrate.drive.eq(leak.drive),
-            self.saturated.eq(integrate.saturated),
-            fire.v_sat.eq(integrate.v_sat), fire.theta.eq(self.theta),
-            fire.fire_mode.eq(self.fire_mode), fire.fires.eq(self.fires),
-            fire.greater.eq(self.greater), fire.zero_reset.eq(self.zero_reset),
-            self.spike.eq(fire.spike), self.v_next.eq(fire.v_next),
-        ]
-        return m
+        self.stage_classes = leak, integrate, fire
 
 
 # ---- mutants ---------------------------------------------------------------------------------
