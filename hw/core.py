@@ -1,0 +1,596 @@
+"""The shared neuron core: one array of ``P`` lanes that runs every layer of a network.
+
+:class:`CoreArray` runs an inference as a sequence of **passes**, timestep-major: pass
+``(t, k)`` integrates layer ``k``'s input spikes of timestep ``t`` and then fires layer ``k`` at
+``t``. Layer 0's spikes come from ``inputs``; layer ``k + 1``'s are layer ``k``'s output spikes
+of the same timestep, which the fire unit writes into the core's spike queue; the last layer's
+leave on ``outputs``. The two units of the layer engine (``docs/microarchitecture.md``) are
+shared by all layers:
+
+- the **integration unit** (IU) turns one input spike of layer ``k`` into ``G_k`` reads of the
+  weight store (layer ``k``'s rows start at word ``weight_base[k]``), ``P`` exact accumulates
+  per cycle into one of two accumulator banks;
+- the **fire unit** (FU) walks layer ``k``'s ``G_k`` groups in the membrane and bias memories
+  (from word ``neuron_base[k]``), leaks, integrates, saturates, fires and resets with layer
+  ``k``'s run-time registers (:class:`spikeforge.hw.program.LayerProgram`), and serializes the
+  spikes.
+
+While the FU closes pass ``(t, k)`` from one bank, the IU integrates the next pass into the
+other: layer 0 of step ``t + 1`` overlaps the last layer of step ``t``. A pass fed from the spike
+queue starts when the FU has closed the pass before it, so every pass sees its input complete
+and the cycle count is the exact recurrence of :mod:`spikeforge.sim.core_model`.
+
+Memories, all ``P`` lanes wide: the weight store (every layer's rows, ROM or iCE40 SPRAM loaded
+over ``W_DATA``), biases and membranes (every layer's groups), two accumulator banks of the
+largest layer's groups, and the spike queue (the widest hidden layer's spikes and a marker).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out, connect
+from amaranth.utils import ceil_log2
+
+from spikeforge.hw.layer import (
+    WeightMemory,
+    check_lanes,
+    current_bits,
+    pack_bias,
+    select,
+    spike_layout,
+)
+from spikeforge.hw.neuron import (
+    NeuronFire,
+    NeuronIntegrate,
+    NeuronLeak,
+    drive_bits,
+    refused_is_not_unused,
+)
+from spikeforge.hw.program import LayerProgram, ProgramBusSignature
+from spikeforge.hw.rom import pack_weights
+from spikeforge.hw.spram import WeightStore
+from spikeforge.sw.golden import DenseLayer, Network
+from spikeforge.sw.interface import SPEC, RegisterMap
+
+__all__ = ["CoreArray", "CoreLayout", "core_layout", "core_spike_layout",
+           "core_membrane_layout"]
+
+#: Groups the serializer can hold back: the depth from the fire unit's read to its serializer.
+_S_QUEUE = 4
+
+
+class CoreLayout:
+    """Where each layer of a network lives in the core's memories, for ``lanes`` lanes.
+
+    ``groups[k] = ceil(fan_out_k / lanes)``; layer ``k``'s weight rows start at word
+    ``weight_base[k]`` of the weight store (``fan_in_k * groups[k]`` words, the layout of
+    ``docs/rom-layout.md``), its biases and membranes at word ``neuron_base[k]``.
+    """
+
+    def __init__(self, network: Network, lanes: int):
+        network.require_dense("the core array")
+        self.layers = list(network.layers)
+        self.lanes = check_lanes(lanes)
+        self.groups = [-(-layer.fan_out // lanes) for layer in self.layers]
+        self.weight_words = [layer.fan_in * g for layer, g in zip(self.layers, self.groups,
+                                                                   strict=True)]
+        self.weight_base = [sum(self.weight_words[:k]) for k in range(len(self.layers))]
+        self.neuron_base = [sum(self.groups[:k]) for k in range(len(self.layers))]
+        self.w_bits = max(layer.w_bits for layer in self.layers)
+        #: Membranes are stored at the widest layer's width; a narrower layer's saturate to
+        #: its own range in stage C (nested clamps: clamping to the wide range first changes
+        #: nothing).
+        self.v_bits = max(layer.v_bits for layer in self.layers)
+        self.mixed_v_bits = len({layer.v_bits for layer in self.layers}) > 1
+        self.current_bits = max(current_bits(layer.fan_in, layer.w_bits)
+                                for layer in self.layers)
+        #: Entries of the spike queue: the most spikes of a hidden layer in one step, a marker.
+        self.queue_depth = max([layer.fan_out for layer in self.layers[:-1]], default=0) + 1
+
+    @property
+    def total_groups(self) -> int:
+        return sum(self.groups)
+
+    def weight_words_init(self) -> list[int]:
+        """The weight store's contents: every layer's ROM words, at ``w_bits`` (the widest)."""
+        words = []
+        for layer in self.layers:
+            words += pack_weights(layer.weight, self.lanes, self.w_bits)
+        return words
+
+    def bias_words_init(self) -> list[int]:
+        words = []
+        for layer in self.layers:
+            words += pack_bias(layer.bias, self.lanes, self.v_bits)
+        return words
+
+
+def core_layout(network: Network, lanes: int) -> CoreLayout:
+    """The :class:`CoreLayout` of ``network``, or a ``ContractError`` naming the first layer
+    the core cannot run (one that is not dense)."""
+    return CoreLayout(network, lanes)
+
+
+def core_spike_layout(layers: int, addr_bits: int = 16) -> data.StructLayout:
+    """A spike or marker of layer ``layer`` (the ``fired`` tap)."""
+    return data.StructLayout({"layer": unsigned(max(1, ceil_log2(layers))),
+                              **spike_layout(addr_bits).members})
+
+
+def core_membrane_layout(layout: CoreLayout) -> data.StructLayout:
+    """One group's end-of-step membranes: layer, timestep, group within the layer, ``P`` values."""
+    T = layout.layers[0].timesteps
+    return data.StructLayout({
+        "layer": unsigned(max(1, ceil_log2(len(layout.layers)))),
+        "timestep": unsigned(max(1, ceil_log2(T))),
+        "group": unsigned(max(1, ceil_log2(max(layout.groups)))),
+        "v": data.ArrayLayout(signed(layout.v_bits), layout.lanes),
+    })
+
+
+class _State(enum.Enum, shape=unsigned(2)):
+    IDLE = 0
+    CLEAR = 1
+    RUN = 2
+
+
+class CoreArray(wiring.Component):
+    """Every layer of a dense :class:`spikeforge.sw.golden.Network` on one array of ``lanes``.
+
+    Parameters
+    ----------
+    network : Network
+        Dense layers of one ``v_bits``; weights become the weight store's contents (ROM) and
+        every other field the reset value of the layer program's registers.
+    lanes : int
+        ``P``, 1 .. 64.
+    weight_memory : "rom" or "spram"
+        ``"spram"``: the weight store is iCE40 UltraPlus SPRAM, empty after configuration,
+        loaded by the host through each layer's ``W_ADDR``/``W_DATA`` registers.
+    addr_bits : int
+        Width of the spike addresses of ``inputs`` and ``outputs``.
+
+    Members
+    -------
+    inputs : In(stream.Signature(spike_layout(addr_bits)))
+        Layer 0's input spikes, ``T`` timesteps each closed by a marker; an address at or
+        beyond ``fan_in`` is dropped and sets layer 0's ``bad_addr``.
+    outputs : Out(stream.Signature(spike_layout(addr_bits)))
+        The last layer's spikes, ascending within a step, and ``T`` markers.
+    fired : Out, ``valid`` and ``payload`` (:func:`core_spike_layout`)
+        Every spike and marker the fire unit emits, of every layer (a tap: no ``ready``).
+    membranes : Out, ``valid`` and ``payload`` (:func:`core_membrane_layout`)
+        One beat per group, layer and timestep: the membranes at the end of the step.
+    start : In(1)
+        Strobe: begin an inference (aborting one in flight); counters and flags clear.
+    busy, done : Out(1)
+        ``busy`` from the cycle after ``start`` to the cycle of the last output marker;
+        ``done`` the cycle after.
+    bus : In(ProgramBusSignature)
+        The layer program's registers (one per-layer block of the spec per layer).
+    cycles : Out(unsigned(32))
+        Busy cycles of the current or last inference.
+    bad_addr : Out(1)
+        Layer 0 dropped an input spike since ``start``.
+    """
+
+    @refused_is_not_unused
+    def __init__(self, network: Network, lanes: int, *,
+                 weight_memory: WeightMemory | str = WeightMemory.ROM, addr_bits: int = 16,
+                 spec: RegisterMap = SPEC):
+        if not isinstance(network, Network):
+            raise TypeError(f"network must be a spikeforge.sw.golden.Network, "
+                            f"not {type(network).__name__}")
+        self._layout = layout = core_layout(network, lanes)
+        widest = max([network.n_inputs] + [layer.fan_out for layer in layout.layers])
+        if widest > 1 << addr_bits:
+            raise ValueError(f"A layer of {widest} neurons exceeds the {addr_bits}-bit spike "
+                             "address")
+        if len(layout.layers) > spec.max_layers:
+            raise ValueError(f"{len(layout.layers)} layers do not fit the register map "
+                             f"(at most {spec.max_layers})")
+        self._network = network
+        self._weight_memory = WeightMemory(weight_memory)
+        self._addr_bits = addr_bits
+        self._spec = spec
+        L = len(layout.layers)
+        super().__init__({
+            "inputs": In(stream.Signature(spike_layout(addr_bits))),
+            "outputs": Out(stream.Signature(spike_layout(addr_bits))),
+            "fired": Out(wiring.Signature({"valid": Out(1),
+                                           "payload": Out(core_spike_layout(L, addr_bits))})),
+            "membranes": Out(wiring.Signature({"valid": Out(1),
+                                               "payload": Out(core_membrane_layout(layout))})),
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "bus": In(ProgramBusSignature(L, spec.offset_bits)),
+            "cycles": Out(unsigned(32)),
+            "bad_addr": Out(1),
+        })
+
+    network = property(lambda self: self._network)
+    layout = property(lambda self: self._layout)
+    lanes = property(lambda self: self._layout.lanes)
+    weight_memory = property(lambda self: self._weight_memory)
+
+    @property
+    def parameters(self) -> dict:
+        lay = self._layout
+        return {"lanes": lay.lanes, "groups": lay.groups, "weight_base": lay.weight_base,
+                "neuron_base": lay.neuron_base, "w_bits": lay.w_bits, "v_bits": lay.v_bits,
+                "current_bits": lay.current_bits, "queue_depth": lay.queue_depth,
+                "weight_memory": self._weight_memory.value}
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        lay = self._layout
+        layers, L, P = lay.layers, len(lay.layers), lay.lanes
+        T = layers[0].timesteps
+        VB, WB, CB = lay.v_bits, lay.w_bits, lay.current_bits
+        G_max = max(lay.groups)
+        n_weights = sum(lay.weight_words)
+        v_lanes = data.ArrayLayout(signed(VB), P)
+        w_lanes = data.ArrayLayout(signed(WB), P)
+        c_lanes = data.ArrayLayout(signed(CB), P)
+        d_lanes = data.ArrayLayout(signed(drive_bits(VB, CB)), P)
+
+        # ---- memories ------------------------------------------------------------------------
+        in_ram = self._weight_memory is WeightMemory.SPRAM
+        if in_ram:
+            m.submodules.weights = weights = WeightStore(P * WB, n_weights, spram=True)
+            w_rd = SimpleNamespace(addr=weights.read_addr, en=weights.read_en,
+                                   data=weights.read_data)
+        else:
+            m.submodules.weights = weights = Memory(
+                shape=unsigned(P * WB), depth=n_weights, init=lay.weight_words_init())
+            w_rd = weights.read_port()
+        m.submodules.biases = biases = Memory(
+            shape=unsigned(P * VB), depth=lay.total_groups, init=lay.bias_words_init())
+        m.submodules.vmem = vmem = Memory(shape=unsigned(P * VB), depth=lay.total_groups,
+                                          init=[])
+        b_rd, v_rd, v_wr = biases.read_port(), vmem.read_port(), vmem.write_port()
+        acc_rd, acc_wr = [], []
+        for b in range(2):
+            bank = Memory(shape=unsigned(P * CB), depth=G_max, init=[])
+            m.submodules[f"acc{b}"] = bank
+            wr = bank.write_port()
+            acc_wr.append(wr)
+            acc_rd.append(bank.read_port(transparent_for=(wr,)))
+        hidden_bits = max(1, ceil_log2(max([lay.queue_depth - 1, 2])))
+        queue = SyncFIFOBuffered(width=hidden_bits + 1, depth=max(2, lay.queue_depth))
+        m.submodules.queue = ResetInserter(self.start)(queue)   # empty at every start
+
+        # ---- the layer program ---------------------------------------------------------------
+        m.submodules.program = program = LayerProgram(
+            layers, v_bits=VB, weight_words=lay.weight_words, word_bits=P * WB,
+            in_ram=in_ram, spec=self._spec)
+        connect(m, wiring.flipped(self.bus), program.bus)
+        if in_ram:
+            m.d.comb += [weights.write_addr.eq(program.store_addr),
+                         weights.write_data.eq(program.store_word),
+                         weights.write_en.eq(program.store_en)]
+
+        # ---- control -------------------------------------------------------------------------
+        state = Signal(_State)
+        clear_g = Signal(range(G_max))
+        busy = Signal()
+        m.d.comb += [busy.eq(state != _State.IDLE), self.busy.eq(busy),
+                     program.busy.eq(busy), program.clear.eq(self.start)]
+        with m.If(busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+        m.d.sync += self.done.eq(0)
+
+        # ---- input register: the next beat of the pass (in_t, in_k) -------------------------
+        # Layer 0's beats come from `inputs`; layer k's (k >= 1) from the spike queue, once the
+        # fire unit has closed pass (in_t, k - 1) (`fed`), so the pass's input is complete.
+        in_t = Signal(range(T + 1))
+        in_k = Signal(range(max(2, L)))
+        fed = Signal()
+        in_valid = Signal()
+        in_beat = Signal(spike_layout(self._addr_bits))
+        consume = Signal()
+        can_take = (state == _State.RUN) & (in_t < T) & (~in_valid | consume)
+        from_queue = in_k != 0
+        queue_beat = Signal(spike_layout(self._addr_bits))
+        m.d.comb += [
+            queue_beat.addr.eq(queue.r_data[:hidden_bits]),
+            queue_beat.eot.eq(queue.r_data[hidden_bits]),
+            self.inputs.ready.eq(can_take & ~from_queue),
+            queue.r_en.eq(can_take & from_queue & fed),
+        ]
+        take_input = self.inputs.valid & self.inputs.ready
+        take_queue = queue.r_rdy & queue.r_en
+        beat_eot = Mux(from_queue, queue_beat.eot, self.inputs.payload.eot)
+        with m.If(take_input | take_queue):
+            m.d.sync += [in_valid.eq(1),
+                         in_beat.eq(Mux(from_queue, queue_beat.as_value(),
+                                        self.inputs.payload.as_value()))]
+            with m.If(beat_eot):
+                with m.If(in_k == L - 1):
+                    m.d.sync += [in_k.eq(0), in_t.eq(in_t + 1)]
+                with m.Else():
+                    m.d.sync += in_k.eq(in_k + 1)
+                with m.If(from_queue):
+                    m.d.sync += fed.eq(0)
+        with m.Elif(consume):
+            m.d.sync += in_valid.eq(0)
+
+        # ---- integration unit: one spike of layer iu_k -> G_k reads -> G_k * P accumulates ----
+        iu_t = Signal(range(T + 1))
+        iu_k = Signal(range(max(2, L)))
+        iu_bank = Signal()
+        eot_pending = Signal()
+        ev_valid = Signal()
+        ev_addr = Signal(range(max(2, n_weights)))
+        ev_g = Signal(range(G_max))
+        ev_last = ev_g == select([g - 1 for g in lay.groups], iu_k)
+        w1_valid, w1_bank, w1_g = Signal(), Signal(), Signal(range(G_max))
+        weight_reg = Signal(P * WB)
+        wb_valid, wb_bank, wb_g = Signal(), Signal(), Signal(range(G_max))
+        synops = [Signal(32, name=f"synops{k}") for k in range(L)]
+        m.d.comb += consume.eq(in_valid & (state == _State.RUN) & (iu_t < T) & ~eot_pending
+                               & (~ev_valid | ev_last))
+        m.d.sync += [
+            w1_valid.eq(ev_valid), w1_bank.eq(iu_bank), w1_g.eq(ev_g),
+            wb_valid.eq(w1_valid), wb_bank.eq(w1_bank), wb_g.eq(w1_g),
+        ]
+        with m.If(w1_valid):
+            m.d.sync += weight_reg.eq(w_rd.data)
+        with m.If(ev_valid):
+            m.d.sync += [ev_addr.eq(ev_addr + 1), ev_g.eq(ev_g + 1)]
+            with m.If(ev_last):
+                m.d.sync += ev_valid.eq(0)
+        # row address weight_base[k] + addr * G_k: one constant multiplier per layer
+        row = select([Const(base, ev_addr.shape()) + in_beat.addr * g
+                      for base, g in zip(lay.weight_base, lay.groups, strict=True)], iu_k)
+        in_range = in_beat.addr < select([layer.fan_in for layer in layers], iu_k)
+        bad = Signal(L)
+        with m.If(consume):
+            with m.If(in_beat.eot):
+                m.d.sync += eot_pending.eq(1)
+                with m.If(iu_k == L - 1):
+                    m.d.sync += [iu_k.eq(0), iu_t.eq(iu_t + 1)]
+                with m.Else():
+                    m.d.sync += iu_k.eq(iu_k + 1)
+            with m.Elif(in_range):
+                m.d.sync += [ev_valid.eq(1), ev_addr.eq(row), ev_g.eq(0)]
+                for k in range(L):
+                    with m.If(iu_k == k):
+                        m.d.sync += synops[k].eq(synops[k] + layers[k].fan_out)
+            with m.Else():
+                m.d.comb += bad.eq((Const(1, L) << iu_k)[:L])
+        m.d.comb += [w_rd.addr.eq(ev_addr), w_rd.en.eq(ev_valid), program.bad_addr.eq(bad)]
+        with m.If(bad[0]):
+            m.d.sync += self.bad_addr.eq(1)
+
+        # ---- fire unit: pass (fu_t, fu_k) walks layer fu_k's groups --------------------------
+        fu_busy = Signal()
+        fu_bank = Signal()
+        fu_t = Signal(range(T))
+        fu_k = Signal(range(max(2, L)))
+        fu_g = Signal(range(G_max + 2))         # next item to read; item G_k is the marker
+        fu_base = Signal(range(G_max * P + 1))  # fu_g * P: the first neuron of the group
+        fu_word = Signal(range(lay.total_groups + 1))   # neuron_base[fu_k] + fu_g
+        fu_groups = select(lay.groups, fu_k)
+        m.d.comb += [program.fire_layer.eq(fu_k), program.fire_step.eq(fu_t)]
+
+        def stage(name):
+            return (Signal(name=f"{name}_valid"), Signal(range(G_max + 1), name=f"{name}_g"),
+                    Signal(range(G_max * P + 1), name=f"{name}_base"),
+                    Signal(name=f"{name}_eot"))
+
+        l_valid, l_g, l_base, l_eot = stage("l")
+        c_valid, c_g, c_base, c_eot = stage("c")
+        d_valid, d_g, d_base, d_eot = stage("d")
+        d_last = Signal()                   # stage F holds the layer's last group
+        c_leaked = Signal(v_lanes)
+        c_drive = Signal(d_lanes)
+        d_sat = Signal(v_lanes)
+        s_mask = Signal(P)
+        s_base = Signal(range(G_max * P + 1))
+        s_eot = Signal()
+        pending = Signal(range(_S_QUEUE + 1))
+        q_count = Signal(range(_S_QUEUE + 1))
+        q_mask = [Signal(P, name=f"q{i}_mask") for i in range(_S_QUEUE)]
+        q_base = [Signal(range(G_max * P + 1), name=f"q{i}_base") for i in range(_S_QUEUE)]
+        q_eot = [Signal(name=f"q{i}_eot") for i in range(_S_QUEUE)]
+
+        next_k = Mux(fu_k == L - 1, 0, fu_k + 1)
+        with m.If(eot_pending & ~fu_busy & ~ev_valid):
+            m.d.sync += [
+                eot_pending.eq(0), fu_busy.eq(1), fu_bank.eq(iu_bank), iu_bank.eq(~iu_bank),
+                fu_g.eq(0), fu_base.eq(0), fu_word.eq(select(lay.neuron_base, fu_k)),
+            ]
+
+        seen, several = Const(0), Const(0)
+        for lane in range(P):
+            several = several | (seen & s_mask[lane])
+            seen = seen | s_mask[lane]
+        s_single = ~several
+        to_queue = fu_k != L - 1
+        out_ready = Mux(to_queue, queue.w_rdy, self.outputs.ready)
+        out_valid = s_eot | (s_mask != 0)
+        out_take = out_valid & out_ready
+        s_free = ~out_valid | (out_ready & (s_eot | s_single))
+        r_advance = Signal()
+        m.d.comb += r_advance.eq(fu_busy & (fu_g <= fu_groups) & (pending < _S_QUEUE))
+        fu_read = r_advance & (fu_g < fu_groups)
+        m.d.comb += [
+            v_rd.addr.eq(fu_word), v_rd.en.eq(fu_read),
+            b_rd.addr.eq(fu_word), b_rd.en.eq(fu_read),
+        ]
+        m.d.sync += l_valid.eq(r_advance)
+        with m.If(r_advance):
+            m.d.sync += [
+                l_g.eq(fu_g), l_base.eq(fu_base), l_eot.eq(fu_g == fu_groups),
+                fu_g.eq(fu_g + 1), fu_base.eq(fu_base + P), fu_word.eq(fu_word + 1),
+            ]
+        m.d.sync += [
+            c_valid.eq(l_valid), c_g.eq(l_g), c_base.eq(l_base), c_eot.eq(l_eot),
+            d_valid.eq(c_valid), d_g.eq(c_g), d_base.eq(c_base), d_eot.eq(c_eot),
+            d_last.eq(c_g == fu_groups - 1),
+        ]
+
+        # accumulator banks: the IU owns bank iu_bank, the FU the other
+        current = data.View(c_lanes, Mux(fu_bank, acc_rd[1].data, acc_rd[0].data))
+        acc_sum = Signal(c_lanes)
+        weight_in = data.View(w_lanes, weight_reg)
+        wb_data = data.View(c_lanes, Mux(wb_bank, acc_rd[1].data, acc_rd[0].data))
+        for lane in range(P):
+            m.d.comb += acc_sum[lane].eq(wb_data[lane] + weight_in[lane])
+        fu_clear = l_valid & ~l_eot
+        for b, (rd, wr) in enumerate(zip(acc_rd, acc_wr, strict=True)):
+            iu_reads = w1_valid & (w1_bank == b)
+            m.d.comb += [
+                rd.addr.eq(Mux(iu_reads, w1_g, fu_g)),
+                rd.en.eq(iu_reads | (fu_read & (fu_bank == b))),
+            ]
+            with m.If(wb_valid & (wb_bank == b)):
+                m.d.comb += [wr.addr.eq(wb_g), wr.data.eq(acc_sum.as_value()), wr.en.eq(1)]
+            with m.Elif(fu_clear & (fu_bank == b)):
+                m.d.comb += [wr.addr.eq(l_g), wr.data.eq(0), wr.en.eq(1)]
+            with m.Elif(state == _State.CLEAR):
+                m.d.comb += [wr.addr.eq(clear_g), wr.data.eq(0), wr.en.eq(1)]
+
+        # stages L, C, F: leak and drive, exact sum and saturation, fire and reset
+        v_old = data.View(v_lanes, v_rd.data)
+        bias_in = data.View(v_lanes, b_rd.data)
+        v_new = Signal(v_lanes)
+        fired = Signal(P)
+        fu_write = d_valid & ~d_eot
+        lanes_in_last = [layer.fan_out - (g - 1) * P
+                         for layer, g in zip(layers, lay.groups, strict=True)]
+        last_lanes = Signal(range(P + 1))
+        m.d.comb += last_lanes.eq(select(lanes_in_last, fu_k))
+        if lay.mixed_v_bits:
+            v_low = Signal(signed(VB))
+            v_high = Signal(signed(VB))
+            m.d.comb += [v_low.eq(select([-(1 << (x.v_bits - 1)) for x in layers], fu_k)),
+                         v_high.eq(select([(1 << (x.v_bits - 1)) - 1 for x in layers], fu_k))]
+
+            def layer_clamp(v):
+                return Mux(v < v_low, v_low, Mux(v > v_high, v_high, v))
+        else:
+            def layer_clamp(v):
+                return v
+        for lane in range(P):
+            leak, integrate, fire = NeuronLeak(VB, CB), NeuronIntegrate(VB, CB), NeuronFire(VB)
+            m.submodules[f"leak{lane}"] = leak
+            m.submodules[f"integrate{lane}"] = integrate
+            m.submodules[f"fire{lane}"] = fire
+            m.d.comb += [
+                leak.v.eq(v_old[lane]), leak.first.eq(fu_t == 0),
+                leak.v_init.eq(program.v_init), leak.leak_shift.eq(program.leak_shift),
+                leak.bias.eq(bias_in[lane]), leak.current.eq(current[lane]),
+                integrate.base.eq(c_leaked[lane]), integrate.drive.eq(c_drive[lane]),
+                fire.v_sat.eq(d_sat[lane]), fire.theta.eq(program.theta),
+                fire.fire_mode.eq(program.fire_mode), fire.fires.eq(program.fires),
+                fire.greater.eq(program.greater), fire.zero_reset.eq(program.zero_reset),
+                v_new[lane].eq(fire.v_next),
+            ]
+            m.d.sync += [c_leaked[lane].eq(leak.base), c_drive[lane].eq(leak.drive),
+                         d_sat[lane].eq(layer_clamp(integrate.v_sat))]
+            exists = ~d_last | (last_lanes > lane)
+            m.d.comb += fired[lane].eq(fire.spike & exists)
+
+        # stage S: one beat per cycle, lowest address first, to the queue or to `outputs`
+        lowest_value = Const(0, range(max(P, 2)))
+        for lane in reversed(range(P)):
+            lowest_value = Mux(s_mask[lane], lane, lowest_value)
+        s_addr = Signal(range(G_max * P + 1))
+        m.d.comb += s_addr.eq(Mux(s_eot, 0, s_base + lowest_value))
+        m.d.comb += [
+            self.outputs.valid.eq(out_valid & ~to_queue),
+            self.outputs.payload.eot.eq(s_eot),
+            self.outputs.payload.addr.eq(s_addr),
+            queue.w_en.eq(out_valid & to_queue),
+            queue.w_data.eq(Cat(s_addr[:hidden_bits], s_eot)),
+            self.fired.valid.eq(out_take),
+            self.fired.payload.layer.eq(fu_k),
+            self.fired.payload.eot.eq(s_eot),
+            self.fired.payload.addr.eq(s_addr),
+        ]
+        spikes = [Signal(32, name=f"spikes{k}") for k in range(L)]
+        layer_cycles = [Signal(32, name=f"cycles{k}") for k in range(L)]
+        with m.If(out_take):
+            with m.If(s_eot):
+                m.d.sync += [s_eot.eq(0), fu_busy.eq(0), fu_k.eq(next_k)]
+                with m.If(to_queue):
+                    m.d.sync += fed.eq(1)
+                with m.If(fu_t == T - 1):
+                    for k in range(L):
+                        with m.If(fu_k == k):
+                            m.d.sync += layer_cycles[k].eq(self.cycles + 1)
+                with m.If(fu_k == L - 1):
+                    m.d.sync += fu_t.eq(fu_t + 1)
+                    with m.If(fu_t == T - 1):
+                        m.d.sync += [state.eq(_State.IDLE), self.done.eq(1), fu_t.eq(0)]
+            with m.Else():
+                m.d.sync += s_mask.eq(s_mask & (s_mask - 1))
+                for k in range(L):
+                    with m.If(fu_k == k):
+                        m.d.sync += spikes[k].eq(spikes[k] + 1)
+        fired_or_marker = Mux(d_eot, 0, fired)
+        pop = s_free & (q_count != 0)
+        direct = s_free & (q_count == 0) & d_valid
+        push = d_valid & ~direct
+        with m.If(pop):
+            m.d.sync += [s_mask.eq(q_mask[0]), s_base.eq(q_base[0]), s_eot.eq(q_eot[0])]
+        with m.Elif(direct):
+            m.d.sync += [s_mask.eq(fired_or_marker), s_base.eq(d_base), s_eot.eq(d_eot)]
+        for i in range(_S_QUEUE):
+            with m.If(push & Mux(pop, q_count == i + 1, q_count == i)):
+                m.d.sync += [q_mask[i].eq(fired_or_marker), q_base[i].eq(d_base),
+                             q_eot[i].eq(d_eot)]
+            if i + 1 < _S_QUEUE:
+                with m.Elif(pop):
+                    m.d.sync += [q_mask[i].eq(q_mask[i + 1]), q_base[i].eq(q_base[i + 1]),
+                                 q_eot[i].eq(q_eot[i + 1])]
+        m.d.sync += [q_count.eq(q_count + push - pop),
+                     pending.eq(pending + r_advance - (pop | direct))]
+
+        # membrane port: the group just closed, registered; it also writes vmem back
+        d_word = Signal(range(lay.total_groups + 1))
+        m.d.sync += d_word.eq(select(lay.neuron_base, fu_k) + c_g)
+        m.d.sync += self.membranes.valid.eq(fu_write)
+        wb_word = Signal(range(lay.total_groups + 1))
+        with m.If(fu_write):
+            m.d.sync += [
+                self.membranes.payload.layer.eq(fu_k),
+                self.membranes.payload.timestep.eq(fu_t),
+                self.membranes.payload.group.eq(d_g),
+                self.membranes.payload.v.eq(v_new),
+                wb_word.eq(d_word),
+            ]
+        m.d.comb += [
+            v_wr.addr.eq(wb_word),
+            v_wr.data.eq(self.membranes.payload.v.as_value()),
+            v_wr.en.eq(self.membranes.valid),
+        ]
+        for k in range(L):
+            m.d.comb += [getattr(program, f"synops{k}").eq(synops[k]),
+                         getattr(program, f"spikes{k}").eq(spikes[k]),
+                         getattr(program, f"cycles{k}").eq(layer_cycles[k])]
+
+        # ---- start / clear pass ----------------------------------------------------------------
+        with m.If(state == _State.CLEAR):
+            m.d.sync += clear_g.eq(clear_g + 1)
+            with m.If(clear_g == G_max - 1):
+                m.d.sync += state.eq(_State.RUN)
+        with m.If(self.start):
+            m.d.sync += [
+                state.eq(_State.CLEAR), clear_g.eq(0), iu_t.eq(0), iu_k.eq(0), iu_bank.eq(0),
+                in_t.eq(0), in_k.eq(0), fed.eq(0), in_valid.eq(0),
+                eot_pending.eq(0), ev_valid.eq(0), w1_valid.eq(0), wb_valid.eq(0),
+                fu_busy.eq(0), fu_t.eq(0), fu_k.eq(0), l_valid.eq(0), c_valid.eq(0),
+                d_valid.eq(0), s_mask.eq(0), s_eot.eq(0), pending.eq(0), q_count.eq(0),
+                self.cycles.eq(0), self.bad_addr.eq(0),
+                *[s.eq(0) for s in synops + spikes + layer_cycles],
+            ]
+        return m

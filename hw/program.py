@@ -1,0 +1,251 @@
+"""The layer program of the shared core: every layer's run-time registers and their decoder.
+
+:class:`LayerProgram` holds, for each layer ``k`` of the network the core runs, the registers of
+the spec's per-layer block (``docs/host-interface.md``): ``LEAK_SHIFT``, ``V_INIT``, ``FIRE``,
+``THETA[t]``, the weight-loading pair ``W_ADDR``/``W_DATA``, and the read-only counters and
+status. Their reset values are the network's (the manifest's); the host reads and rewrites
+them between inferences, and a value takes effect at the next one. The core asks the program
+for the values of the layer its fire unit is closing (``fire_layer``, ``fire_step``).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from spikeforge.hw.layer import field_word, select
+from spikeforge.hw.neuron import FireMode
+from spikeforge.sw.interface import SPEC, RegisterMap
+
+__all__ = ["ProgramBusSignature", "LayerProgram", "chunks_per_word"]
+
+
+def chunks_per_word(word_bits: int) -> int:
+    """32-bit ``W_DATA`` chunks that make one weight word of ``word_bits`` bits."""
+    return -(-word_bits // 32)
+
+
+class ProgramBusSignature(wiring.Signature):
+    """Register access to the program, as the host drives it: ``layer`` picks the per-layer
+    block, ``addr`` the word in it; ``w_en`` writes ``w_data`` at the next edge, ``r_en`` makes
+    ``r_data`` hold the word in the following cycle."""
+
+    def __init__(self, layers: int, offset_bits: int = SPEC.offset_bits):
+        super().__init__({
+            "layer": Out(range(max(2, layers))),
+            "addr": Out(unsigned(offset_bits)),
+            "w_data": Out(unsigned(32)),
+            "w_en": Out(1),
+            "r_en": Out(1),
+            "r_data": In(unsigned(32)),
+        })
+
+
+class LayerProgram(wiring.Component):
+    """Run-time registers of ``len(layers)`` layers, one per-layer block of ``spec`` each.
+
+    Parameters
+    ----------
+    layers : sequence of spikeforge.sw.golden.DenseLayer
+        Reset values (theta per step, leak shift, v_init, fire mode, fires, compare, reset).
+    v_bits : int
+        Width of the thresholds and ``v_init`` (the core's membrane width).
+    weight_words : sequence of int
+        Words of each layer's part of the weight store (``W_INFO.words``).
+    word_bits : int
+        Bits of one weight word; the ``W_DATA`` chunks of a word are ``ceil(word_bits / 32)``.
+    in_ram : bool
+        The weight store is RAM the host loads (``W_ADDR``/``W_DATA``, ``W_INFO.in_ram``).
+
+    Members
+    -------
+    bus : In(ProgramBusSignature)
+        Register access. Writes while ``busy`` are ignored and set the layer's ``busy_write``.
+    busy, clear : In(1)
+        The core is running; ``clear`` (the start strobe) clears every status flag.
+    fire_layer, fire_step : In
+        The layer and timestep the fire unit is closing.
+    theta, leak_shift, v_init, fire_mode, fires, greater, zero_reset : Out
+        That layer's values; ``theta`` is registered (one cycle after ``fire_layer``/``fire_step``
+        change), the others follow ``fire_layer`` combinationally.
+    synops, spikes, cycles : In, one 32-bit value per layer
+        Counters, readable as ``SYNOPS``, ``SPIKES``, ``CYCLES``.
+    bad_addr : In(len(layers))
+        Per layer: a strobe that sets its sticky ``bad_addr`` flag.
+    store_en, store_addr, store_word : Out
+        A completed ``W_DATA`` word for the weight store: ``store_addr`` counts from the layer's
+        first word (``weight_base``), written in the cycle ``store_en`` is high.
+    """
+
+    def __init__(self, layers, *, v_bits: int, weight_words, word_bits: int, in_ram: bool,
+                 spec: RegisterMap = SPEC):
+        self._layers = list(layers)
+        self._v_bits = v_bits
+        self._words = [int(w) for w in weight_words]
+        self._word_bits = word_bits
+        self._in_ram = bool(in_ram)
+        self._spec = spec
+        L = len(self._layers)
+        self._timesteps = self._layers[0].timesteps
+        self.weight_base = [sum(self._words[:k]) for k in range(L)]
+        total = sum(self._words)
+        super().__init__({
+            "bus": In(ProgramBusSignature(L, spec.offset_bits)),
+            "busy": In(1),
+            "clear": In(1),
+            "fire_layer": In(range(max(2, L))),
+            "fire_step": In(range(max(2, self._timesteps))),
+            "theta": Out(signed(v_bits)),
+            "leak_shift": Out(range(v_bits + 1)),
+            "v_init": Out(signed(v_bits)),
+            "fire_mode": Out(FireMode),
+            "fires": Out(1),
+            "greater": Out(1),
+            "zero_reset": Out(1),
+            **{f"synops{k}": In(unsigned(32)) for k in range(L)},
+            **{f"spikes{k}": In(unsigned(32)) for k in range(L)},
+            **{f"cycles{k}": In(unsigned(32)) for k in range(L)},
+            "bad_addr": In(L),
+            "store_en": Out(1),
+            "store_addr": Out(range(max(2, total))),
+            "store_word": Out(unsigned(word_bits)),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        spec, at = self._spec, self._spec.layer_offset
+        L, T, VB = len(self._layers), self._timesteps, self._v_bits
+        K = chunks_per_word(self._word_bits)
+        bus = self.bus
+
+        regs = []
+        for k, layer in enumerate(self._layers):
+            regs.append({
+                "theta": [Signal(signed(VB), init=int(v), name=f"l{k}_theta{t}")
+                          for t, v in enumerate(layer.theta.tolist())],
+                "leak_shift": Signal(range(VB + 1), init=layer.leak_shift, name=f"l{k}_leak"),
+                "v_init": Signal(signed(VB), init=layer.v_init, name=f"l{k}_v_init"),
+                "radix": Signal(FireMode, init=FireMode[layer.fire_mode.name],
+                                name=f"l{k}_radix"),
+                "fires": Signal(init=layer.fires, name=f"l{k}_fires"),
+                "greater": Signal(init=layer.compare.value == ">", name=f"l{k}_greater"),
+                "zero_reset": Signal(init=layer.reset.value == "zero", name=f"l{k}_zero_reset"),
+                "bad_addr": Signal(name=f"l{k}_bad_addr"),
+                "busy_write": Signal(name=f"l{k}_busy_write"),
+                "load_overflow": Signal(name=f"l{k}_load_overflow"),
+            })
+
+        # ---- the fire unit's view: the values of layer `fire_layer` ----------------------------
+        k_sel = self.fire_layer
+        m.d.sync += self.theta.eq(select(
+            [select(r["theta"], self.fire_step) for r in regs], k_sel))
+        m.d.comb += [
+            self.leak_shift.eq(select([r["leak_shift"] for r in regs], k_sel)),
+            self.v_init.eq(select([r["v_init"] for r in regs], k_sel)),
+            self.fire_mode.eq(select([r["radix"] for r in regs], k_sel)),
+            self.fires.eq(select([r["fires"] for r in regs], k_sel)),
+            self.greater.eq(select([r["greater"] for r in regs], k_sel)),
+            self.zero_reset.eq(select([r["zero_reset"] for r in regs], k_sel)),
+        ]
+
+        # ---- sticky flags ----------------------------------------------------------------------
+        for k, r in enumerate(regs):
+            with m.If(self.bad_addr[k]):
+                m.d.sync += r["bad_addr"].eq(1)
+        with m.If(self.clear):
+            m.d.sync += [r[f].eq(0) for r in regs
+                         for f in ("bad_addr", "busy_write", "load_overflow")]
+
+        # ---- weight loading: W_DATA chunks -> one word of the layer's part of the store -------
+        load_layer = Signal(range(max(2, L)))
+        load_addr = Signal(range(max(self._words) + 1))
+        chunk = Signal(range(max(2, K)))
+        held = Signal(32 * K)
+        m.d.sync += self.store_en.eq(0)
+
+        # ---- register reads --------------------------------------------------------------------
+        status_reg, fire_reg, w_info_reg = (spec.layer_reg(n) for n in
+                                            ("STATUS", "FIRE", "W_INFO"))
+        fire_bits = {f.name: f.bits for f in fire_reg.fields}
+        read = [Signal(32, name=f"l{k}_read") for k in range(L)]
+        for k, r in enumerate(regs):
+            fire_state = {"radix": r["radix"].as_value(), "fires": r["fires"],
+                          "greater": r["greater"], "zero_reset": r["zero_reset"]}
+            status = {n: r[n] for n in ("bad_addr", "busy_write", "load_overflow")}
+            w_info = w_info_reg.pack(in_ram=int(self._in_ram), chunks_per_word=K,
+                                     words=self._words[k])
+            values = {
+                at("LEAK_SHIFT"): r["leak_shift"], at("V_INIT"): r["v_init"].as_signed(),
+                at("SYNOPS"): getattr(self, f"synops{k}"),
+                at("SPIKES"): getattr(self, f"spikes{k}"),
+                at("CYCLES"): getattr(self, f"cycles{k}"),
+                at("FIRE"): field_word(fire_reg, **fire_state),
+                at("STATUS"): field_word(status_reg, **status),
+                at("W_ADDR"): Mux(load_layer == k, load_addr, 0),
+                at("W_INFO"): Const(w_info, 32),
+                **{at("THETA", t): r["theta"][t] for t in range(T)},
+            }
+            with m.Switch(bus.addr):
+                for offset, value in values.items():
+                    with m.Case(offset):
+                        m.d.comb += read[k].eq(value)
+        with m.If(bus.r_en):
+            m.d.sync += bus.r_data.eq(select(read, bus.layer))
+
+        # ---- register writes -------------------------------------------------------------------
+        for k, r in enumerate(regs):
+            with m.If(bus.w_en & (bus.layer == k)):
+                with m.If(bus.addr == at("STATUS")):
+                    for f in status_reg.fields:  # write 1 to clear
+                        with m.If(bus.w_data[f.bits].any()):
+                            m.d.sync += r[f.name].eq(0)
+                with m.Elif(self.busy):
+                    m.d.sync += r["busy_write"].eq(1)
+                with m.Else():
+                    with m.Switch(bus.addr):
+                        with m.Case(at("LEAK_SHIFT")):
+                            m.d.sync += r["leak_shift"].eq(Mux(bus.w_data > VB, VB, bus.w_data))
+                        with m.Case(at("V_INIT")):
+                            m.d.sync += r["v_init"].eq(bus.w_data)
+                        with m.Case(at("FIRE")):
+                            m.d.sync += [r["radix"].eq(bus.w_data[fire_bits["radix"]]),
+                                         r["fires"].eq(bus.w_data[fire_bits["fires"]]),
+                                         r["greater"].eq(bus.w_data[fire_bits["greater"]]),
+                                         r["zero_reset"].eq(bus.w_data[fire_bits["zero_reset"]])]
+                        for t in range(T):
+                            with m.Case(at("THETA", t)):
+                                m.d.sync += r["theta"][t].eq(bus.w_data)
+                        if self._in_ram:
+                            words = self._words[k]
+                            with m.Case(at("W_ADDR")):
+                                m.d.sync += [load_layer.eq(k), chunk.eq(0),
+                                             load_addr.eq(Mux(bus.w_data > words, words,
+                                                              bus.w_data))]
+                            with m.Case(at("W_DATA")):
+                                self._w_data(m, k, r, words, load_layer, load_addr, chunk, held)
+        return m
+
+    def _w_data(self, m, k, r, words, load_layer, load_addr, chunk, held):
+        """One ``W_DATA`` chunk for layer ``k``: the ``K``-th completes a word at ``W_ADDR``.
+
+        A chunk for a layer other than the one ``W_ADDR`` was last written for starts that
+        layer's load at word 0.
+        """
+        K = chunks_per_word(self._word_bits)
+        w_data = self.bus.w_data
+        addr = Mux(load_layer == k, load_addr, 0)
+        part = Mux(load_layer == k, chunk, 0)
+        m.d.sync += [load_layer.eq(k), held.word_select(part, 32).eq(w_data)]
+        with m.If(part == K - 1):
+            m.d.sync += [chunk.eq(0), load_addr.eq(addr)]
+            with m.If(addr < words):
+                word = Cat(held[:32 * (K - 1)], w_data) if K > 1 else w_data
+                m.d.sync += [load_addr.eq(addr + 1), self.store_en.eq(1),
+                             self.store_addr.eq(self.weight_base[k] + addr),
+                             self.store_word.eq(word[:self._word_bits])]
+            with m.Else():
+                m.d.sync += r["load_overflow"].eq(1)
+        with m.Else():
+            m.d.sync += [chunk.eq(part + 1), load_addr.eq(addr)]
