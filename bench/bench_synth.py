@@ -99,7 +99,7 @@ def cycles_per_inference(network, lanes, images) -> float:
     from spikeforge.sim.network_model import network_timing
 
     trace = network.trace(images)
-    timings = network_timing(network, lanes, trace)
+    timings = network_timing(network, lanes, trace, images)
     return sum(t.cycles for t in timings) / len(timings)
 
 

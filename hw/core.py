@@ -54,7 +54,7 @@ from spikeforge.hw.neuron import (
 from spikeforge.hw.program import LayerProgram, ProgramBusSignature
 from spikeforge.hw.rom import pack_weights
 from spikeforge.hw.spram import WeightStore
-from spikeforge.sw.golden import DenseLayer, Network
+from spikeforge.sw.golden import Network
 from spikeforge.sw.interface import SPEC, RegisterMap
 
 __all__ = ["CoreArray", "CoreLayout", "core_layout", "core_spike_layout",

@@ -13,7 +13,6 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
 
 from spikeforge.hw.layer import field_word, select
 from spikeforge.hw.neuron import FireMode
@@ -159,8 +158,11 @@ class LayerProgram(wiring.Component):
                          for f in ("bad_addr", "busy_write", "load_overflow")]
 
         # ---- weight loading: W_DATA chunks -> one word of the layer's part of the store -------
+        # Each layer has its own W_ADDR; the chunks of the word being assembled belong to the
+        # layer that received the last W_ADDR or W_DATA write (`load_layer`).
         load_layer = Signal(range(max(2, L)))
-        load_addr = Signal(range(max(self._words) + 1))
+        load_addr = [Signal(range(words + 1), name=f"l{k}_w_addr")
+                     for k, words in enumerate(self._words)]
         chunk = Signal(range(max(2, K)))
         held = Signal(32 * K)
         m.d.sync += self.store_en.eq(0)
@@ -183,7 +185,7 @@ class LayerProgram(wiring.Component):
                 at("CYCLES"): getattr(self, f"cycles{k}"),
                 at("FIRE"): field_word(fire_reg, **fire_state),
                 at("STATUS"): field_word(status_reg, **status),
-                at("W_ADDR"): Mux(load_layer == k, load_addr, 0),
+                at("W_ADDR"): load_addr[k],
                 at("W_INFO"): Const(w_info, 32),
                 **{at("THETA", t): r["theta"][t] for t in range(T)},
             }
@@ -221,31 +223,27 @@ class LayerProgram(wiring.Component):
                             words = self._words[k]
                             with m.Case(at("W_ADDR")):
                                 m.d.sync += [load_layer.eq(k), chunk.eq(0),
-                                             load_addr.eq(Mux(bus.w_data > words, words,
-                                                              bus.w_data))]
+                                             load_addr[k].eq(Mux(bus.w_data > words, words,
+                                                                 bus.w_data))]
                             with m.Case(at("W_DATA")):
-                                self._w_data(m, k, r, words, load_layer, load_addr, chunk, held)
+                                self._w_data(m, k, r, words, load_layer, load_addr[k], chunk, held)
         return m
 
     def _w_data(self, m, k, r, words, load_layer, load_addr, chunk, held):
-        """One ``W_DATA`` chunk for layer ``k``: the ``K``-th completes a word at ``W_ADDR``.
-
-        A chunk for a layer other than the one ``W_ADDR`` was last written for starts that
-        layer's load at word 0.
-        """
+        """One ``W_DATA`` chunk for layer ``k``: the ``K``-th completes the word at its
+        ``W_ADDR`` (a chunk after another layer's restarts the word)."""
         K = chunks_per_word(self._word_bits)
         w_data = self.bus.w_data
-        addr = Mux(load_layer == k, load_addr, 0)
         part = Mux(load_layer == k, chunk, 0)
         m.d.sync += [load_layer.eq(k), held.word_select(part, 32).eq(w_data)]
         with m.If(part == K - 1):
-            m.d.sync += [chunk.eq(0), load_addr.eq(addr)]
-            with m.If(addr < words):
+            m.d.sync += chunk.eq(0)
+            with m.If(load_addr < words):
                 word = Cat(held[:32 * (K - 1)], w_data) if K > 1 else w_data
-                m.d.sync += [load_addr.eq(addr + 1), self.store_en.eq(1),
-                             self.store_addr.eq(self.weight_base[k] + addr),
+                m.d.sync += [load_addr.eq(load_addr + 1), self.store_en.eq(1),
+                             self.store_addr.eq(self.weight_base[k] + load_addr),
                              self.store_word.eq(word[:self._word_bits])]
             with m.Else():
                 m.d.sync += r["load_overflow"].eq(1)
         with m.Else():
-            m.d.sync += [chunk.eq(part + 1), load_addr.eq(addr)]
+            m.d.sync += chunk.eq(part + 1)

@@ -149,7 +149,7 @@ def compare(network: Network, lanes: int, pixels, report: dict, *,
         images = [i for i, r in enumerate(results) if networks[i] is net and "dropped" not in r]
         if images:
             trace = net.trace(pixels[images])
-            timings = network_timing(net, lanes, trace)
+            timings = network_timing(net, lanes, trace, pixels[images])
             for b, i in enumerate(images):
                 expected[i] = (trace, timings, b)
     for i, observed in enumerate(results):

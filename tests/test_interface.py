@@ -253,6 +253,7 @@ def test_moving_a_register_moves_gateware_client_mocks_and_docs(move):
     # -- the real accelerator, through the link bridge, driven by the real host client
     network, lanes, spram = small_network(), 2, [0]
     accelerator = NetworkAccelerator(network, lanes, spram_layers=spram, spec=spec)
+    spram = accelerator.spram_layers    # one weight store: every layer's weights in SPRAM
     transport = PysimTransport(accelerator)
     client = LinkClient(transport, spec=spec)
     assert client.identify() == spec.id_magic
@@ -271,7 +272,7 @@ def test_moving_a_register_moves_gateware_client_mocks_and_docs(move):
     trace = network.run(torch.tensor([image]))
     assert client.classify(image) == (trace.output[0].tolist(), int(trace.prediction[0]))
     counters = client.read_counters()
-    assert counters.cycles == network_timing(network, lanes, trace)[0].cycles
+    assert counters.cycles == network_timing(network, lanes, trace, [image])[0].cycles
     assert counters.synops == tuple(int(t.synops[0]) for t in trace.layers)
     assert counters.spikes == tuple(int(t.spikes[0].sum()) for t in trace.layers)
     assert counters.status == 0 and counters.spikes[0] > 0
