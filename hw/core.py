@@ -37,6 +37,7 @@ from amaranth.lib.wiring import In, Out, connect
 from amaranth.utils import ceil_log2
 
 from spikeforge.hw.layer import (
+    LoadSignature,
     WeightMemory,
     check_lanes,
     current_bits,
@@ -154,6 +155,9 @@ class CoreArray(wiring.Component):
         loaded by the host through each layer's ``W_ADDR``/``W_DATA`` registers.
     addr_bits : int
         Width of the spike addresses of ``inputs`` and ``outputs``.
+    loadable : bool
+        Add ``weight_load`` and ``bias_load`` write ports on the weight store and the bias
+        memory (testbenches that run many networks of one shape on one build).
 
     Members
     -------
@@ -177,12 +181,18 @@ class CoreArray(wiring.Component):
         Busy cycles of the current or last inference.
     bad_addr : Out(1)
         Layer 0 dropped an input spike since ``start``.
+    busy_write : Out(1)
+        Some layer's sticky ``busy_write`` flag.
+    synops, spikes : Out(unsigned(32))
+        The layers' ``SYNOPS`` and ``SPIKES`` counters, summed.
+    weight_load, bias_load : In(LoadSignature(...))
+        Only when ``loadable``: words at the weight store's and the bias memory's addresses.
     """
 
     @refused_is_not_unused
     def __init__(self, network: Network, lanes: int, *,
                  weight_memory: WeightMemory | str = WeightMemory.ROM, addr_bits: int = 16,
-                 spec: RegisterMap = SPEC):
+                 loadable: bool = False, spec: RegisterMap = SPEC):
         if not isinstance(network, Network):
             raise TypeError(f"network must be a spikeforge.sw.golden.Network, "
                             f"not {type(network).__name__}")
@@ -196,10 +206,21 @@ class CoreArray(wiring.Component):
                              f"(at most {spec.max_layers})")
         self._network = network
         self._weight_memory = WeightMemory(weight_memory)
+        if loadable and self._weight_memory is not WeightMemory.ROM:
+            raise ValueError("loadable=True needs weight_memory='rom' (SPRAM weights are "
+                             "loaded through the W_ADDR/W_DATA registers)")
+        self._loadable = bool(loadable)
         self._addr_bits = addr_bits
         self._spec = spec
         L = len(layout.layers)
+        loads = {}
+        if loadable:
+            loads = {"weight_load": In(LoadSignature(max(1, ceil_log2(sum(layout.weight_words))),
+                                                     layout.lanes * layout.w_bits)),
+                     "bias_load": In(LoadSignature(
+                         max(1, ceil_log2(layout.total_groups)), layout.lanes * layout.v_bits))}
         super().__init__({
+            **loads,
             "inputs": In(stream.Signature(spike_layout(addr_bits))),
             "outputs": Out(stream.Signature(spike_layout(addr_bits))),
             "fired": Out(wiring.Signature({"valid": Out(1),
@@ -212,6 +233,9 @@ class CoreArray(wiring.Component):
             "bus": In(ProgramBusSignature(L, spec.offset_bits)),
             "cycles": Out(unsigned(32)),
             "bad_addr": Out(1),
+            "busy_write": Out(1),
+            "synops": Out(unsigned(32)),
+            "spikes": Out(unsigned(32)),
         })
 
     network = property(lambda self: self._network)
@@ -262,6 +286,14 @@ class CoreArray(wiring.Component):
             wr = bank.write_port()
             acc_wr.append(wr)
             acc_rd.append(bank.read_port(transparent_for=(wr,)))
+        if self._loadable:
+            w_wr, b_wr = weights.write_port(), biases.write_port()
+            m.d.comb += [
+                w_wr.addr.eq(self.weight_load.addr), w_wr.data.eq(self.weight_load.data),
+                w_wr.en.eq(self.weight_load.en & (self.weight_load.addr < n_weights)),
+                b_wr.addr.eq(self.bias_load.addr), b_wr.data.eq(self.bias_load.data),
+                b_wr.en.eq(self.bias_load.en & (self.bias_load.addr < lay.total_groups)),
+            ]
         hidden_bits = max(1, ceil_log2(max([lay.queue_depth - 1, 2])))
         queue = SyncFIFOBuffered(width=hidden_bits + 1, depth=max(2, lay.queue_depth))
         m.submodules.queue = ResetInserter(self.start)(queue)   # empty at every start
@@ -573,6 +605,8 @@ class CoreArray(wiring.Component):
             v_wr.data.eq(self.membranes.payload.v.as_value()),
             v_wr.en.eq(self.membranes.valid),
         ]
+        m.d.comb += [self.synops.eq(sum(synops)), self.spikes.eq(sum(spikes)),
+                     self.busy_write.eq(program.busy_write.any())]
         for k in range(L):
             m.d.comb += [getattr(program, f"synops{k}").eq(synops[k]),
                          getattr(program, f"spikes{k}").eq(spikes[k]),

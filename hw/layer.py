@@ -1,8 +1,9 @@
-"""The neuron core array and the layer engine that runs one dense layer over ``T`` timesteps.
+"""The layer engine, one dense layer over ``T`` timesteps, and the stream and register helpers
+the core array shares.
 
-:class:`LayerEngine` takes a stream of input spike addresses, one timestep after another, and
-returns the layer's output spike addresses in the same stream format, so engines chain through
-spike buffers into a network. ``docs/microarchitecture.md`` describes the lanes, the pipeline, the
+:class:`LayerEngine` is :class:`spikeforge.hw.core.CoreArray` running a one-layer network: it
+takes a stream of input spike addresses, one timestep after another, and returns the layer's
+output spike addresses in the same stream format. ``docs/microarchitecture.md`` describes the lanes, the pipeline, the
 memories, the stream protocol and the cycle formula that :mod:`spikeforge.sim.cycle_model`
 implements. The register decoder is generated from :mod:`spikeforge.sw.interface`.
 """
@@ -10,27 +11,20 @@ implements. The register decoder is generated from :mod:`spikeforge.sw.interface
 from __future__ import annotations
 
 import enum as py_enum
-from types import SimpleNamespace
 
 import torch
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
-from amaranth.lib import data, enum, stream, wiring
-from amaranth.lib.memory import Memory
+from amaranth.hdl import Cat, Const, Module, Mux, Value, signed, unsigned
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from spikeforge.hw.neuron import (
     FireMode,
-    NeuronFire,
-    NeuronIntegrate,
-    NeuronLeak,
     check_width,
-    drive_bits,
     refused_is_not_unused,
     signed_bits_for,
 )
 from spikeforge.hw.rom import pack_weights
-from spikeforge.hw.spram import WeightStore
 from spikeforge.sw.interface import SPEC, Register, RegisterMap
 
 __all__ = [
@@ -182,17 +176,6 @@ def current_bits(fan_in: int, w_bits: int) -> int:
     return signed_bits_for(-fan_in << (w_bits - 1), fan_in * ((1 << (w_bits - 1)) - 1))
 
 
-#: Groups the fire unit's serializer can hold back while it emits a group's spikes: the depth
-#: of stages R .. F, so that S never waits for a group that R held back (docs/microarchitecture.md).
-_S_QUEUE = 4
-
-
-class _State(enum.Enum, shape=unsigned(2)):
-    IDLE = 0
-    CLEAR = 1
-    RUN = 2
-
-
 class LayerEngine(wiring.Component):
     """One dense layer of ``fan_out`` neurons on ``lanes`` parallel neuron datapaths.
 
@@ -324,8 +307,17 @@ class LayerEngine(wiring.Component):
         bias = torch.as_tensor(bias)
         if tuple(bias.shape) != (fan_out,):
             raise ValueError(f"bias must have shape ({fan_out},), not {tuple(bias.shape)}")
-        self._weight_words = pack_weights(weight, lanes, w_bits)
-        self._bias_words = pack_bias(bias, lanes, v_bits)
+        # The engine is the shared core array running a one-layer network: the same units,
+        # memories and timing (docs/microarchitecture.md); the golden layer checks the values.
+        from spikeforge.hw.core import CoreArray
+        from spikeforge.sw.golden import DenseLayer, Network
+        self._layer = DenseLayer(weight=weight, bias=bias, theta=torch.tensor(theta),
+                                 leak_shift=leak_shift, fire_mode=fire_mode.name.lower(),
+                                 v_init=v_init, fires=fires, w_bits=w_bits, v_bits=v_bits,
+                                 compare=compare, reset=reset, name="layer")
+        self._core = CoreArray(Network([self._layer], timesteps), lanes,
+                               weight_memory=self._weight_memory, addr_bits=addr_bits,
+                               loadable=loadable, spec=spec)
 
         members = {
             "inputs": In(stream.Signature(spike_layout(addr_bits))),
@@ -391,410 +383,26 @@ class LayerEngine(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        P, G, M, N, T = self._lanes, self._groups, self._fan_in, self._fan_out, self._timesteps
-        VB, WB, CB = self._v_bits, self._w_bits, self._current_bits
-        v_lanes = data.ArrayLayout(signed(VB), P)
-        w_lanes = data.ArrayLayout(signed(WB), P)
-        c_lanes = data.ArrayLayout(signed(CB), P)
-        d_lanes = data.ArrayLayout(signed(drive_bits(VB, CB)), P)
-
-        # ---- memories ------------------------------------------------------------------------
-        in_ram = self._weight_memory is WeightMemory.SPRAM
-        if in_ram:
-            m.submodules.weights = weights = WeightStore(P * WB, M * G, spram=True)
-            w_rd = SimpleNamespace(addr=weights.read_addr, en=weights.read_en,
-                                   data=weights.read_data)
-        else:
-            m.submodules.weights = weights = Memory(
-                shape=unsigned(P * WB), depth=M * G, init=self._weight_words)
-            w_rd = weights.read_port()
-        m.submodules.biases = biases = Memory(
-            shape=unsigned(P * VB), depth=G, init=self._bias_words)
-        m.submodules.vmem = vmem = Memory(shape=unsigned(P * VB), depth=G, init=[])
-        b_rd = biases.read_port()
-        v_rd = vmem.read_port()
-        v_wr = vmem.write_port()
-        acc_rd, acc_wr = [], []
-        for b in range(2):
-            bank = Memory(shape=unsigned(P * CB), depth=G, init=[])
-            m.submodules[f"acc{b}"] = bank
-            wr = bank.write_port()
-            acc_wr.append(wr)
-            acc_rd.append(bank.read_port(transparent_for=(wr,)))
+        m.submodules.core = core = self._core
+        wiring.connect(m, wiring.flipped(self.inputs), core.inputs)
+        wiring.connect(m, core.outputs, wiring.flipped(self.outputs))
+        m.d.comb += [
+            core.start.eq(self.start), self.busy.eq(core.busy), self.done.eq(core.done),
+            core.bus.layer.eq(0), core.bus.addr.eq(self.cfg.addr),
+            core.bus.w_data.eq(self.cfg.w_data), core.bus.w_en.eq(self.cfg.w_en),
+            core.bus.r_en.eq(self.cfg.r_en), self.cfg.r_data.eq(core.bus.r_data),
+            self.cycles.eq(core.cycles), self.synops.eq(core.synops),
+            self.spikes.eq(core.spikes), self.bad_addr.eq(core.bad_addr),
+            self.busy_write.eq(core.busy_write),
+            self.membranes.valid.eq(core.membranes.valid),
+            self.membranes.payload.timestep.eq(core.membranes.payload.timestep),
+            self.membranes.payload.group.eq(core.membranes.payload.group),
+        ]
+        for lane in range(self._lanes):
+            m.d.comb += self.membranes.payload.v[lane].eq(core.membranes.payload.v[lane])
         if self._loadable:
-            w_wr = weights.write_port()
-            b_wr = biases.write_port()
-            m.d.comb += [
-                w_wr.addr.eq(self.weight_load.addr), w_wr.data.eq(self.weight_load.data),
-                w_wr.en.eq(self.weight_load.en & (self.weight_load.addr < M * G)),
-                b_wr.addr.eq(self.bias_load.addr), b_wr.data.eq(self.bias_load.data),
-                b_wr.en.eq(self.bias_load.en & (self.bias_load.addr < G)),
-            ]
-
-        # ---- run-time registers --------------------------------------------------------------
-        reset = self._reset
-        # a list, read through `select` (never an Array read: see `select`)
-        theta = [Signal(signed(VB), init=value, name=f"theta{t}")
-                 for t, value in enumerate(reset["theta"])]
-        leak_shift = Signal(range(VB + 1), init=reset["leak_shift"])
-        v_init = Signal(signed(VB), init=reset["v_init"])
-        fire_mode = Signal(FireMode, init=reset["fire_mode"])
-        fires = Signal(init=reset["fires"])
-        greater = Signal(init=reset["compare"] == ">")
-        zero_reset = Signal(init=reset["reset"] == "zero")
-        # theta[fu_t], registered: thresholds change only while idle and fu_t only between fire
-        # passes, so the copy is always current when stage F uses it.
-        theta_now = Signal(signed(VB), init=reset["theta"][0])
-
-        # ---- weight loading (RAM weights): W_DATA chunks -> one word at W_ADDR -----------------
-        chunks_per_word = _chunks_per_word(P, WB)
-        w_load_addr = Signal(range(M * G + 1))
-        w_chunk = Signal(range(chunks_per_word))
-        w_held = Signal(32 * chunks_per_word)   # earlier chunks of the word being assembled
-        load_overflow = Signal()
-        store_en = Signal()                     # a completed word goes to the SPRAM next cycle
-        store_addr = Signal(range(M * G))
-        store_word = Signal(P * WB)
-
-        # ---- control -------------------------------------------------------------------------
-        state = Signal(_State)
-        clear_g = Signal(range(G))
-        busy = Signal()
-        m.d.comb += [busy.eq(state != _State.IDLE), self.busy.eq(busy)]
-        with m.If(busy):
-            m.d.sync += self.cycles.eq(self.cycles + 1)
-        m.d.sync += self.done.eq(0)
-
-        # ---- input register: the stream's beat lands in a register before the IU decodes it ----
-        # (so a block RAM FIFO's read data never feeds the address arithmetic in the same cycle)
-        in_t = Signal(range(T + 1))         # markers taken from the stream
-        in_valid = Signal()
-        in_beat = Signal(spike_layout(self._addr_bits))
-        consume = Signal()                  # the IU takes the registered beat this cycle
-        m.d.comb += self.inputs.ready.eq((state == _State.RUN) & (in_t < T)
-                                         & (~in_valid | consume))
-        with m.If(self.inputs.valid & self.inputs.ready):
-            m.d.sync += [in_valid.eq(1), in_beat.eq(self.inputs.payload)]
-            with m.If(self.inputs.payload.eot):
-                m.d.sync += in_t.eq(in_t + 1)
-        with m.Elif(consume):
-            m.d.sync += in_valid.eq(0)
-
-        # ---- integration unit: one input spike -> G reads -> G * P accumulates ----------------
-        iu_t = Signal(range(T + 1))         # markers accepted
-        iu_bank = Signal()                  # accumulator bank of the timestep being integrated
-        eot_pending = Signal()              # marker accepted, waiting to hand the bank over
-        ev_valid = Signal()                 # an event is issuing reads
-        ev_addr = Signal(range(M * G))      # weight word j * G + g
-        ev_g = Signal(range(G))
-        ev_last = ev_g == G - 1
-        # W1: the weight word leaves the RAM into `weight_reg`, the accumulator word is read;
-        # WB: their sum is written back. (The register keeps the RAM's slow clock-to-out off
-        # the adders.)
-        w1_valid = Signal()
-        w1_bank = Signal()
-        w1_g = Signal(range(G))
-        weight_reg = Signal(P * WB)
-        wb_valid = Signal()
-        wb_bank = Signal()
-        wb_g = Signal(range(G))
-
-        m.d.comb += consume.eq(in_valid & (state == _State.RUN) & (iu_t < T) & ~eot_pending
-                               & (~ev_valid | ev_last))
-        m.d.sync += [
-            w1_valid.eq(ev_valid), w1_bank.eq(iu_bank), w1_g.eq(ev_g),
-            wb_valid.eq(w1_valid), wb_bank.eq(w1_bank), wb_g.eq(w1_g),
-        ]
-        with m.If(w1_valid):
-            m.d.sync += weight_reg.eq(w_rd.data)
-        with m.If(ev_valid):
-            m.d.sync += [ev_addr.eq(ev_addr + 1), ev_g.eq(ev_g + 1)]
-            with m.If(ev_last):
-                m.d.sync += ev_valid.eq(0)
-        in_addr = in_beat.addr
-        with m.If(consume):
-            with m.If(in_beat.eot):
-                m.d.sync += [eot_pending.eq(1), iu_t.eq(iu_t + 1)]
-            with m.Elif(in_addr < M):
-                m.d.sync += [
-                    ev_valid.eq(1), ev_addr.eq(in_addr * G), ev_g.eq(0),
-                    self.synops.eq(self.synops + N),
-                ]
-            with m.Else():
-                m.d.sync += self.bad_addr.eq(1)
-        m.d.comb += [w_rd.addr.eq(ev_addr), w_rd.en.eq(ev_valid)]
-
-        # ---- fire unit: walk the groups, close the timestep, serialize spikes ------------------
-        # Stages: R reads the memories, L leaks and forms the drive, C sums and clamps, F fires
-        # and writes back, S serializes. Every stage carries its group, base address and marker.
-        # L, C and F never stall: F hands each group to S or, while S is busy, to a queue of
-        # _S_QUEUE entries, and R issues a group only while fewer than _S_QUEUE are on their way
-        # (`pending`, a register), so no stall reaches back from S to the memories' read ports.
-        fu_busy = Signal()
-        fu_bank = Signal()
-        fu_t = Signal(range(T))
-        m.d.sync += theta_now.eq(select(theta, fu_t))
-        fu_g = Signal(range(G + 2))         # next item to read; item G is the marker
-        fu_base = Signal(range(G * P + 1))  # fu_g * P
-
-        def stage(name):
-            return (Signal(name=f"{name}_valid"), Signal(range(G + 1), name=f"{name}_g"),
-                    Signal(range(G * P + 1), name=f"{name}_base"), Signal(name=f"{name}_eot"))
-
-        l_valid, l_g, l_base, l_eot = stage("l")
-        c_valid, c_g, c_base, c_eot = stage("c")
-        d_valid, d_g, d_base, d_eot = stage("d")
-        c_leaked = Signal(v_lanes)          # stage C: leaked membranes ...
-        c_drive = Signal(d_lanes)           # ... and bias + current
-        d_sat = Signal(v_lanes)             # stage F: saturated membranes
-        s_mask = Signal(P)
-        s_base = Signal(range(G * P + 1))
-        s_eot = Signal()
-        pending = Signal(range(_S_QUEUE + 1))   # groups issued by R, not yet in S
-        q_count = Signal(range(_S_QUEUE + 1))
-        q_mask = [Signal(P, name=f"q{i}_mask") for i in range(_S_QUEUE)]
-        q_base = [Signal(range(G * P + 1), name=f"q{i}_base") for i in range(_S_QUEUE)]
-        q_eot = [Signal(name=f"q{i}_eot") for i in range(_S_QUEUE)]
-
-        with m.If(eot_pending & ~fu_busy & ~ev_valid):
-            m.d.sync += [
-                eot_pending.eq(0), fu_busy.eq(1), fu_bank.eq(iu_bank), iu_bank.eq(~iu_bank),
-                fu_g.eq(0), fu_base.eq(0),
-            ]
-
-        # At most one spike left in the mask: a ripple of ORs (no carry chain) on the stall path.
-        seen, several = Const(0), Const(0)
-        for lane in range(P):
-            several = several | (seen & s_mask[lane])
-            seen = seen | s_mask[lane]
-        s_single = ~several
-        out_valid = s_eot | (s_mask != 0)
-        out_take = out_valid & self.outputs.ready
-        s_free = ~out_valid | (self.outputs.ready & (s_eot | s_single))
-        r_advance = Signal()
-        m.d.comb += r_advance.eq(fu_busy & (fu_g <= G) & (pending < _S_QUEUE))
-        fu_read = r_advance & (fu_g < G)
-        m.d.comb += [
-            v_rd.addr.eq(fu_g), v_rd.en.eq(fu_read),
-            b_rd.addr.eq(fu_g), b_rd.en.eq(fu_read),
-        ]
-        m.d.sync += l_valid.eq(r_advance)
-        with m.If(r_advance):
-            m.d.sync += [
-                l_g.eq(fu_g), l_base.eq(fu_base), l_eot.eq(fu_g == G),
-                fu_g.eq(fu_g + 1), fu_base.eq(fu_base + P),
-            ]
-        # L, C and F never stall: each takes the stage before it every cycle.
-        m.d.sync += [
-            c_valid.eq(l_valid), c_g.eq(l_g), c_base.eq(l_base), c_eot.eq(l_eot),
-            d_valid.eq(c_valid), d_g.eq(c_g), d_base.eq(c_base), d_eot.eq(c_eot),
-        ]
-
-        # The accumulator banks: the integration unit owns bank iu_bank, the fire unit the other.
-        current = data.View(c_lanes, Mux(fu_bank, acc_rd[1].data, acc_rd[0].data))
-        acc_sum = Signal(c_lanes)
-        weight_in = data.View(w_lanes, weight_reg)
-        wb_data = data.View(c_lanes, Mux(wb_bank, acc_rd[1].data, acc_rd[0].data))
-        for lane in range(P):
-            m.d.comb += acc_sum[lane].eq(wb_data[lane] + weight_in[lane])
-        fu_clear = l_valid & ~l_eot
-        for b, (rd, wr) in enumerate(zip(acc_rd, acc_wr, strict=True)):
-            iu_reads = w1_valid & (w1_bank == b)
-            m.d.comb += [
-                rd.addr.eq(Mux(iu_reads, w1_g, fu_g)),
-                rd.en.eq(iu_reads | (fu_read & (fu_bank == b))),
-            ]
-            with m.If(wb_valid & (wb_bank == b)):
-                m.d.comb += [wr.addr.eq(wb_g), wr.data.eq(acc_sum.as_value()), wr.en.eq(1)]
-            with m.Elif(fu_clear & (fu_bank == b)):
-                m.d.comb += [wr.addr.eq(l_g), wr.data.eq(0), wr.en.eq(1)]
-            with m.Elif(state == _State.CLEAR):
-                m.d.comb += [wr.addr.eq(clear_g), wr.data.eq(0), wr.en.eq(1)]
-
-        # Stage L: leak and drive; stage C: exact sum and saturation; stage F: fire, soft reset.
-        v_old = data.View(v_lanes, v_rd.data)
-        bias_in = data.View(v_lanes, b_rd.data)
-        v_new = Signal(v_lanes)
-        fired = Signal(P)
-        fu_write = d_valid & ~d_eot
-        lanes_in_last = N - (G - 1) * P
-        for lane in range(P):
-            leak = NeuronLeak(VB, CB)
-            integrate = NeuronIntegrate(VB, CB)
-            fire = NeuronFire(VB)
-            m.submodules[f"leak{lane}"] = leak
-            m.submodules[f"integrate{lane}"] = integrate
-            m.submodules[f"fire{lane}"] = fire
-            m.d.comb += [
-                leak.v.eq(v_old[lane]), leak.first.eq(fu_t == 0),
-                leak.v_init.eq(v_init), leak.leak_shift.eq(leak_shift),
-                leak.bias.eq(bias_in[lane]), leak.current.eq(current[lane]),
-                integrate.base.eq(c_leaked[lane]), integrate.drive.eq(c_drive[lane]),
-                fire.v_sat.eq(d_sat[lane]), fire.theta.eq(theta_now),
-                fire.fire_mode.eq(fire_mode), fire.fires.eq(fires),
-                fire.greater.eq(greater), fire.zero_reset.eq(zero_reset),
-                v_new[lane].eq(fire.v_next),
-            ]
-            m.d.sync += [c_leaked[lane].eq(leak.base), c_drive[lane].eq(leak.drive),
-                         d_sat[lane].eq(integrate.v_sat)]
-            exists = Const(1) if lane < lanes_in_last else (d_g != G - 1)
-            m.d.comb += fired[lane].eq(fire.spike & exists)
-
-        # Stage S: one output beat per cycle, lowest address first.
-        # a Mux chain (continuous assigns), not an If chain (an `always @*` block that Icarus
-        # would leave X after reset, see `select`)
-        lowest = Signal(range(max(P, 2)))
-        lowest_value = Const(0, lowest.shape())
-        for lane in reversed(range(P)):
-            lowest_value = Mux(s_mask[lane], lane, lowest_value)
-        m.d.comb += lowest.eq(lowest_value)
-        m.d.comb += [
-            self.outputs.valid.eq(out_valid),
-            self.outputs.payload.eot.eq(s_eot),
-            self.outputs.payload.addr.eq(Mux(s_eot, 0, s_base + lowest)),
-        ]
-        with m.If(out_take):
-            with m.If(s_eot):
-                m.d.sync += [s_eot.eq(0), fu_busy.eq(0), fu_t.eq(fu_t + 1)]
-                with m.If(fu_t == T - 1):
-                    m.d.sync += [state.eq(_State.IDLE), self.done.eq(1), fu_t.eq(0)]
-            with m.Else():
-                m.d.sync += [s_mask.eq(s_mask & (s_mask - 1)), self.spikes.eq(self.spikes + 1)]
-        # S takes its next group from the queue, else straight from F; F's group goes to the
-        # queue when S is busy or the queue is not empty.
-        fired_or_marker = Mux(d_eot, 0, fired)
-        pop = s_free & (q_count != 0)
-        direct = s_free & (q_count == 0) & d_valid
-        push = d_valid & ~direct
-        with m.If(pop):
-            m.d.sync += [s_mask.eq(q_mask[0]), s_base.eq(q_base[0]), s_eot.eq(q_eot[0])]
-        with m.Elif(direct):
-            m.d.sync += [s_mask.eq(fired_or_marker), s_base.eq(d_base), s_eot.eq(d_eot)]
-        for i in range(_S_QUEUE):
-            # F's group lands behind the last entry that stays (no subtractor on this path)
-            with m.If(push & Mux(pop, q_count == i + 1, q_count == i)):
-                m.d.sync += [q_mask[i].eq(fired_or_marker), q_base[i].eq(d_base),
-                             q_eot[i].eq(d_eot)]
-            if i + 1 < _S_QUEUE:
-                with m.Elif(pop):
-                    m.d.sync += [q_mask[i].eq(q_mask[i + 1]), q_base[i].eq(q_base[i + 1]),
-                                 q_eot[i].eq(q_eot[i + 1])]
-        m.d.sync += [q_count.eq(q_count + push - pop),
-                     pending.eq(pending + r_advance - (pop | direct))]
-
-        # Membrane port: registered copy of the group just closed, which is also what writes the
-        # group back to vmem (a cycle after F, so the RAM's write port is off the fire path).
-        m.d.sync += self.membranes.valid.eq(fu_write)
-        with m.If(fu_write):
-            m.d.sync += [
-                self.membranes.payload.timestep.eq(fu_t),
-                self.membranes.payload.group.eq(d_g),
-                self.membranes.payload.v.eq(v_new),
-            ]
-        m.d.comb += [
-            v_wr.addr.eq(self.membranes.payload.group),
-            v_wr.data.eq(self.membranes.payload.v.as_value()),
-            v_wr.en.eq(self.membranes.valid),
-        ]
-
-        # ---- start / clear pass ----------------------------------------------------------------
-        with m.If(state == _State.CLEAR):
-            m.d.sync += clear_g.eq(clear_g + 1)
-            with m.If(clear_g == G - 1):
-                m.d.sync += state.eq(_State.RUN)
-        with m.If(self.start):
-            m.d.sync += [
-                state.eq(_State.CLEAR), clear_g.eq(0), iu_t.eq(0), iu_bank.eq(0),
-                eot_pending.eq(0), ev_valid.eq(0), w1_valid.eq(0), wb_valid.eq(0),
-                fu_busy.eq(0), fu_t.eq(0),
-                in_valid.eq(0), in_t.eq(0), l_valid.eq(0), c_valid.eq(0), d_valid.eq(0),
-                s_mask.eq(0), s_eot.eq(0), pending.eq(0), q_count.eq(0), self.cycles.eq(0),
-                self.synops.eq(0),
-                self.spikes.eq(0), self.bad_addr.eq(0), self.busy_write.eq(0),
-            ]
-
-        # ---- register access: the spec's per-layer block -------------------------------------
-        spec = self._spec
-        at = spec.layer_offset
-        status_reg, fire_reg = spec.layer_reg("STATUS"), spec.layer_reg("FIRE")
-        status_bits = {"bad_addr": self.bad_addr, "busy_write": self.busy_write,
-                       "load_overflow": load_overflow}
-        fire_bits = {f.name: f.bits for f in fire_reg.fields}
-        fire_state = {"radix": fire_mode.as_value(), "fires": fires, "greater": greater,
-                      "zero_reset": zero_reset}
-        w_info = spec.layer_reg("W_INFO").pack(in_ram=int(in_ram),
-                                               chunks_per_word=chunks_per_word, words=M * G)
-        m.d.sync += store_en.eq(0)
-        cfg = self.cfg
-        with m.If(cfg.r_en):
-            with m.Switch(cfg.addr):
-                with m.Case(at("LEAK_SHIFT")):
-                    m.d.sync += cfg.r_data.eq(leak_shift)
-                with m.Case(at("V_INIT")):
-                    m.d.sync += cfg.r_data.eq(v_init.as_signed())
-                with m.Case(at("SYNOPS")):
-                    m.d.sync += cfg.r_data.eq(self.synops)
-                with m.Case(at("SPIKES")):
-                    m.d.sync += cfg.r_data.eq(self.spikes)
-                with m.Case(at("FIRE")):
-                    m.d.sync += cfg.r_data.eq(field_word(fire_reg, **fire_state))
-                with m.Case(at("CYCLES")):
-                    m.d.sync += cfg.r_data.eq(self.cycles)
-                with m.Case(at("STATUS")):
-                    m.d.sync += cfg.r_data.eq(field_word(status_reg, **status_bits))
-                with m.Case(at("W_ADDR")):
-                    m.d.sync += cfg.r_data.eq(w_load_addr)
-                with m.Case(at("W_INFO")):
-                    m.d.sync += cfg.r_data.eq(Const(w_info, 32))
-                for t in range(T):
-                    with m.Case(at("THETA", t)):
-                        m.d.sync += cfg.r_data.eq(theta[t])
-                with m.Default():
-                    m.d.sync += cfg.r_data.eq(0)
-        with m.If(cfg.w_en):
-            with m.If(cfg.addr == at("STATUS")):
-                for f in status_reg.fields:  # write 1 to clear
-                    with m.If(cfg.w_data[f.bits].any()):
-                        m.d.sync += status_bits[f.name].eq(0)
-            with m.Elif(busy):
-                m.d.sync += self.busy_write.eq(1)
-            with m.Else():
-                with m.Switch(cfg.addr):
-                    with m.Case(at("LEAK_SHIFT")):
-                        m.d.sync += leak_shift.eq(Mux(cfg.w_data > VB, VB, cfg.w_data))
-                    with m.Case(at("V_INIT")):
-                        m.d.sync += v_init.eq(cfg.w_data)
-                    with m.Case(at("FIRE")):
-                        m.d.sync += [signal.eq(cfg.w_data[fire_bits[name]])
-                                     for name, signal in fire_state.items()]
-                    if in_ram:
-                        with m.Case(at("W_ADDR")):
-                            m.d.sync += [w_load_addr.eq(Mux(cfg.w_data > M * G, M * G,
-                                                            cfg.w_data)),
-                                         w_chunk.eq(0)]
-                        with m.Case(at("W_DATA")):
-                            m.d.sync += w_held.word_select(w_chunk, 32).eq(cfg.w_data)
-                            with m.If(w_chunk == chunks_per_word - 1):
-                                m.d.sync += w_chunk.eq(0)
-                                with m.If(w_load_addr < M * G):
-                                    word = Cat(w_held[:32 * (chunks_per_word - 1)], cfg.w_data)
-                                    m.d.sync += [w_load_addr.eq(w_load_addr + 1),
-                                                 store_en.eq(1), store_addr.eq(w_load_addr),
-                                                 store_word.eq(word[:P * WB])]
-                                with m.Else():
-                                    m.d.sync += load_overflow.eq(1)
-                            with m.Else():
-                                m.d.sync += w_chunk.eq(w_chunk + 1)
-                    for t in range(T):
-                        with m.Case(at("THETA", t)):
-                            m.d.sync += theta[t].eq(cfg.w_data)
-        if in_ram:
-            # The completed word is registered (`store_*`, set by the W_DATA write above) before
-            # it reaches the SPRAM: the register bus decode never drives its chip select.
-            m.d.comb += [
-                weights.write_addr.eq(store_addr), weights.write_data.eq(store_word),
-                weights.write_en.eq(store_en),
-            ]
+            wiring.connect(m, wiring.flipped(self.weight_load), core.weight_load)
+            wiring.connect(m, wiring.flipped(self.bias_load), core.bias_load)
         return m
 
 

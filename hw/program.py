@@ -73,6 +73,8 @@ class LayerProgram(wiring.Component):
         Counters, readable as ``SYNOPS``, ``SPIKES``, ``CYCLES``.
     bad_addr : In(len(layers))
         Per layer: a strobe that sets its sticky ``bad_addr`` flag.
+    busy_write : Out(len(layers))
+        Per layer: its sticky ``busy_write`` flag.
     store_en, store_addr, store_word : Out
         A completed ``W_DATA`` word for the weight store: ``store_addr`` counts from the layer's
         first word (``weight_base``), written in the cycle ``store_en`` is high.
@@ -107,6 +109,7 @@ class LayerProgram(wiring.Component):
             **{f"spikes{k}": In(unsigned(32)) for k in range(L)},
             **{f"cycles{k}": In(unsigned(32)) for k in range(L)},
             "bad_addr": In(L),
+            "busy_write": Out(L),
             "store_en": Out(1),
             "store_addr": Out(range(max(2, total))),
             "store_word": Out(unsigned(word_bits)),
@@ -150,6 +153,7 @@ class LayerProgram(wiring.Component):
         ]
 
         # ---- sticky flags ----------------------------------------------------------------------
+        m.d.comb += self.busy_write.eq(Cat(r["busy_write"] for r in regs))
         for k, r in enumerate(regs):
             with m.If(self.bad_addr[k]):
                 m.d.sync += r["bad_addr"].eq(1)

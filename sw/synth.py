@@ -7,7 +7,8 @@ what ``spikeforge synth`` runs):
    layout of docs/rom-layout.md, the per-lane state memories, the link's payload buffer) onto the
    device's block RAM *before* synthesis. On the UP5K, weight ROMs that do not fit in EBR go to
    SPRAM (largest first). A network that cannot fit is refused with :class:`FitError`, whose
-   message says which configurations would fit (fewer lanes, narrower weights).
+   message says what it needs and what the device has. It suggests no configuration: logic is
+   not estimated before synthesis, so no lane count can be promised to fit (docs/synthesis.md).
 2. :func:`build_bitstream` elaborates a board top with amaranth-boards and runs yosys, nextpnr
    and the packer from the yowasp packages, one step at a time, reporting progress.
 3. :func:`parse_reports` reads nextpnr's ``--report`` JSON (utilisation, Fmax) and yosys's
@@ -105,7 +106,7 @@ class FitReport:
     ebr_available: int
     spram_used: int
     spram_available: int
-    suggestions: list[str] = field(default_factory=list)
+    layers: int = 1
 
     @property
     def fits(self) -> bool:
@@ -114,9 +115,9 @@ class FitReport:
     @property
     def spram_layers(self) -> list[int]:
         """Layers whose weights this plan puts in SPRAM (loaded over the link after
-        configuration)."""
-        return sorted(int(x.name[len("layer"):-len(".weights")]) for x in self.memories
-                      if x.kind == "SPRAM" and x.name.endswith(".weights"))
+        configuration): all of them when the core's one weight store is there."""
+        in_spram = any(x.kind == "SPRAM" and x.name == "core.weights" for x in self.memories)
+        return list(range(self.layers)) if in_spram else []
 
     @property
     def rom_bits(self) -> int:
@@ -139,28 +140,30 @@ class FitReport:
 
 
 def _memories(network: Network, lanes: int, w_bits: int | None = None) -> list[MemoryUse]:
-    """Every memory the design holds (the weight ROMs exactly; state memories as the layer
-    engine of hw/layer.py lays them out). ``w_bits`` caps every layer's weight width (what the
-    plan would be with narrower weights)."""
+    """Every memory the design holds, as the core array (hw/core.py) and the encoder
+    (hw/encoder.py) lay them out: the weight store exactly, the state memories by their
+    widths and depths. ``w_bits`` caps every layer's weight width (what the plan would be with
+    narrower weights)."""
     P = lanes
-    out = []
-    for k, layer in enumerate(network.layers):
-        bits = layer.w_bits if w_bits is None else min(layer.w_bits, w_bits)
-        groups = math.ceil(layer.fan_out / P)
-        out.append(MemoryUse(f"layer{k}.weights", P * bits, layer.fan_in * groups, rom=True))
-        current = current_bits(layer.fan_in, bits)
-        out.append(MemoryUse(f"layer{k}.bias", P * layer.v_bits, groups, rom=True))
-        out.append(MemoryUse(f"layer{k}.vmem", P * layer.v_bits, groups))
-        for bank in range(2):
-            out.append(MemoryUse(f"layer{k}.acc{bank}", P * current, groups))
-    # The accelerator's own memories (hw/accelerator.py): pixels, encoder state, and the two
-    # ping-pong spike buffers, sized by the accelerator's own rules.
+    layers = network.layers
+    widest = max(x.w_bits if w_bits is None else min(x.w_bits, w_bits) for x in layers)
+    G = [math.ceil(x.fan_out / P) for x in layers]
+    v_bits = max(x.v_bits for x in layers)
+    current = max(current_bits(x.fan_in, widest) for x in layers)
+    words = sum(x.fan_in * g for x, g in zip(layers, G, strict=True))
+    out = [MemoryUse("core.weights", P * widest, words, rom=True),
+           MemoryUse("core.bias", P * v_bits, sum(G), rom=True),
+           MemoryUse("core.vmem", P * v_bits, sum(G))]
+    out += [MemoryUse(f"core.acc{bank}", P * current, max(G)) for bank in range(2)]
+    encoder_depth, queue_depth = spike_buffer_depths(network)
+    queue_bits = max(1, math.ceil(math.log2(max(queue_depth - 1, 2)))) + 1
+    out.append(MemoryUse("core.queue", queue_bits, queue_depth))
     pixel_bits = network.encoder.pixel_bits
-    out.append(MemoryUse("accel.pixels", pixel_bits, network.n_inputs))
-    out.append(MemoryUse("accel.encoder", pixel_bits + 1, network.n_inputs))
     entry_bits = spike_entry_bits(network)
-    for b, depth in enumerate(spike_buffer_depths(network)):
-        out.append(MemoryUse(f"accel.spikes{b}", entry_bits, depth))
+    out.append(MemoryUse("encoder.entries", entry_bits - 1 + pixel_bits, network.n_inputs))
+    if network.encoder.kind.value == "rate":
+        out.append(MemoryUse("encoder.rate_state", pixel_bits + 1, network.n_inputs))
+    out.append(MemoryUse("encoder.fifo", entry_bits, encoder_depth))
     # The link's payload buffer (hw/link.py): a RUN image or the longest WRITE_BLOCK payload.
     out.append(MemoryUse("link.buffer", 8 * pixel_bytes(pixel_bits),
                          buffer_slots(network.n_inputs, pixel_bits)))
@@ -171,8 +174,8 @@ def plan_memories(network: Network, lanes: int, spec, *, w_bits: int | None = No
     """Map the memories of ``network`` (a golden :class:`~spikeforge.sw.golden.Network`) at
     ``lanes`` lanes onto ``spec``'s block RAM (a :class:`spikeforge.hw.boards.BoardSpec`).
 
-    ``w_bits`` plans as if every layer's weights were at most that wide (the fit check's
-    suggestions); the sizes come from the network itself, never from a second description."""
+    ``w_bits`` plans as if every layer's weights were at most that wide; the sizes come from
+    the network itself, never from a second description."""
     check_lanes(lanes)
     family = spec.family
     memories = _memories(network, lanes, w_bits)
@@ -198,39 +201,19 @@ def plan_memories(network: Network, lanes: int, spec, *, w_bits: int | None = No
             spram += need
             x.kind, x.blocks = "SPRAM", need
     return FitReport(spec.board, spec.device, memories, ebr, spec.resources["ebr"], spram,
-                     spram_available)
-
-
-def _suggestions(network: Network, lanes: int, spec) -> list[str]:
-    """The largest configurations that fit: most lanes at the same weight width, widest weights
-    at the same lane count, else the best combination of both."""
-    widest = max(x.w_bits for x in network.layers)
-    lanes_down = list(range(lanes - 1, 0, -1))
-    out = []
-    for p in lanes_down:
-        if plan_memories(network, p, spec).fits:
-            out.append(f"lanes={p} (w_bits={widest})")
-            break
-    for w_bits in range(widest - 1, 1, -1):
-        if plan_memories(network, lanes, spec, w_bits=w_bits).fits:
-            out.append(f"w_bits={w_bits} (lanes={lanes})")
-            break
-    if not out:
-        for w_bits in range(widest - 1, 1, -1):
-            for p in lanes_down:
-                if plan_memories(network, p, spec, w_bits=w_bits).fits:
-                    return [f"lanes={p}, w_bits={w_bits}"]
-    return out
+                     spram_available, len(network.layers))
 
 
 def check_fit(network: Network, lanes: int, spec, *, name: str = "network") -> FitReport:
-    """:func:`plan_memories`, raising :class:`FitError` (with what would fit) if it does not.
+    """:func:`plan_memories`, raising :class:`FitError` if the memories do not fit.
 
-    ``name`` is how the message calls the network (an export folder's name, say)."""
+    ``name`` is how the message calls the network (an export folder's name, say). The message
+    gives the need and what the device has, and offers no configuration that "would fit": the
+    plan covers memory only, and logic (which once needed 5,930 of the UP5K's 5,280 cells at a
+    lane count the memory plan accepted) is checked by synthesis alone."""
     report = plan_memories(network, lanes, spec)
     if report.fits:
         return report
-    report.suggestions = _suggestions(network, lanes, spec)
     need = f"{report.ebr_used} EBR"
     if report.spram_available:
         need += f" + {report.spram_used} SPRAM"
@@ -239,12 +222,12 @@ def check_fit(network: Network, lanes: int, spec, *, name: str = "network") -> F
         have += f" + {report.spram_available} SPRAM"
     widest = max(x.w_bits for x in network.layers)
     synapses = sum(x.fan_in * x.fan_out for x in network.layers)
-    hint = ("; it would fit with " + " or ".join(report.suggestions)) if report.suggestions \
-        else "; no lane count or weight width down to 2 bits makes it fit"
     raise FitError(
         f"{name} ({synapses} synapses, {report.rom_bits / 1024:.0f} kbit of ROM at "
         f"lanes={lanes}, w_bits={widest}) does not fit the {spec.device}: it needs {need}, "
-        f"the device has {have}{hint}")
+        f"the device has {have}; fewer lanes or narrower weights need less memory (`spikeforge "
+        "synth --check-only --lanes N` plans another lane count), but logic is not estimated "
+        "before synthesis, so no configuration is offered as fitting")
 
 
 # ---- the build -------------------------------------------------------------------------------
@@ -406,7 +389,7 @@ def build_bitstream(top, board: str, out_dir, *, name: str = "top", spec=None,
                 need, kind = int(overflow.group(1)), overflow.group(2)
                 raise SynthError(f"{argv[0]} failed: the design needs {need} {kind}, the "
                                  f"{spec.device} has {spec.resources['luts']} "
-                                 "(fewer lanes or a smaller network would fit)\n" + tail)
+                                 "(fewer lanes or a smaller network take fewer)\n" + tail)
             raise SynthError(f"{argv[0]} failed (exit {result.returncode}):\n{tail}")
         say(f"{step}: done in {seconds[step]:.1f} s")
     report = parse_reports(spec, report_json, out / f"{name}.rpt")
@@ -449,7 +432,7 @@ def check_export_fit(export_dir, board: str, *, clock_mhz: float | None = None,
     The export is verified on load (:class:`~spikeforge.sw.export.ExportError`, or
     :class:`OSError` for an unreadable folder); ``lanes`` overrides the export's lane count and
     ``clock_mhz`` the board's PLL target (``constraints/BOARD.toml``). Raises :class:`FitError`,
-    naming the export folder and what would fit, if the network does not fit, and
+    naming the export folder, what it needs and what the device has, if it does not fit, and
     :class:`ValueError` for an unknown board or a lane count below 1.
     """
     return _plan_export(export_dir, board, clock_mhz, lanes)[3]
