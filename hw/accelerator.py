@@ -65,17 +65,19 @@ class _Phase(enum.Enum, shape=unsigned(2)):
 def spike_buffer_depths(network: Network) -> list[int]:
     """Entries of the spike FIFOs: the encoder's (two timesteps of every input and a marker
     each) and the core's spike queue (the widest hidden layer's spikes and a marker)."""
-    queue = max([layer.fan_out for layer in network.layers[:-1]], default=0) + 1
+    queue = max([x.layer.fan_out for x in core_layout(network, 1).maps[:-1]], default=0) + 1
     return [2 * (network.n_inputs + 1), max(2, queue)]
 
 
 def spike_entry_bits(network: Network) -> int:
-    """Bits of an encoder FIFO entry: an input address and the marker bit."""
-    return max(1, ceil_log2(network.n_inputs)) + 1
+    """Bits of an encoder FIFO entry: an input position ``(c, y, x)`` and the marker bit."""
+    shape = core_layout(network, 1).maps[0].source_shape
+    return sum(max(1, ceil_log2(v)) for v in shape) + 1
 
 
 class NetworkAccelerator(wiring.Component):
-    """A whole dense :class:`spikeforge.sw.golden.Network` on one core array of ``lanes``.
+    """A whole :class:`spikeforge.sw.golden.Network` on one core array of ``lanes``: dense and
+    convolution layers, sum pooling folded into addresses (``hw/core_layout.py``).
 
     Parameters
     ----------
@@ -142,12 +144,12 @@ class NetworkAccelerator(wiring.Component):
         if taps:
             tap = wiring.Signature({"valid": Out(1), "payload": Out(spike_layout(ADDR_BITS))})
             members["input_spikes"] = Out(tap)
-            for k, layer in enumerate(network.layers):
-                members[f"layer{k}_spikes"] = Out(tap)
-                members[f"layer{k}_membranes"] = Out(wiring.Signature({
+            for x in self._layout.maps:      # neuron layers (a pooling layer has no tap)
+                members[f"layer{x.index}_spikes"] = Out(tap)
+                members[f"layer{x.index}_membranes"] = Out(wiring.Signature({
                     "valid": Out(1),
-                    "payload": Out(membrane_layout(lanes, layer.v_bits,
-                                                   self._layout.groups[k], layer.timesteps)),
+                    "payload": Out(membrane_layout(lanes, x.layer.v_bits, x.groups,
+                                                   x.layer.timesteps)),
                 }))
         super().__init__(members)
 
@@ -171,9 +173,11 @@ class NetworkAccelerator(wiring.Component):
             "core": {"groups": lay.groups, "weight_base": lay.weight_base,
                      "neuron_base": lay.neuron_base, "w_bits": lay.w_bits,
                      "v_bits": lay.v_bits, "current_bits": lay.current_bits},
-            "layers": [{"fan_in": x.fan_in, "fan_out": x.fan_out, "groups": g,
-                        "v_bits": x.v_bits, "w_bits": x.w_bits}
-                       for x, g in zip(net.layers, lay.groups, strict=True)],
+            "layers": [{"kind": x.layer.kind, "index": x.index, "fan_in": x.layer.fan_in,
+                        "fan_out": x.layer.fan_out, "groups": x.groups,
+                        "channel_groups": x.channel_groups, "out_shape": list(x.out_shape),
+                        "v_bits": x.layer.v_bits, "w_bits": x.layer.w_bits}
+                       for x in lay.maps],
         }
 
     def elaborate(self, platform) -> Module:
@@ -183,7 +187,9 @@ class NetworkAccelerator(wiring.Component):
         last = net.layers[-1]
         spike_shape = spike_layout(ADDR_BITS)
 
-        m.submodules.encoder = encoder = SpikeEncoder(net.encoder, n_in, T, ADDR_BITS)
+        lay = self._layout
+        m.submodules.encoder = encoder = SpikeEncoder(
+            net.encoder, lay.maps[0].source_shape, T, ADDR_BITS, lay.y_bits, lay.x_bits)
         m.submodules.core = core = CoreArray(
             net, self._lanes, addr_bits=ADDR_BITS, spec=self._spec,
             weight_memory="spram" if self._spram_layers else "rom")
@@ -232,8 +238,8 @@ class NetworkAccelerator(wiring.Component):
                         m.d.sync += score.eq(score + increment)
         if not last.fires:
             beat = core.membranes
-            P, G = self._lanes, self._layout.groups[-1]
-            with m.If(beat.valid & (beat.payload.layer == L - 1)
+            P, G = self._lanes, lay.groups[-1]
+            with m.If(beat.valid & (beat.payload.layer == len(lay.maps) - 1)
                       & (beat.payload.timestep == T - 1)):
                 with m.Switch(beat.payload.group):
                     for g in range(G):
@@ -305,10 +311,21 @@ class NetworkAccelerator(wiring.Component):
             for name in ("bad_pixel", "busy_write"):
                 with m.If(bus.w_data[status_reg.field(name).bits].any()):
                     m.d.sync += status_bits[name].eq(0)
+        # Register block k belongs to network.layers[k]; a pooling layer's block reads 0 and
+        # ignores writes (the core folds pooling into the next layer's addresses).
+        neuron_of = {x.index: i for i, x in enumerate(lay.maps)}
         first_block = spec.layer_block(0)
-        in_program = (block >= first_block) & (block < first_block + L)
+        in_program = Signal()
+        program_layer = Signal.like(core.bus.layer)
+        with m.Switch(block):
+            for k, i in neuron_of.items():
+                with m.Case(first_block + k):
+                    m.d.comb += [in_program.eq(1), program_layer.eq(i)]
+        read_program = Signal()
+        with m.If(bus.r_en):
+            m.d.sync += read_program.eq(in_program)
         m.d.comb += [
-            core.bus.layer.eq(block - first_block), core.bus.addr.eq(offset),
+            core.bus.layer.eq(program_layer), core.bus.addr.eq(offset),
             core.bus.w_data.eq(bus.w_data),
             core.bus.w_en.eq(bus.w_en & in_program & ~busy),
             core.bus.r_en.eq(bus.r_en & in_program),
@@ -323,22 +340,28 @@ class NetworkAccelerator(wiring.Component):
                         m.d.sync += global_r_data.eq(values[reg.name])
                 with m.Default():
                     m.d.sync += global_r_data.eq(0)
-        read_program = (read_block >= first_block) & (read_block < first_block + L)
-        m.d.comb += bus.r_data.eq(Mux(read_program, core.bus.r_data, global_r_data))
+        in_layer_block = (read_block >= first_block) & (read_block < first_block + L)
+        m.d.comb += bus.r_data.eq(Mux(read_program, core.bus.r_data,
+                                      Mux(in_layer_block, 0, global_r_data)))
 
         # ---- taps ----------------------------------------------------------------------------
         if self._taps:
+            event = core.inputs.payload
+            _, h, w = lay.maps[0].source_shape
             m.d.comb += [self.input_spikes.valid.eq(core.inputs.valid & core.inputs.ready),
-                         self.input_spikes.payload.eq(core.inputs.payload)]
-            for k in range(L):
-                spikes_tap = getattr(self, f"layer{k}_spikes")
-                membranes_tap = getattr(self, f"layer{k}_membranes")
+                         self.input_spikes.payload.addr.eq((event.c * h + event.y) * w + event.x),
+                         self.input_spikes.payload.eot.eq(event.eot)]
+            fired = core.fired.payload
+            for i, x in enumerate(lay.maps):
+                spikes_tap = getattr(self, f"layer{x.index}_spikes")
+                membranes_tap = getattr(self, f"layer{x.index}_membranes")
+                _, oh, ow = x.out_shape
                 m.d.comb += [
-                    spikes_tap.valid.eq(core.fired.valid & (core.fired.payload.layer == k)),
-                    spikes_tap.payload.addr.eq(core.fired.payload.addr),
-                    spikes_tap.payload.eot.eq(core.fired.payload.eot),
+                    spikes_tap.valid.eq(core.fired.valid & (fired.layer == i)),
+                    spikes_tap.payload.addr.eq((fired.c * oh + fired.y) * ow + fired.x),
+                    spikes_tap.payload.eot.eq(fired.eot),
                     membranes_tap.valid.eq(core.membranes.valid
-                                           & (core.membranes.payload.layer == k)),
+                                           & (core.membranes.payload.layer == i)),
                     membranes_tap.payload.timestep.eq(core.membranes.payload.timestep),
                     membranes_tap.payload.group.eq(core.membranes.payload.group),
                 ]

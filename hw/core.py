@@ -36,15 +36,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
 from amaranth.utils import ceil_log2
 
-from spikeforge.hw.layer import (
-    LoadSignature,
-    WeightMemory,
-    check_lanes,
-    current_bits,
-    pack_bias,
-    select,
-    spike_layout,
-)
+from spikeforge.hw.core_layout import CoreLayout, core_layout
+from spikeforge.hw.layer import LoadSignature, WeightMemory, select, spike_layout
 from spikeforge.hw.neuron import (
     NeuronFire,
     NeuronIntegrate,
@@ -53,74 +46,29 @@ from spikeforge.hw.neuron import (
     refused_is_not_unused,
 )
 from spikeforge.hw.program import LayerProgram, ProgramBusSignature
-from spikeforge.hw.rom import pack_weights
 from spikeforge.hw.spram import WeightStore
 from spikeforge.sw.golden import Network
 from spikeforge.sw.interface import SPEC, RegisterMap
 
-__all__ = ["CoreArray", "CoreLayout", "core_layout", "core_spike_layout",
+__all__ = ["CoreArray", "CoreLayout", "core_layout", "event_layout", "core_spike_layout",
            "core_membrane_layout"]
 
 #: Groups the serializer can hold back: the depth from the fire unit's read to its serializer.
 _S_QUEUE = 4
 
 
-class CoreLayout:
-    """Where each layer of a network lives in the core's memories, for ``lanes`` lanes.
-
-    ``groups[k] = ceil(fan_out_k / lanes)``; layer ``k``'s weight rows start at word
-    ``weight_base[k]`` of the weight store (``fan_in_k * groups[k]`` words, the layout of
-    ``docs/rom-layout.md``), its biases and membranes at word ``neuron_base[k]``.
-    """
-
-    def __init__(self, network: Network, lanes: int):
-        network.require_dense("the core array")
-        self.layers = list(network.layers)
-        self.lanes = check_lanes(lanes)
-        self.groups = [-(-layer.fan_out // lanes) for layer in self.layers]
-        self.weight_words = [layer.fan_in * g for layer, g in zip(self.layers, self.groups,
-                                                                   strict=True)]
-        self.weight_base = [sum(self.weight_words[:k]) for k in range(len(self.layers))]
-        self.neuron_base = [sum(self.groups[:k]) for k in range(len(self.layers))]
-        self.w_bits = max(layer.w_bits for layer in self.layers)
-        #: Membranes are stored at the widest layer's width; a narrower layer's saturate to
-        #: its own range in stage C (nested clamps: clamping to the wide range first changes
-        #: nothing).
-        self.v_bits = max(layer.v_bits for layer in self.layers)
-        self.mixed_v_bits = len({layer.v_bits for layer in self.layers}) > 1
-        self.current_bits = max(current_bits(layer.fan_in, layer.w_bits)
-                                for layer in self.layers)
-        #: Entries of the spike queue: the most spikes of a hidden layer in one step, a marker.
-        self.queue_depth = max([layer.fan_out for layer in self.layers[:-1]], default=0) + 1
-
-    @property
-    def total_groups(self) -> int:
-        return sum(self.groups)
-
-    def weight_words_init(self) -> list[int]:
-        """The weight store's contents: every layer's ROM words, at ``w_bits`` (the widest)."""
-        words = []
-        for layer in self.layers:
-            words += pack_weights(layer.weight, self.lanes, self.w_bits)
-        return words
-
-    def bias_words_init(self) -> list[int]:
-        words = []
-        for layer in self.layers:
-            words += pack_bias(layer.bias, self.lanes, self.v_bits)
-        return words
+def event_layout(c_bits: int, y_bits: int, x_bits: int) -> data.StructLayout:
+    """An event between layers (``hw/core_layout.py``): channel (or dense neuron) ``c`` at
+    ``(y, x)``, or, with ``eot = 1``, the end of a timestep."""
+    return data.StructLayout({"c": unsigned(c_bits), "y": unsigned(y_bits),
+                              "x": unsigned(x_bits), "eot": unsigned(1)})
 
 
-def core_layout(network: Network, lanes: int) -> CoreLayout:
-    """The :class:`CoreLayout` of ``network``, or a ``ContractError`` naming the first layer
-    the core cannot run (one that is not dense)."""
-    return CoreLayout(network, lanes)
-
-
-def core_spike_layout(layers: int, addr_bits: int = 16) -> data.StructLayout:
-    """A spike or marker of layer ``layer`` (the ``fired`` tap)."""
-    return data.StructLayout({"layer": unsigned(max(1, ceil_log2(layers))),
-                              **spike_layout(addr_bits).members})
+def core_spike_layout(layout: CoreLayout) -> data.StructLayout:
+    """A spike or marker of neuron layer ``layer`` (the ``fired`` tap)."""
+    return data.StructLayout({"layer": unsigned(max(1, ceil_log2(len(layout.maps)))),
+                              **event_layout(layout.c_bits, layout.y_bits,
+                                             layout.x_bits).members})
 
 
 def core_membrane_layout(layout: CoreLayout) -> data.StructLayout:
@@ -141,29 +89,34 @@ class _State(enum.Enum, shape=unsigned(2)):
 
 
 class CoreArray(wiring.Component):
-    """Every layer of a dense :class:`spikeforge.sw.golden.Network` on one array of ``lanes``.
+    """Every neuron layer of a :class:`spikeforge.sw.golden.Network` on one array of ``lanes``.
+
+    Dense and convolution layers (stride 1), with sum pooling folded into the next layer as an
+    address transform (``hw/core_layout.py``); the last layer is dense.
 
     Parameters
     ----------
     network : Network
-        Dense layers of one ``v_bits``; weights become the weight store's contents (ROM) and
-        every other field the reset value of the layer program's registers.
+        Weights become the weight store's contents (ROM) and every other field the reset value
+        of the layer program's registers. :class:`CoreLayoutError` names a layer the core
+        cannot run.
     lanes : int
         ``P``, 1 .. 64.
     weight_memory : "rom" or "spram"
         ``"spram"``: the weight store is iCE40 UltraPlus SPRAM, empty after configuration,
         loaded by the host through each layer's ``W_ADDR``/``W_DATA`` registers.
     addr_bits : int
-        Width of the spike addresses of ``inputs`` and ``outputs``.
+        Width of the channel (or dense input) field of ``inputs`` and of ``outputs``' address.
     loadable : bool
         Add ``weight_load`` and ``bias_load`` write ports on the weight store and the bias
         memory (testbenches that run many networks of one shape on one build).
 
     Members
     -------
-    inputs : In(stream.Signature(spike_layout(addr_bits)))
-        Layer 0's input spikes, ``T`` timesteps each closed by a marker; an address at or
-        beyond ``fan_in`` is dropped and sets layer 0's ``bad_addr``.
+    inputs : In(stream.Signature(event_layout(addr_bits, y_bits, x_bits)))
+        Layer 0's input events ``(c, y, x)`` (a dense first layer: ``(j, 0, 0)``), ``T``
+        timesteps each closed by a marker; an event outside the input is dropped and sets
+        layer 0's ``bad_addr``.
     outputs : Out(stream.Signature(spike_layout(addr_bits)))
         The last layer's spikes, ascending within a step, and ``T`` markers.
     fired : Out, ``valid`` and ``payload`` (:func:`core_spike_layout`)
@@ -176,11 +129,11 @@ class CoreArray(wiring.Component):
         ``busy`` from the cycle after ``start`` to the cycle of the last output marker;
         ``done`` the cycle after.
     bus : In(ProgramBusSignature)
-        The layer program's registers (one per-layer block of the spec per layer).
+        The layer program's registers (one per-layer block of the spec per neuron layer).
     cycles : Out(unsigned(32))
         Busy cycles of the current or last inference.
     bad_addr : Out(1)
-        Layer 0 dropped an input spike since ``start``.
+        Layer 0 dropped an input event since ``start``.
     busy_write : Out(1)
         Some layer's sticky ``busy_write`` flag.
     synops, spikes : Out(unsigned(32))
@@ -217,14 +170,15 @@ class CoreArray(wiring.Component):
         if loadable:
             loads = {"weight_load": In(LoadSignature(max(1, ceil_log2(sum(layout.weight_words))),
                                                      layout.lanes * layout.w_bits)),
-                     "bias_load": In(LoadSignature(
-                         max(1, ceil_log2(layout.total_groups)), layout.lanes * layout.v_bits))}
+                     "bias_load": In(LoadSignature(max(1, ceil_log2(layout.total_bias_words)),
+                                                   layout.lanes * layout.v_bits))}
         super().__init__({
             **loads,
-            "inputs": In(stream.Signature(spike_layout(addr_bits))),
+            "inputs": In(stream.Signature(event_layout(addr_bits, layout.y_bits,
+                                                       layout.x_bits))),
             "outputs": Out(stream.Signature(spike_layout(addr_bits))),
             "fired": Out(wiring.Signature({"valid": Out(1),
-                                           "payload": Out(core_spike_layout(L, addr_bits))})),
+                                           "payload": Out(core_spike_layout(layout))})),
             "membranes": Out(wiring.Signature({"valid": Out(1),
                                                "payload": Out(core_membrane_layout(layout))})),
             "start": In(1),
@@ -247,14 +201,15 @@ class CoreArray(wiring.Component):
     def parameters(self) -> dict:
         lay = self._layout
         return {"lanes": lay.lanes, "groups": lay.groups, "weight_base": lay.weight_base,
-                "neuron_base": lay.neuron_base, "w_bits": lay.w_bits, "v_bits": lay.v_bits,
+                "neuron_base": lay.neuron_base, "bias_base": lay.bias_base,
+                "w_bits": lay.w_bits, "v_bits": lay.v_bits,
                 "current_bits": lay.current_bits, "queue_depth": lay.queue_depth,
                 "weight_memory": self._weight_memory.value}
 
     def elaborate(self, platform) -> Module:
         m = Module()
         lay = self._layout
-        layers, L, P = lay.layers, len(lay.layers), lay.lanes
+        maps, layers, L, P = lay.maps, lay.layers, len(lay.layers), lay.lanes
         T = layers[0].timesteps
         VB, WB, CB = lay.v_bits, lay.w_bits, lay.current_bits
         G_max = max(lay.groups)
@@ -263,6 +218,10 @@ class CoreArray(wiring.Component):
         w_lanes = data.ArrayLayout(signed(WB), P)
         c_lanes = data.ArrayLayout(signed(CB), P)
         d_lanes = data.ArrayLayout(signed(drive_bits(VB, CB)), P)
+
+        def per_layer(values):
+            """The value of the layer whose pass a unit runs, from per-layer constants."""
+            return lambda k: select(values, k)
 
         # ---- memories ------------------------------------------------------------------------
         in_ram = self._weight_memory is WeightMemory.SPRAM
@@ -275,7 +234,7 @@ class CoreArray(wiring.Component):
                 shape=unsigned(P * WB), depth=n_weights, init=lay.weight_words_init())
             w_rd = weights.read_port()
         m.submodules.biases = biases = Memory(
-            shape=unsigned(P * VB), depth=lay.total_groups, init=lay.bias_words_init())
+            shape=unsigned(P * VB), depth=lay.total_bias_words, init=lay.bias_words_init())
         m.submodules.vmem = vmem = Memory(shape=unsigned(P * VB), depth=lay.total_groups,
                                           init=[])
         b_rd, v_rd, v_wr = biases.read_port(), vmem.read_port(), vmem.write_port()
@@ -292,10 +251,10 @@ class CoreArray(wiring.Component):
                 w_wr.addr.eq(self.weight_load.addr), w_wr.data.eq(self.weight_load.data),
                 w_wr.en.eq(self.weight_load.en & (self.weight_load.addr < n_weights)),
                 b_wr.addr.eq(self.bias_load.addr), b_wr.data.eq(self.bias_load.data),
-                b_wr.en.eq(self.bias_load.en & (self.bias_load.addr < lay.total_groups)),
+                b_wr.en.eq(self.bias_load.en & (self.bias_load.addr < lay.total_bias_words)),
             ]
-        hidden_bits = max(1, ceil_log2(max([lay.queue_depth - 1, 2])))
-        queue = SyncFIFOBuffered(width=hidden_bits + 1, depth=max(2, lay.queue_depth))
+        CQ, YQ, XQ = lay.c_bits, lay.y_bits, lay.x_bits
+        queue = SyncFIFOBuffered(width=CQ + YQ + XQ + 1, depth=max(2, lay.queue_depth))
         m.submodules.queue = ResetInserter(self.start)(queue)   # empty at every start
 
         # ---- the layer program ---------------------------------------------------------------
@@ -318,21 +277,25 @@ class CoreArray(wiring.Component):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         m.d.sync += self.done.eq(0)
 
-        # ---- input register: the next beat of the pass (in_t, in_k) -------------------------
-        # Layer 0's beats come from `inputs`; layer k's (k >= 1) from the spike queue, once the
+        # ---- input register: the next event of the pass (in_t, in_k) ------------------------
+        # Layer 0's events come from `inputs`; layer k's (k >= 1) from the spike queue, once the
         # fire unit has closed pass (in_t, k - 1) (`fed`), so the pass's input is complete.
+        event = event_layout(self._addr_bits, YQ, XQ)
         in_t = Signal(range(T + 1))
         in_k = Signal(range(max(2, L)))
         fed = Signal()
         in_valid = Signal()
-        in_beat = Signal(spike_layout(self._addr_bits))
+        in_beat = Signal(event)
         consume = Signal()
         can_take = (state == _State.RUN) & (in_t < T) & (~in_valid | consume)
         from_queue = in_k != 0
-        queue_beat = Signal(spike_layout(self._addr_bits))
+        queue_beat = Signal(event)
+        q_fields = [CQ, YQ, XQ]
         m.d.comb += [
-            queue_beat.addr.eq(queue.r_data[:hidden_bits]),
-            queue_beat.eot.eq(queue.r_data[hidden_bits]),
+            queue_beat.c.eq(queue.r_data[:CQ]),
+            queue_beat.y.eq(queue.r_data[CQ:CQ + YQ]),
+            queue_beat.x.eq(queue.r_data[CQ + YQ:sum(q_fields)]),
+            queue_beat.eot.eq(queue.r_data[sum(q_fields)]),
             self.inputs.ready.eq(can_take & ~from_queue),
             queue.r_en.eq(can_take & from_queue & fed),
         ]
@@ -353,35 +316,96 @@ class CoreArray(wiring.Component):
         with m.Elif(consume):
             m.d.sync += in_valid.eq(0)
 
-        # ---- integration unit: one spike of layer iu_k -> G_k reads -> G_k * P accumulates ----
+        # ---- integration unit: an event of layer iu_k -> slots (ky, kx, gc) -----------------
+        # Each slot reads one weight word (consecutive words) and adds it, P lanes, to the
+        # accumulator word of neuron group (oy * OW + ox) * Gc + gc, when that group exists.
         iu_t = Signal(range(T + 1))
         iu_k = Signal(range(max(2, L)))
         iu_bank = Signal()
         eot_pending = Signal()
+        layer_of_iu = [per_layer(v)(iu_k) for v in (
+            [x.channel_groups - 1 for x in maps], [x.kernel[1] - 1 for x in maps],
+            [x.kernel[0] - 1 for x in maps], [x.out_shape[1] for x in maps],
+            [x.out_shape[2] for x in maps], [x.last_lanes for x in maps])]
+        gc_top, kx_top, ky_top, out_h, out_w, iu_last_lanes = layer_of_iu
+        row_step = per_layer([x.out_shape[2] * x.channel_groups for x in maps])(iu_k)
+        kx_step = per_layer([2 * x.channel_groups - 1 for x in maps])(iu_k)
+        span = max((x.out_shape[1] + x.padding[0] + 1) * (x.out_shape[2] + x.padding[1] + 1)
+                   * x.channel_groups for x in maps)
+        pos_bits = max(YQ, XQ) + 3
         ev_valid = Signal()
-        ev_addr = Signal(range(max(2, n_weights)))
-        ev_g = Signal(range(G_max))
-        ev_last = ev_g == select([g - 1 for g in lay.groups], iu_k)
-        w1_valid, w1_bank, w1_g = Signal(), Signal(), Signal(range(G_max))
+        ev_w = Signal(range(max(2, n_weights)))     # weight word of the slot
+        ev_acc = Signal(signed(ceil_log2(span + 1) + 2))    # accumulator word of the slot
+        ev_row_acc = Signal.like(ev_acc)            # ... of slot (ky, 0, 0)
+        ev_gc = Signal(range(max(x.channel_groups for x in maps)))
+        ev_kx = Signal(range(max(x.kernel[1] for x in maps)))
+        ev_ky = Signal(range(max(x.kernel[0] for x in maps)))
+        ev_oy = Signal(signed(pos_bits))            # output row of the slot
+        ev_ox = Signal(signed(pos_bits))
+        ev_ox0 = Signal(signed(pos_bits))
+        ev_last = (ev_gc == gc_top) & (ev_kx == kx_top) & (ev_ky == ky_top)
+        slot_exists = (ev_oy >= 0) & (ev_oy < out_h) & (ev_ox >= 0) & (ev_ox < out_w)
+        w1_valid, w1_bank = Signal(), Signal()
+        w1_acc = Signal(range(G_max))
         weight_reg = Signal(P * WB)
-        wb_valid, wb_bank, wb_g = Signal(), Signal(), Signal(range(G_max))
+        wb_valid, wb_bank = Signal(), Signal()
+        wb_acc = Signal(range(G_max))
         synops = [Signal(32, name=f"synops{k}") for k in range(L)]
         m.d.comb += consume.eq(in_valid & (state == _State.RUN) & (iu_t < T) & ~eot_pending
                                & (~ev_valid | ev_last))
+        issue = ev_valid & slot_exists
         m.d.sync += [
-            w1_valid.eq(ev_valid), w1_bank.eq(iu_bank), w1_g.eq(ev_g),
-            wb_valid.eq(w1_valid), wb_bank.eq(w1_bank), wb_g.eq(w1_g),
+            w1_valid.eq(issue), w1_bank.eq(iu_bank), w1_acc.eq(ev_acc),
+            wb_valid.eq(w1_valid), wb_bank.eq(w1_bank), wb_acc.eq(w1_acc),
         ]
         with m.If(w1_valid):
             m.d.sync += weight_reg.eq(w_rd.data)
         with m.If(ev_valid):
-            m.d.sync += [ev_addr.eq(ev_addr + 1), ev_g.eq(ev_g + 1)]
-            with m.If(ev_last):
+            m.d.sync += ev_w.eq(ev_w + 1)
+            with m.If(ev_gc != gc_top):
+                m.d.sync += [ev_gc.eq(ev_gc + 1), ev_acc.eq(ev_acc + 1)]
+            with m.Elif(ev_kx != kx_top):
+                m.d.sync += [ev_gc.eq(0), ev_kx.eq(ev_kx + 1), ev_ox.eq(ev_ox - 1),
+                             ev_acc.eq(ev_acc - kx_step)]
+            with m.Elif(ev_ky != ky_top):
+                m.d.sync += [ev_gc.eq(0), ev_kx.eq(0), ev_ky.eq(ev_ky + 1),
+                             ev_oy.eq(ev_oy - 1), ev_ox.eq(ev_ox0),
+                             ev_acc.eq(ev_row_acc - row_step),
+                             ev_row_acc.eq(ev_row_acc - row_step)]
+            with m.Else():
                 m.d.sync += ev_valid.eq(0)
-        # row address weight_base[k] + addr * G_k: one constant multiplier per layer
-        row = select([Const(base, ev_addr.shape()) + in_beat.addr * g
-                      for base, g in zip(lay.weight_base, lay.groups, strict=True)], iu_k)
-        in_range = in_beat.addr < select([layer.fan_in for layer in layers], iu_k)
+            with m.If(slot_exists):
+                for k in range(L):
+                    with m.If(iu_k == k):
+                        m.d.sync += synops[k].eq(
+                            synops[k] + Mux(ev_gc == gc_top, iu_last_lanes, P))
+
+        # Decode an event for its layer: pooling (an address shift; an event in a dropped
+        # partial window is dropped), then the first slot's weight word, output position and
+        # accumulator word. A dense layer's event is its flat input j as a 1x1 kernel.
+        starts = []
+        for x in maps:
+            shift = x.pool_shift
+            y = in_beat.y >> shift
+            xx = in_beat.x >> shift
+            _, h_in, w_in = x.in_shape
+            c_src, h_src, w_src = x.source_shape
+            inside = (y < h_in) & (xx < w_in)
+            if x.dense:
+                row = in_beat.c * (h_in * w_in) + y * w_in + xx
+                oy0 = ox0 = Const(0, pos_bits)
+                legal = (in_beat.c < c_src) & (in_beat.y < h_src) & (in_beat.x < w_src)
+                if x.source_shape[1:] == (1, 1):
+                    legal = in_beat.c < x.layer.fan_in
+            else:
+                row = in_beat.c * (x.kernel[0] * x.kernel[1])
+                oy0, ox0 = y + x.padding[0], xx + x.padding[1]
+                legal = (in_beat.c < c_src) & (in_beat.y < h_src) & (in_beat.x < w_src)
+            acc0 = (oy0 * x.out_shape[2] + ox0) * x.channel_groups
+            starts.append((lay.weight_base[maps.index(x)] + row * x.channel_groups,
+                           oy0, ox0, acc0, inside, legal))
+        start_w, start_oy, start_ox, start_acc, start_inside, start_legal = (
+            select([s[i] for s in starts], iu_k) for i in range(6))
         bad = Signal(L)
         with m.If(consume):
             with m.If(in_beat.eot):
@@ -390,54 +414,70 @@ class CoreArray(wiring.Component):
                     m.d.sync += [iu_k.eq(0), iu_t.eq(iu_t + 1)]
                 with m.Else():
                     m.d.sync += iu_k.eq(iu_k + 1)
-            with m.Elif(in_range):
-                m.d.sync += [ev_valid.eq(1), ev_addr.eq(row), ev_g.eq(0)]
-                for k in range(L):
-                    with m.If(iu_k == k):
-                        m.d.sync += synops[k].eq(synops[k] + layers[k].fan_out)
-            with m.Else():
+            with m.Elif(~start_legal):
                 m.d.comb += bad.eq((Const(1, L) << iu_k)[:L])
-        m.d.comb += [w_rd.addr.eq(ev_addr), w_rd.en.eq(ev_valid), program.bad_addr.eq(bad)]
+            with m.Elif(start_inside):
+                m.d.sync += [ev_valid.eq(1), ev_w.eq(start_w), ev_gc.eq(0), ev_kx.eq(0),
+                             ev_ky.eq(0), ev_oy.eq(start_oy), ev_ox.eq(start_ox),
+                             ev_ox0.eq(start_ox), ev_acc.eq(start_acc),
+                             ev_row_acc.eq(start_acc)]
+        m.d.comb += [w_rd.addr.eq(ev_w), w_rd.en.eq(ev_valid), program.bad_addr.eq(bad)]
         with m.If(bad[0]):
             m.d.sync += self.bad_addr.eq(1)
 
         # ---- fire unit: pass (fu_t, fu_k) walks layer fu_k's groups --------------------------
+        # Group g = (oy * OW + ox) * Gc + gc holds channels gc*P .. gc*P + P-1 at (oy, ox).
         fu_busy = Signal()
         fu_bank = Signal()
         fu_t = Signal(range(T))
         fu_k = Signal(range(max(2, L)))
+        fu = per_layer
+        fu_groups = fu(lay.groups)(fu_k)
+        fu_gc_top = fu([x.channel_groups - 1 for x in maps])(fu_k)
+        fu_ox_top = fu([x.out_shape[2] - 1 for x in maps])(fu_k)
         fu_g = Signal(range(G_max + 2))         # next item to read; item G_k is the marker
-        fu_base = Signal(range(G_max * P + 1))  # fu_g * P: the first neuron of the group
         fu_word = Signal(range(lay.total_groups + 1))   # neuron_base[fu_k] + fu_g
-        fu_groups = select(lay.groups, fu_k)
+        fu_bias = Signal(range(lay.total_bias_words + 1))  # bias_base[fu_k] + gc
+        fu_gc = Signal(range(max(x.channel_groups for x in maps)))
+        fu_cbase = Signal(range(max(x.channel_groups for x in maps) * P + 1))  # gc * P
+        fu_oy = Signal(YQ)
+        fu_ox = Signal(XQ)
         m.d.comb += [program.fire_layer.eq(fu_k), program.fire_step.eq(fu_t)]
 
         def stage(name):
-            return (Signal(name=f"{name}_valid"), Signal(range(G_max + 1), name=f"{name}_g"),
-                    Signal(range(G_max * P + 1), name=f"{name}_base"),
-                    Signal(name=f"{name}_eot"))
+            return SimpleNamespace(
+                valid=Signal(name=f"{name}_valid"), g=Signal(range(G_max + 1), name=f"{name}_g"),
+                cbase=Signal.like(fu_cbase, name=f"{name}_cbase"),
+                oy=Signal(YQ, name=f"{name}_oy"), ox=Signal(XQ, name=f"{name}_ox"),
+                last=Signal(name=f"{name}_last"), eot=Signal(name=f"{name}_eot"))
 
-        l_valid, l_g, l_base, l_eot = stage("l")
-        c_valid, c_g, c_base, c_eot = stage("c")
-        d_valid, d_g, d_base, d_eot = stage("d")
-        d_last = Signal()                   # stage F holds the layer's last group
+        def copy(dst, src):
+            return [dst.valid.eq(src.valid), dst.g.eq(src.g), dst.cbase.eq(src.cbase),
+                    dst.oy.eq(src.oy), dst.ox.eq(src.ox), dst.last.eq(src.last),
+                    dst.eot.eq(src.eot)]
+
+        st_l, st_c, st_d = stage("l"), stage("c"), stage("d")
         c_leaked = Signal(v_lanes)
         c_drive = Signal(d_lanes)
         d_sat = Signal(v_lanes)
         s_mask = Signal(P)
-        s_base = Signal(range(G_max * P + 1))
+        s_cbase, s_oy, s_ox = Signal.like(fu_cbase), Signal(YQ), Signal(XQ)
         s_eot = Signal()
         pending = Signal(range(_S_QUEUE + 1))
         q_count = Signal(range(_S_QUEUE + 1))
-        q_mask = [Signal(P, name=f"q{i}_mask") for i in range(_S_QUEUE)]
-        q_base = [Signal(range(G_max * P + 1), name=f"q{i}_base") for i in range(_S_QUEUE)]
-        q_eot = [Signal(name=f"q{i}_eot") for i in range(_S_QUEUE)]
+        q_items = [SimpleNamespace(mask=Signal(P, name=f"q{i}_mask"),
+                                   cbase=Signal.like(fu_cbase, name=f"q{i}_cbase"),
+                                   oy=Signal(YQ, name=f"q{i}_oy"),
+                                   ox=Signal(XQ, name=f"q{i}_ox"),
+                                   eot=Signal(name=f"q{i}_eot")) for i in range(_S_QUEUE)]
 
         next_k = Mux(fu_k == L - 1, 0, fu_k + 1)
         with m.If(eot_pending & ~fu_busy & ~ev_valid):
             m.d.sync += [
                 eot_pending.eq(0), fu_busy.eq(1), fu_bank.eq(iu_bank), iu_bank.eq(~iu_bank),
-                fu_g.eq(0), fu_base.eq(0), fu_word.eq(select(lay.neuron_base, fu_k)),
+                fu_g.eq(0), fu_word.eq(fu(lay.neuron_base)(fu_k)),
+                fu_bias.eq(fu(lay.bias_base)(fu_k)), fu_gc.eq(0), fu_cbase.eq(0),
+                fu_oy.eq(0), fu_ox.eq(0),
             ]
 
         seen, several = Const(0), Const(0)
@@ -455,19 +495,26 @@ class CoreArray(wiring.Component):
         fu_read = r_advance & (fu_g < fu_groups)
         m.d.comb += [
             v_rd.addr.eq(fu_word), v_rd.en.eq(fu_read),
-            b_rd.addr.eq(fu_word), b_rd.en.eq(fu_read),
+            b_rd.addr.eq(fu_bias), b_rd.en.eq(fu_read),
         ]
-        m.d.sync += l_valid.eq(r_advance)
+        m.d.sync += st_l.valid.eq(r_advance)
         with m.If(r_advance):
             m.d.sync += [
-                l_g.eq(fu_g), l_base.eq(fu_base), l_eot.eq(fu_g == fu_groups),
-                fu_g.eq(fu_g + 1), fu_base.eq(fu_base + P), fu_word.eq(fu_word + 1),
+                st_l.g.eq(fu_g), st_l.cbase.eq(fu_cbase), st_l.oy.eq(fu_oy), st_l.ox.eq(fu_ox),
+                st_l.last.eq(fu_gc == fu_gc_top), st_l.eot.eq(fu_g == fu_groups),
+                fu_g.eq(fu_g + 1), fu_word.eq(fu_word + 1),
             ]
-        m.d.sync += [
-            c_valid.eq(l_valid), c_g.eq(l_g), c_base.eq(l_base), c_eot.eq(l_eot),
-            d_valid.eq(c_valid), d_g.eq(c_g), d_base.eq(c_base), d_eot.eq(c_eot),
-            d_last.eq(c_g == fu_groups - 1),
-        ]
+            with m.If(fu_gc != fu_gc_top):
+                m.d.sync += [fu_gc.eq(fu_gc + 1), fu_cbase.eq(fu_cbase + P),
+                             fu_bias.eq(fu_bias + 1)]
+            with m.Else():
+                m.d.sync += [fu_gc.eq(0), fu_cbase.eq(0),
+                             fu_bias.eq(fu_bias - fu_gc_top)]
+                with m.If(fu_ox != fu_ox_top):
+                    m.d.sync += fu_ox.eq(fu_ox + 1)
+                with m.Else():
+                    m.d.sync += [fu_ox.eq(0), fu_oy.eq(fu_oy + 1)]
+        m.d.sync += copy(st_c, st_l) + copy(st_d, st_c)
 
         # accumulator banks: the IU owns bank iu_bank, the FU the other
         current = data.View(c_lanes, Mux(fu_bank, acc_rd[1].data, acc_rd[0].data))
@@ -476,17 +523,17 @@ class CoreArray(wiring.Component):
         wb_data = data.View(c_lanes, Mux(wb_bank, acc_rd[1].data, acc_rd[0].data))
         for lane in range(P):
             m.d.comb += acc_sum[lane].eq(wb_data[lane] + weight_in[lane])
-        fu_clear = l_valid & ~l_eot
+        fu_clear = st_l.valid & ~st_l.eot
         for b, (rd, wr) in enumerate(zip(acc_rd, acc_wr, strict=True)):
             iu_reads = w1_valid & (w1_bank == b)
             m.d.comb += [
-                rd.addr.eq(Mux(iu_reads, w1_g, fu_g)),
+                rd.addr.eq(Mux(iu_reads, w1_acc, fu_g)),
                 rd.en.eq(iu_reads | (fu_read & (fu_bank == b))),
             ]
             with m.If(wb_valid & (wb_bank == b)):
-                m.d.comb += [wr.addr.eq(wb_g), wr.data.eq(acc_sum.as_value()), wr.en.eq(1)]
+                m.d.comb += [wr.addr.eq(wb_acc), wr.data.eq(acc_sum.as_value()), wr.en.eq(1)]
             with m.Elif(fu_clear & (fu_bank == b)):
-                m.d.comb += [wr.addr.eq(l_g), wr.data.eq(0), wr.en.eq(1)]
+                m.d.comb += [wr.addr.eq(st_l.g), wr.data.eq(0), wr.en.eq(1)]
             with m.Elif(state == _State.CLEAR):
                 m.d.comb += [wr.addr.eq(clear_g), wr.data.eq(0), wr.en.eq(1)]
 
@@ -495,16 +542,14 @@ class CoreArray(wiring.Component):
         bias_in = data.View(v_lanes, b_rd.data)
         v_new = Signal(v_lanes)
         fired = Signal(P)
-        fu_write = d_valid & ~d_eot
-        lanes_in_last = [layer.fan_out - (g - 1) * P
-                         for layer, g in zip(layers, lay.groups, strict=True)]
+        fu_write = st_d.valid & ~st_d.eot
         last_lanes = Signal(range(P + 1))
-        m.d.comb += last_lanes.eq(select(lanes_in_last, fu_k))
+        m.d.comb += last_lanes.eq(fu([x.last_lanes for x in maps])(fu_k))
         if lay.mixed_v_bits:
             v_low = Signal(signed(VB))
             v_high = Signal(signed(VB))
-            m.d.comb += [v_low.eq(select([-(1 << (x.v_bits - 1)) for x in layers], fu_k)),
-                         v_high.eq(select([(1 << (x.v_bits - 1)) - 1 for x in layers], fu_k))]
+            m.d.comb += [v_low.eq(fu([-(1 << (x.v_bits - 1)) for x in layers])(fu_k)),
+                         v_high.eq(fu([(1 << (x.v_bits - 1)) - 1 for x in layers])(fu_k))]
 
             def layer_clamp(v):
                 return Mux(v < v_low, v_low, Mux(v > v_high, v_high, v))
@@ -528,25 +573,28 @@ class CoreArray(wiring.Component):
             ]
             m.d.sync += [c_leaked[lane].eq(leak.base), c_drive[lane].eq(leak.drive),
                          d_sat[lane].eq(layer_clamp(integrate.v_sat))]
-            exists = ~d_last | (last_lanes > lane)
+            exists = ~st_d.last | (last_lanes > lane)
             m.d.comb += fired[lane].eq(fire.spike & exists)
 
-        # stage S: one beat per cycle, lowest address first, to the queue or to `outputs`
+        # stage S: one event per cycle, lowest channel first, to the queue or to `outputs`
         lowest_value = Const(0, range(max(P, 2)))
         for lane in reversed(range(P)):
             lowest_value = Mux(s_mask[lane], lane, lowest_value)
-        s_addr = Signal(range(G_max * P + 1))
-        m.d.comb += s_addr.eq(Mux(s_eot, 0, s_base + lowest_value))
+        s_c, s_y, s_x = Signal(CQ), Signal(YQ), Signal(XQ)     # the queue's field widths
+        m.d.comb += [s_c.eq(Mux(s_eot, 0, s_cbase + lowest_value)),
+                     s_y.eq(Mux(s_eot, 0, s_oy)), s_x.eq(Mux(s_eot, 0, s_ox))]
         m.d.comb += [
             self.outputs.valid.eq(out_valid & ~to_queue),
             self.outputs.payload.eot.eq(s_eot),
-            self.outputs.payload.addr.eq(s_addr),
+            self.outputs.payload.addr.eq(s_c),
             queue.w_en.eq(out_valid & to_queue),
-            queue.w_data.eq(Cat(s_addr[:hidden_bits], s_eot)),
+            queue.w_data.eq(Cat(s_c, s_y, s_x, s_eot)),
             self.fired.valid.eq(out_take),
             self.fired.payload.layer.eq(fu_k),
             self.fired.payload.eot.eq(s_eot),
-            self.fired.payload.addr.eq(s_addr),
+            self.fired.payload.c.eq(s_c),
+            self.fired.payload.y.eq(s_y),
+            self.fired.payload.x.eq(s_x),
         ]
         spikes = [Signal(32, name=f"spikes{k}") for k in range(L)]
         layer_cycles = [Signal(32, name=f"cycles{k}") for k in range(L)]
@@ -568,35 +616,42 @@ class CoreArray(wiring.Component):
                 for k in range(L):
                     with m.If(fu_k == k):
                         m.d.sync += spikes[k].eq(spikes[k] + 1)
-        fired_or_marker = Mux(d_eot, 0, fired)
+        fired_or_marker = Mux(st_d.eot, 0, fired)
         pop = s_free & (q_count != 0)
-        direct = s_free & (q_count == 0) & d_valid
-        push = d_valid & ~direct
+        direct = s_free & (q_count == 0) & st_d.valid
+        push = st_d.valid & ~direct
+
+        def load_s(item):
+            return [s_mask.eq(item.mask), s_cbase.eq(item.cbase), s_oy.eq(item.oy),
+                    s_ox.eq(item.ox), s_eot.eq(item.eot)]
+
+        from_f = SimpleNamespace(mask=fired_or_marker, cbase=st_d.cbase, oy=st_d.oy,
+                                 ox=st_d.ox, eot=st_d.eot)
         with m.If(pop):
-            m.d.sync += [s_mask.eq(q_mask[0]), s_base.eq(q_base[0]), s_eot.eq(q_eot[0])]
+            m.d.sync += load_s(q_items[0])
         with m.Elif(direct):
-            m.d.sync += [s_mask.eq(fired_or_marker), s_base.eq(d_base), s_eot.eq(d_eot)]
-        for i in range(_S_QUEUE):
+            m.d.sync += load_s(from_f)
+        for i, item in enumerate(q_items):
+            fields = ("mask", "cbase", "oy", "ox", "eot")
             with m.If(push & Mux(pop, q_count == i + 1, q_count == i)):
-                m.d.sync += [q_mask[i].eq(fired_or_marker), q_base[i].eq(d_base),
-                             q_eot[i].eq(d_eot)]
+                m.d.sync += [getattr(item, f).eq(getattr(from_f, f)) for f in fields]
             if i + 1 < _S_QUEUE:
                 with m.Elif(pop):
-                    m.d.sync += [q_mask[i].eq(q_mask[i + 1]), q_base[i].eq(q_base[i + 1]),
-                                 q_eot[i].eq(q_eot[i + 1])]
+                    m.d.sync += [getattr(item, f).eq(getattr(q_items[i + 1], f))
+                                 for f in fields]
         m.d.sync += [q_count.eq(q_count + push - pop),
                      pending.eq(pending + r_advance - (pop | direct))]
 
         # membrane port: the group just closed, registered; it also writes vmem back
         d_word = Signal(range(lay.total_groups + 1))
-        m.d.sync += d_word.eq(select(lay.neuron_base, fu_k) + c_g)
+        m.d.sync += d_word.eq(fu(lay.neuron_base)(fu_k) + st_c.g)
         m.d.sync += self.membranes.valid.eq(fu_write)
         wb_word = Signal(range(lay.total_groups + 1))
         with m.If(fu_write):
             m.d.sync += [
                 self.membranes.payload.layer.eq(fu_k),
                 self.membranes.payload.timestep.eq(fu_t),
-                self.membranes.payload.group.eq(d_g),
+                self.membranes.payload.group.eq(st_d.g),
                 self.membranes.payload.v.eq(v_new),
                 wb_word.eq(d_word),
             ]
@@ -622,8 +677,8 @@ class CoreArray(wiring.Component):
                 state.eq(_State.CLEAR), clear_g.eq(0), iu_t.eq(0), iu_k.eq(0), iu_bank.eq(0),
                 in_t.eq(0), in_k.eq(0), fed.eq(0), in_valid.eq(0),
                 eot_pending.eq(0), ev_valid.eq(0), w1_valid.eq(0), wb_valid.eq(0),
-                fu_busy.eq(0), fu_t.eq(0), fu_k.eq(0), l_valid.eq(0), c_valid.eq(0),
-                d_valid.eq(0), s_mask.eq(0), s_eot.eq(0), pending.eq(0), q_count.eq(0),
+                fu_busy.eq(0), fu_t.eq(0), fu_k.eq(0), st_l.valid.eq(0), st_c.valid.eq(0),
+                st_d.valid.eq(0), s_mask.eq(0), s_eot.eq(0), pending.eq(0), q_count.eq(0),
                 self.cycles.eq(0), self.bad_addr.eq(0),
                 *[s.eq(0) for s in synops + spikes + layer_cycles],
             ]

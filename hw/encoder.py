@@ -19,7 +19,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from spikeforge.hw.layer import spike_layout
+from spikeforge.hw.core import event_layout
 from spikeforge.sw.golden import Encoder, EncoderKind
 
 __all__ = ["SpikeEncoder"]
@@ -41,36 +41,42 @@ class SpikeEncoder(wiring.Component):
         dropped.
     run : In(1)
         Strobe: encode the loaded image (its steps appear on ``spikes``).
-    spikes : Out(stream.Signature(spike_layout(addr_bits)))
-        ``T`` steps, each its spikes in ascending address order and a marker.
+    spikes : Out(stream.Signature(event_layout(addr_bits, y_bits, x_bits)))
+        ``T`` steps, each its spikes as events ``(c, y, x)`` of the input ``shape`` in
+        ascending (C-major) order, and a marker.
     """
 
-    def __init__(self, encoder: Encoder, n_inputs: int, timesteps: int, addr_bits: int = 16):
+    def __init__(self, encoder: Encoder, shape: tuple[int, int, int], timesteps: int,
+                 addr_bits: int = 16, y_bits: int = 1, x_bits: int = 1):
         if encoder.kind is EncoderKind.DIRECT:
             raise ValueError("SpikeEncoder codes rate or radix input, not direct")
-        self._encoder, self._n, self._T = encoder, n_inputs, timesteps
-        self._addr_bits = addr_bits
+        self._encoder, self._shape, self._T = encoder, tuple(shape), timesteps
+        self._n = shape[0] * shape[1] * shape[2]
+        self._bits = (addr_bits, y_bits, x_bits)
         super().__init__({
             "pixels": In(stream.Signature(unsigned(16))),
             "load": In(1),
             "loaded": Out(1),
             "bad_pixel": Out(1),
             "run": In(1),
-            "spikes": Out(stream.Signature(spike_layout(addr_bits))),
+            "spikes": Out(stream.Signature(event_layout(addr_bits, y_bits, x_bits))),
         })
 
     def elaborate(self, platform) -> Module:
         m = Module()
         n, T = self._n, self._T
+        C, H, W = self._shape
         pixel_bits = self._encoder.pixel_bits
         x_max = (1 << pixel_bits) - 1
-        j_bits = max(1, ceil_log2(n))
+        c_bits, y_bits, x_bits = (max(1, ceil_log2(v)) for v in (C, H, W))
+        j_bits = c_bits + y_bits + x_bits       # a list entry's position (c, y, x)
 
         # ---- LOAD: the non-zero pixels into the list ------------------------------------------
         m.submodules.entries = entries = Memory(shape=unsigned(j_bits + pixel_bits), depth=n,
                                                 init=[])
         e_wr, e_rd = entries.write_port(), entries.read_port()
         count = Signal(range(n + 1))            # pixels taken of the image being loaded
+        at_c, at_y, at_x = Signal(c_bits), Signal(y_bits), Signal(x_bits)   # ... its position
         length = Signal(range(n + 1))           # list entries of that image
         listed = Signal(range(n + 1))           # list entries of the image to encode
         bad = Signal()
@@ -78,16 +84,23 @@ class SpikeEncoder(wiring.Component):
         value = self.pixels.payload
         m.d.comb += [
             self.pixels.ready.eq(self.load),
-            e_wr.addr.eq(length), e_wr.data.eq(Cat(count[:j_bits], value[:pixel_bits])),
+            e_wr.addr.eq(length), e_wr.data.eq(Cat(at_c, at_y, at_x, value[:pixel_bits])),
             e_wr.en.eq(take & (value != 0)),
         ]
         m.d.sync += [self.loaded.eq(0), self.bad_pixel.eq(0)]
         with m.If(take):
             m.d.sync += [count.eq(count + 1), length.eq(length + (value != 0))]
+            with m.If(at_x != W - 1):
+                m.d.sync += at_x.eq(at_x + 1)
+            with m.Elif(at_y != H - 1):
+                m.d.sync += [at_x.eq(0), at_y.eq(at_y + 1)]
+            with m.Else():
+                m.d.sync += [at_x.eq(0), at_y.eq(0), at_c.eq(at_c + 1)]
             with m.If(value > x_max):
                 m.d.sync += bad.eq(1)
             with m.If(count == n - 1):
-                m.d.sync += [count.eq(0), length.eq(0), bad.eq(0)]
+                m.d.sync += [count.eq(0), length.eq(0), bad.eq(0), at_c.eq(0), at_y.eq(0),
+                             at_x.eq(0)]
                 with m.If(bad | (value > x_max)):
                     m.d.sync += self.bad_pixel.eq(1)
                 with m.Else():
@@ -101,7 +114,9 @@ class SpikeEncoder(wiring.Component):
         out_take = self.spikes.valid & self.spikes.ready
         m.d.comb += [
             self.spikes.valid.eq(fifo.r_rdy & (encoded != taken)),
-            self.spikes.payload.addr.eq(fifo.r_data[:j_bits]),
+            self.spikes.payload.c.eq(fifo.r_data[:c_bits]),
+            self.spikes.payload.y.eq(fifo.r_data[c_bits:c_bits + y_bits]),
+            self.spikes.payload.x.eq(fifo.r_data[c_bits + y_bits:j_bits]),
             self.spikes.payload.eot.eq(fifo.r_data[j_bits]),
             fifo.r_en.eq(self.spikes.ready & (encoded != taken)),
         ]

@@ -1,11 +1,12 @@
-"""The layer engine, one dense layer over ``T`` timesteps, and the stream and register helpers
-the core array shares.
+"""The layer engine (one dense layer over ``T`` timesteps), and the stream and register
+helpers the core array shares.
 
 :class:`LayerEngine` is :class:`spikeforge.hw.core.CoreArray` running a one-layer network: it
 takes a stream of input spike addresses, one timestep after another, and returns the layer's
-output spike addresses in the same stream format. ``docs/microarchitecture.md`` describes the lanes, the pipeline, the
-memories, the stream protocol and the cycle formula that :mod:`spikeforge.sim.cycle_model`
-implements. The register decoder is generated from :mod:`spikeforge.sw.interface`.
+output spike addresses in the same stream format. ``docs/microarchitecture.md`` describes the
+lanes, the pipeline, the memories, the stream protocol and the cycle formula that
+:mod:`spikeforge.sim.cycle_model` implements. The register decoder is generated from
+:mod:`spikeforge.sw.interface`.
 """
 
 from __future__ import annotations
@@ -384,7 +385,10 @@ class LayerEngine(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         m.submodules.core = core = self._core
-        wiring.connect(m, wiring.flipped(self.inputs), core.inputs)
+        m.d.comb += [core.inputs.valid.eq(self.inputs.valid),
+                     core.inputs.payload.c.eq(self.inputs.payload.addr),
+                     core.inputs.payload.eot.eq(self.inputs.payload.eot),
+                     self.inputs.ready.eq(core.inputs.ready)]
         wiring.connect(m, core.outputs, wiring.flipped(self.outputs))
         m.d.comb += [
             core.start.eq(self.start), self.busy.eq(core.busy), self.done.eq(core.done),

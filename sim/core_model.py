@@ -27,9 +27,15 @@ from dataclasses import dataclass
 
 import torch
 
-from spikeforge.sim.cycle_model import FIRST_BEAT_DELAY, fire_pass_cycles, groups
+from spikeforge.sim.cycle_model import FIRST_BEAT_DELAY, fire_pass_cycles
 
-__all__ = ["QUEUE_DELAY", "PassTiming", "CoreTiming", "core_schedule", "core_timing"]
+__all__ = ["QUEUE_DELAY", "PassTiming", "CoreTiming", "core_schedule", "pass_counts",
+           "core_timing"]
+
+#: The encoder's first slot, and the cycles from a step's last slot to its release to the core
+#: (``hw/encoder.py``; :mod:`spikeforge.sim.network_model` gives the recurrence).
+ENCODER_FIRST_SLOT = 1
+ENCODER_RELEASE = 3
 
 #: Cycles from a pass's output marker to the first beat of the next pass decoded from the
 #: spike queue: the input register takes it in the cycle after the marker (the queue's
@@ -64,55 +70,84 @@ class CoreTiming:
         return [p for p in self.passes if p.layer == layer][-1].end
 
 
-def core_schedule(group_counts, events, fire, bad=None, *, first_input=None) -> CoreTiming:
+def core_schedule(groups, slots, events, fire, bad=None, *, listed=None) -> CoreTiming:
     """The recurrence of the module docstring over passes.
 
-    ``group_counts[k]`` is ``G_k``; ``events[t][k]``, ``bad[t][k]`` and ``fire[t][k]`` the
-    counts of pass ``(t, k)``. ``first_input[t]``, when given, is the earliest cycle layer 0's
-    step ``t`` can be decoded (a producer that is not always ready; see
-    :mod:`spikeforge.sim.core_accelerator_model`).
+    ``groups[k]`` is layer ``k``'s neuron groups (``G_k``), ``slots[k]`` the cycles one input
+    event costs it (``KH * KW * Gc``; ``G_k`` for a dense layer); ``events[t][k]``,
+    ``bad[t][k]`` (dropped events: one cycle each) and ``fire[t][k]`` the counts of pass
+    ``(t, k)``. With ``listed`` (the image's non-zero pixels) layer 0's steps come from the
+    accelerator's encoder (:mod:`spikeforge.sim.network_model`) instead of a producer that is
+    always ready.
     """
-    L = len(group_counts)
-    T = len(events)
+    L, T = len(groups), len(events)
     if bad is None:
         bad = [[0] * L for _ in range(T)]
     passes = []
+    took = []           # the cycle the core took each step's layer-0 marker
+    x = None            # the cycle the encoder issues the step's first slot
     handoff = end = None
     for t in range(T):
+        released = None
+        if listed is not None:
+            x = ENCODER_FIRST_SLOT if x is None else max(
+                x + listed + 1, took[t - 2] + 1 if t >= 2 else 0)
+            released = x + listed + ENCODER_RELEASE + (events[t][0] + bad[t][0] == 0)
         for k in range(L):
+            e, b = int(events[t][k]), int(bad[t][k])
             if handoff is None:
-                first = max(group_counts) + FIRST_BEAT_DELAY
+                first = max(groups) + FIRST_BEAT_DELAY
             elif k == 0:
                 first = handoff + 1
             else:
-                first = max(handoff + 1, end + QUEUE_DELAY + (events[t][k] + bad[t][k] == 0))
-            if k == 0 and first_input is not None:
-                first = max(first, first_input[t])
-            marker = first + group_counts[k] * int(events[t][k]) + int(bad[t][k])
-            handoff = max(marker + 1, end + 1) if end is not None else marker + 1
+                first = max(handoff + 1, end + QUEUE_DELAY + (e + b == 0))
+            if k == 0 and released is not None:
+                first = max(first, released + 1)
+            marker = first + slots[k] * e + b
+            if k == 0:
+                # the marker entered the input register with the last event's decode (or the
+                # cycle before, after a one-cycle event or none)
+                took.append(marker - (slots[0] if e and not b else 1))
+            handoff = marker + 1 if end is None else max(marker + 1, end + 1)
             end = handoff + int(fire[t][k])
-            passes.append(PassTiming(t, k, int(events[t][k]), int(bad[t][k]), int(fire[t][k]),
-                                     first, marker, handoff, end))
+            passes.append(PassTiming(t, k, e, b, int(fire[t][k]), first, marker, handoff, end))
     return CoreTiming(tuple(passes))
 
 
-def core_timing(network, lanes: int, trace, *, first_input=None) -> list[CoreTiming]:
+def pass_counts(network, lanes: int, trace, b: int = 0):
+    """``(layout, events, bad, fire)`` of image ``b`` of ``trace``: per pass ``(t, i)`` of the
+    ``i``-th neuron layer, its input events inside the (pooled) input, those in a dropped
+    partial pooling window, and its fire-pass cycles over the core's groups."""
+    from spikeforge.hw.core_layout import core_layout
+
+    layout = core_layout(network, lanes)
+    T, L = network.timesteps, len(layout.maps)
+    events = [[0] * L for _ in range(T)]
+    bad = [[0] * L for _ in range(T)]
+    fire = [[0] * L for _ in range(T)]
+    source = trace.inputs[b]
+    for i, x in enumerate(layout.maps):
+        c, h, w = x.source_shape
+        s = x.pool_shift
+        rows = (torch.arange(h) >> s) < x.in_shape[1]
+        cols = (torch.arange(w) >> s) < x.in_shape[2]
+        inside = (rows[:, None] & cols[None, :]).expand(c, h, w).reshape(-1)
+        out = trace.layers[x.index].spikes[b]
+        for t in range(T):
+            hits = torch.as_tensor(source[t]).reshape(-1) != 0
+            events[t][i] = int((hits & inside).sum())
+            bad[t][i] = int((hits & ~inside).sum())
+            fire[t][i] = fire_pass_cycles(x.native(out[t] if x.layer.fires
+                                                   else torch.zeros_like(out[t])), lanes)
+        source = out
+    return layout, events, bad, fire
+
+
+def core_timing(network, lanes: int, trace) -> list[CoreTiming]:
     """Exact timing of every image of ``trace`` (``network.trace``) on a core of ``lanes``."""
-    L, T = len(network.layers), network.timesteps
-    G = [groups(layer.fan_out, lanes) for layer in network.layers]
     timings = []
     for b in range(trace.inputs.shape[0]):
-        events = [[0] * L for _ in range(T)]
-        fire = [[0] * L for _ in range(T)]
-        inputs = trace.inputs[b]
-        for k, layer_trace in enumerate(trace.layers):
-            outputs = layer_trace.spikes[b]
-            for t in range(T):
-                events[t][k] = int((torch.as_tensor(inputs[t]) != 0).sum())
-                fire[t][k] = fire_pass_cycles(outputs[t] if network.layers[k].fires
-                                              else torch.zeros_like(outputs[t]), lanes)
-            inputs = outputs
-        timings.append(core_schedule(G, events, fire,
-                                     first_input=None if first_input is None
-                                     else first_input[b]))
+        layout, events, bad, fire = pass_counts(network, lanes, trace, b)
+        timings.append(core_schedule(layout.groups, [x.slots for x in layout.maps], events,
+                                     fire, bad))
     return timings

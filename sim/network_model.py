@@ -25,12 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
-from spikeforge.sim.core_model import (
-    QUEUE_DELAY,
-    CoreTiming,
-    PassTiming,
-)
-from spikeforge.sim.cycle_model import FIRST_BEAT_DELAY, fire_pass_cycles, groups
+from spikeforge.hw.core_layout import core_layout
+from spikeforge.sim.core_model import CoreTiming, core_schedule, pass_counts
 from spikeforge.sw.golden import Network, Trace
 
 __all__ = ["NetworkTiming", "network_timing", "worst_case_network_cycles", "ACCELERATOR_TAIL"]
@@ -48,56 +44,17 @@ class NetworkTiming:
     core: CoreTiming
 
 
-def _schedule(G, events, fire, listed: int) -> CoreTiming:
-    """The encoder's and the core's recurrences together, pass by pass."""
-    T, L = len(events), len(G)
-    passes: list[PassTiming] = []
-    took: list[int] = []         # c_t
-    x = None
-    handoff = end = None
-    for t in range(T):
-        x = 1 if x is None else max(x + listed + 1, took[t - 2] + 1 if t >= 2 else 0)
-        released = x + listed + 3 + (events[t][0] == 0)
-        for k in range(L):
-            if handoff is None:
-                first = max(G) + FIRST_BEAT_DELAY
-            elif k == 0:
-                first = handoff + 1
-            else:
-                first = max(handoff + 1, end + QUEUE_DELAY + (events[t][k] == 0))
-            if k == 0:
-                first = max(first, released + 1)
-            marker = first + G[k] * events[t][k]
-            if k == 0:
-                took.append(marker - (G[0] if events[t][0] else 1))
-            handoff = marker + 1 if end is None else max(marker + 1, end + 1)
-            end = handoff + fire[t][k]
-            passes.append(PassTiming(t, k, events[t][k], 0, fire[t][k], first, marker,
-                                     handoff, end))
-    return CoreTiming(tuple(passes))
-
-
 def network_timing(network: Network, lanes: int, trace: Trace, pixels) -> list[NetworkTiming]:
     """Exact timing of every image of ``trace`` (``network.trace(pixels)``)."""
     pixels = torch.as_tensor(pixels, dtype=torch.int64).reshape(-1, network.n_inputs)
-    L, T = len(network.layers), network.timesteps
-    G = [groups(layer.fan_out, lanes) for layer in network.layers]
     timings = []
     for b in range(trace.inputs.shape[0]):
-        events = [[0] * L for _ in range(T)]
-        fire = [[0] * L for _ in range(T)]
-        inputs = trace.inputs[b]
-        for k, (layer, layer_trace) in enumerate(zip(network.layers, trace.layers,
-                                                     strict=True)):
-            outputs = layer_trace.spikes[b]
-            for t in range(T):
-                events[t][k] = int((inputs[t] != 0).sum())
-                fire[t][k] = fire_pass_cycles(outputs[t] if layer.fires
-                                              else torch.zeros_like(outputs[t]), lanes)
-            inputs = outputs
-        core = _schedule(G, events, fire, int((pixels[b] != 0).sum()))
+        layout, events, bad, fire = pass_counts(network, lanes, trace, b)
+        core = core_schedule(layout.groups, [x.slots for x in layout.maps], events, fire, bad,
+                             listed=int((pixels[b] != 0).sum()))
         timings.append(NetworkTiming(core.cycles + ACCELERATOR_TAIL,
-                                     tuple(core.layer_cycles(k) for k in range(L)), core))
+                                     tuple(core.layer_cycles(i)
+                                           for i in range(len(layout.maps))), core))
     return timings
 
 
@@ -105,10 +62,10 @@ def worst_case_network_cycles(network: Network, lanes: int) -> int:
     """An upper bound of one image's compute cycles: every pixel non-zero, every input and
     neuron spiking at every step (the schedule grows with every event), for testbench
     budgets."""
-    L, T = len(network.layers), network.timesteps
-    G = [groups(layer.fan_out, lanes) for layer in network.layers]
-    events = [[network.n_inputs] + [layer.fan_out for layer in network.layers[:-1]]
-              for _ in range(T)]
-    fire = [[5 + max(g, layer.fan_out) for g, layer in zip(G, network.layers, strict=True)]
-            for _ in range(T)]
-    return _schedule(G, events, fire, network.n_inputs).cycles + ACCELERATOR_TAIL
+    layout = core_layout(network, lanes)
+    T = network.timesteps
+    sources = [network.n_inputs] + [x.layer.fan_out for x in layout.maps[:-1]]
+    events = [sources for _ in range(T)]
+    fire = [[5 + max(x.groups, x.layer.fan_out) for x in layout.maps] for _ in range(T)]
+    return core_schedule(layout.groups, [x.slots for x in layout.maps], events, fire,
+                         listed=network.n_inputs).cycles + ACCELERATOR_TAIL

@@ -12,6 +12,7 @@ import torch
 from amaranth.sim import Simulator
 
 from spikeforge.hw.core import CoreArray
+from spikeforge.sim.core_cases import random_conv_network
 from spikeforge.sim.core_model import core_timing
 from spikeforge.sim.network_cases import random_network
 from spikeforge.sw.golden import DenseLayer, Encoder, Network
@@ -32,10 +33,13 @@ async def bus_read(ctx, dut, layer, name):
 def run_core(network: Network, frames: torch.Tensor, lanes: int, *, stall_every: int = 0):
     """One inference of ``frames`` (``int[T, n_in]``, binary) on the core in pysim."""
     dut = CoreArray(network, lanes)
-    L, T = len(network.layers), network.timesteps
+    maps = dut.layout.maps
+    L, T = len(maps), network.timesteps
+    _, h, w = maps[0].source_shape
     beats = []
     for t in range(T):
-        beats += [(j, 0) for j in frames[t].nonzero().flatten().tolist()] + [(0, 1)]
+        beats += [(j // (h * w), j // w % h, j % w, 0)
+                  for j in frames[t].nonzero().flatten().tolist()] + [(0, 0, 0, 1)]
     got = {"spikes": {}, "membranes": {}, "cycles": None, "counters": {}}
 
     async def testbench(ctx):
@@ -48,7 +52,8 @@ def run_core(network: Network, frames: torch.Tensor, lanes: int, *, stall_every:
         for cycle in range(1, 200_000):
             ctx.set(dut.inputs.valid, sent < len(beats))
             if sent < len(beats):
-                ctx.set(dut.inputs.payload, {"addr": beats[sent][0], "eot": beats[sent][1]})
+                c, y, x, eot = beats[sent]
+                ctx.set(dut.inputs.payload, {"c": c, "y": y, "x": x, "eot": eot})
             if ctx.get(dut.fired.valid):
                 beat = ctx.get(dut.fired.payload)
                 if beat.eot:
@@ -57,7 +62,8 @@ def run_core(network: Network, frames: torch.Tensor, lanes: int, *, stall_every:
                     current[beat.layer] = []
                     steps[beat.layer] += 1
                 else:
-                    current[beat.layer].append(beat.addr)
+                    _, oh, ow = maps[beat.layer].out_shape
+                    current[beat.layer].append((beat.c * oh + beat.y) * ow + beat.x)
             if ctx.get(dut.membranes.valid):
                 beat = ctx.get(dut.membranes.payload)
                 got["membranes"][beat.layer, beat.timestep, beat.group] = list(beat.v)
@@ -81,26 +87,30 @@ def run_core(network: Network, frames: torch.Tensor, lanes: int, *, stall_every:
 
 
 def check_against_golden(network: Network, frames: torch.Tensor, lanes: int):
+    """Every spike, membrane, counter and pass end of one inference against the golden model
+    and the core's cycle model."""
     trace = network.trace_frames(frames[None])
     got = run_core(network, frames, lanes)
+    layout = CoreArray(network, lanes).layout
     timing = core_timing(network, lanes, trace)[0]
-    for k, (layer, lt) in enumerate(zip(network.layers, trace.layers, strict=True)):
+    for i, x in enumerate(layout.maps):
+        layer, lt = x.layer, trace.layers[x.index]
         for t in range(network.timesteps):
             want = lt.spikes[0, t].nonzero().flatten().tolist() if layer.fires else []
-            assert got["spikes"][k, t] == want, f"layer {k} step {t} spikes"
-            v = lt.membranes[0, t].tolist()
-            G = -(-layer.fan_out // lanes)
-            for g in range(G):
-                lanes_here = min(lanes, layer.fan_out - g * lanes)
-                assert got["membranes"][k, t, g][:lanes_here] == v[g * lanes:g * lanes
-                                                                   + lanes_here], \
-                    f"layer {k} step {t} group {g} membranes"
-        assert got["counters"][k]["SYNOPS"] == int(lt.synops[0]), f"layer {k} synops"
-        assert got["counters"][k]["SPIKES"] == (int(lt.spikes[0].sum()) if layer.fires else 0)
+            assert got["spikes"][i, t] == want, f"layer {x.index} step {t} spikes"
+            v = x.native(lt.membranes[0, t])
+            exists = x.native(torch.ones(layer.fan_out, dtype=torch.int64))
+            for g in range(x.groups):
+                here = slice(g * lanes, (g + 1) * lanes)
+                mask = exists[here].bool().tolist()
+                assert [a for a, e in zip(got["membranes"][i, t, g], mask, strict=True) if e] \
+                    == [a for a, e in zip(v[here].tolist(), mask, strict=True) if e], \
+                    f"layer {x.index} step {t} group {g} membranes"
+        assert got["counters"][i]["SYNOPS"] == int(lt.synops[0]), f"layer {x.index} synops"
+        assert got["counters"][i]["SPIKES"] == (int(lt.spikes[0].sum()) if layer.fires else 0)
     assert got["ends"] == [p.end for p in timing.passes], "pass ends"
-    for k in range(len(network.layers)):
-        assert got["counters"][k]["CYCLES"] == timing.layer_cycles(k), f"layer {k} cycles"
-    assert got["ends"] == [p.end for p in timing.passes], "pass ends"
+    for i in range(len(layout.maps)):
+        assert got["counters"][i]["CYCLES"] == timing.layer_cycles(i), f"layer {i} cycles"
     assert got["cycles"] == timing.cycles
 
 
@@ -138,3 +148,18 @@ def test_random_networks(case):
         check_against_golden(net, frames, rng.choice([lanes, 1, 5]))
     except AssertionError as error:
         raise AssertionError(f"{error} (replay: SPIKEFORGE_SEED={SEED} case {case})") from None
+
+
+@pytest.mark.parametrize("case", range(10))
+def test_random_conv_networks(case):
+    """Convolutions (kernel 1..5, padding, channels not a multiple of the lanes), 2x2 sum
+    pooling as an address transform, a dense readout: every spike, membrane and cycle."""
+    seed = SEED * 100 + case
+    net, lanes = random_conv_network(seed)
+    gen = torch.Generator().manual_seed(seed)
+    pixels = torch.randint(0, net.encoder.pixel_max + 1, (1, net.n_inputs), generator=gen)
+    try:
+        check_against_golden(net, net.encode(pixels)[0], lanes)
+    except AssertionError as error:
+        raise AssertionError(f"{error} (replay: SPIKEFORGE_SEED={SEED} "
+                             f"pytest tests/test_core.py -k 'conv and {case}')") from None
