@@ -45,8 +45,12 @@ test: $(STAMP) iverilog
 test-long: $(STAMP) iverilog
 	SPIKEFORGE_SIM=$(SIM) $(PY) -m pytest -n $(JOBS) tests
 
+# NET=conv runs the convolutional preset instead of the default 64-128-10 network.
+NET     ?= mlp
+DEMO_OUT := $(OUT)/demo$(if $(filter-out mlp,$(NET)),-$(NET))
+
 demo: $(STAMP)
-	$(VENV)/bin/spikeforge demo --out $(OUT)/demo
+	$(VENV)/bin/spikeforge demo --arch $(NET) --out $(DEMO_OUT)
 
 bench: $(STAMP)
 	$(PY) -m bench

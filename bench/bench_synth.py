@@ -5,7 +5,7 @@ For each (network, board): the memory plan (spikeforge.sw.synth.plan_memories), 
 fits, a full yowasp build of the board top: logic and memory utilisation and Fmax from nextpnr's
 report; cycles per inference from the accelerator's exact cycle model
 (spikeforge.sim.network_model) averaged over images; inferences per second at the achieved Fmax;
-and what the 115200-baud link allows.
+and what the link allows at the spec's line rate (``BAUD``, 3 Mbaud).
 
     python -m bench synth                       # every case (tens of minutes on 2 cores)
     python -m bench.bench_synth --cases demo    # a subset
@@ -43,7 +43,6 @@ LANES = {"icebreaker": 2, "ulx3s": 8}
 TIMESTEPS = 4
 #: MNIST timesteps per board (the UP5K's EBR limits the spike buffers).
 MNIST_TIMESTEPS = {"icebreaker": 2, "ulx3s": 4}
-BAUD = 115200
 
 
 def random_network(sizes, *, w_bits=4, timesteps=TIMESTEPS, seed=0):
@@ -104,10 +103,10 @@ def cycles_per_inference(network, lanes, images) -> float:
 
 
 def link_images_per_second(network) -> float:
-    pixel_bytes = 1 if network.encoder.pixel_bits <= 8 else 2
-    request = 6 + network.n_inputs * pixel_bytes
-    reply = 7 + 4 * (network.n_outputs + 1)
-    return BAUD / 10 / (request + reply)
+    from spikeforge.sw.interface import link_images_per_second as line_ceiling
+
+    return line_ceiling(n_inputs=network.n_inputs, pixel_bits=network.encoder.pixel_bits,
+                        n_outputs=network.n_outputs)
 
 
 def run_case(name, board, out_root, *, lanes=None, mnist_timesteps=None):

@@ -317,10 +317,13 @@ class NetworkAccelerator(wiring.Component):
         first_block = spec.layer_block(0)
         in_program = Signal()
         program_layer = Signal.like(core.bus.layer)
-        with m.Switch(block):
-            for k, i in neuron_of.items():
-                with m.Case(first_block + k):
-                    m.d.comb += [in_program.eq(1), program_layer.eq(i)]
+        # Mux chains (continuous assigns), not a Switch: an `always @*` block that Icarus
+        # leaves X after reset (hw.layer.select)
+        hit, layer_of_block = Const(0), Const(0, program_layer.shape())
+        for k, i in neuron_of.items():
+            here = block == first_block + k
+            hit, layer_of_block = hit | here, Mux(here, i, layer_of_block)
+        m.d.comb += [in_program.eq(hit), program_layer.eq(layer_of_block)]
         read_program = Signal()
         with m.If(bus.r_en):
             m.d.sync += read_program.eq(in_program)

@@ -13,6 +13,7 @@ swapping the mock for ``NetworkAccelerator`` is one argument.
 
 
 import importlib.resources
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from spikeforge.hw.link import LinkBridge
 from spikeforge.hw.uart import UARTRx, UARTTx, uart_divisor
+from spikeforge.sw.interface import BAUD
 
 __all__ = [
     "LinkTop",
@@ -136,7 +138,7 @@ def load_board_spec(board: str, *, clock_hz: float | None = None) -> BoardSpec:
         family=raw["family"],
         osc_hz=float(raw["osc_hz"]),
         clock_hz=float(clock_hz if clock_hz is not None else raw["clock_hz"]),
-        baud=int(raw["baud"]),
+        baud=int(raw.get("baud", BAUD)),  # the link's rate: the spec's, unless the board says
         timeout_ms=float(raw["timeout_ms"]),
         lut_name=raw["resources"]["lut_name"],
         resources={k: int(v) for k, v in raw["resources"].items() if k != "lut_name"},
@@ -209,6 +211,30 @@ def ecp5_pll_config(f_in: float, f_out: float) -> dict:
     return best
 
 
+def system_clock_hz(spec: BoardSpec, use_pll: bool = True) -> float:
+    """The clock a :class:`BoardTop` of ``spec`` runs at: what its PLL makes of
+    ``spec.clock_hz`` (or the oscillator). ``ValueError`` if no PLL setting makes it."""
+    if not use_pll or spec.clock_hz == spec.osc_hz:
+        return spec.osc_hz
+    config = ice40_pll_config if spec.family == "ice40" else ecp5_pll_config
+    return config(spec.osc_hz, spec.clock_hz)["f_out"]
+
+
+def clock_below(board: str, mhz: float, *, step_mhz: float = 0.5) -> float:
+    """The highest clock at most ``mhz``, in ``step_mhz`` steps, that the board's PLL makes
+    and at which the UART's divisor stays within its rate limit (3 Mbaud needs a clock near a
+    multiple of 3 MHz below ~75 MHz): what a rebuild after missed timing asks for."""
+    candidate = math.floor(mhz / step_mhz) * step_mhz
+    while candidate >= 1:
+        spec = load_board_spec(board, clock_hz=candidate * 1e6)
+        try:
+            uart_divisor(system_clock_hz(spec), spec.baud)
+            return candidate
+        except ValueError:
+            candidate -= step_mhz
+    raise ValueError(f"no clock at or below {mhz:g} MHz runs the {board} link")
+
+
 class BoardTop(Elaboratable):
     """A :class:`LinkTop` on a board, clocked by the PLL at ``spec.clock_hz`` (or straight from
     the oscillator when ``use_pll`` is false or the target equals the oscillator)."""
@@ -222,7 +248,7 @@ class BoardTop(Elaboratable):
                 self.pll = ice40_pll_config(self.spec.osc_hz, self.spec.clock_hz)
             else:
                 self.pll = ecp5_pll_config(self.spec.osc_hz, self.spec.clock_hz)
-            self.clock_hz = self.pll["f_out"]
+            self.clock_hz = system_clock_hz(self.spec)
         else:
             self.pll = None
             self.clock_hz = self.spec.osc_hz

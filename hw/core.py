@@ -82,6 +82,16 @@ def core_membrane_layout(layout: CoreLayout) -> data.StructLayout:
     })
 
 
+def _times(value, constant: int):
+    """``value * constant`` for a non-negative constant: a shift for a power of two, no
+    logic for 0 or 1 (a general constant still multiplies)."""
+    if constant == 0:
+        return Const(0, 1)
+    if constant & (constant - 1) == 0:
+        return value << (constant.bit_length() - 1)
+    return value * constant
+
+
 class _State(enum.Enum, shape=unsigned(2)):
     IDLE = 0
     CLEAR = 1
@@ -269,7 +279,7 @@ class CoreArray(wiring.Component):
 
         # ---- control -------------------------------------------------------------------------
         state = Signal(_State)
-        clear_g = Signal(range(G_max))
+        clear_g = Signal(range(max(2, G_max)))
         busy = Signal()
         m.d.comb += [busy.eq(state != _State.IDLE), self.busy.eq(busy),
                      program.busy.eq(busy), program.clear.eq(self.start)]
@@ -337,19 +347,19 @@ class CoreArray(wiring.Component):
         ev_w = Signal(range(max(2, n_weights)))     # weight word of the slot
         ev_acc = Signal(signed(ceil_log2(span + 1) + 2))    # accumulator word of the slot
         ev_row_acc = Signal.like(ev_acc)            # ... of slot (ky, 0, 0)
-        ev_gc = Signal(range(max(x.channel_groups for x in maps)))
-        ev_kx = Signal(range(max(x.kernel[1] for x in maps)))
-        ev_ky = Signal(range(max(x.kernel[0] for x in maps)))
+        ev_gc = Signal(range(max(2, *(x.channel_groups for x in maps))))
+        ev_kx = Signal(range(max(2, *(x.kernel[1] for x in maps))))
+        ev_ky = Signal(range(max(2, *(x.kernel[0] for x in maps))))
         ev_oy = Signal(signed(pos_bits))            # output row of the slot
         ev_ox = Signal(signed(pos_bits))
         ev_ox0 = Signal(signed(pos_bits))
         ev_last = (ev_gc == gc_top) & (ev_kx == kx_top) & (ev_ky == ky_top)
         slot_exists = (ev_oy >= 0) & (ev_oy < out_h) & (ev_ox >= 0) & (ev_ox < out_w)
         w1_valid, w1_bank = Signal(), Signal()
-        w1_acc = Signal(range(G_max))
+        w1_acc = Signal(range(max(2, G_max)))
         weight_reg = Signal(P * WB)
         wb_valid, wb_bank = Signal(), Signal()
-        wb_acc = Signal(range(G_max))
+        wb_acc = Signal(range(max(2, G_max)))
         synops = [Signal(32, name=f"synops{k}") for k in range(L)]
         m.d.comb += consume.eq(in_valid & (state == _State.RUN) & (iu_t < T) & ~eot_pending
                                & (~ev_valid | ev_last))
@@ -392,17 +402,19 @@ class CoreArray(wiring.Component):
             c_src, h_src, w_src = x.source_shape
             inside = (y < h_in) & (xx < w_in)
             if x.dense:
-                row = in_beat.c * (h_in * w_in) + y * w_in + xx
+                row = in_beat.c if (h_in, w_in) == (1, 1) else \
+                    _times(in_beat.c, h_in * w_in) + _times(y, w_in) + xx
                 oy0 = ox0 = Const(0, pos_bits)
                 legal = (in_beat.c < c_src) & (in_beat.y < h_src) & (in_beat.x < w_src)
                 if x.source_shape[1:] == (1, 1):
                     legal = in_beat.c < x.layer.fan_in
             else:
-                row = in_beat.c * (x.kernel[0] * x.kernel[1])
+                row = _times(in_beat.c, x.kernel[0] * x.kernel[1])
                 oy0, ox0 = y + x.padding[0], xx + x.padding[1]
                 legal = (in_beat.c < c_src) & (in_beat.y < h_src) & (in_beat.x < w_src)
-            acc0 = (oy0 * x.out_shape[2] + ox0) * x.channel_groups
-            starts.append((lay.weight_base[maps.index(x)] + row * x.channel_groups,
+            acc0 = Const(0, 1) if x.dense else \
+                _times(_times(oy0, x.out_shape[2]) + ox0, x.channel_groups)
+            starts.append((lay.weight_base[maps.index(x)] + _times(row, x.channel_groups),
                            oy0, ox0, acc0, inside, legal))
         start_w, start_oy, start_ox, start_acc, start_inside, start_legal = (
             select([s[i] for s in starts], iu_k) for i in range(6))
@@ -429,7 +441,7 @@ class CoreArray(wiring.Component):
         # Group g = (oy * OW + ox) * Gc + gc holds channels gc*P .. gc*P + P-1 at (oy, ox).
         fu_busy = Signal()
         fu_bank = Signal()
-        fu_t = Signal(range(T))
+        fu_t = Signal(range(max(2, T)))
         fu_k = Signal(range(max(2, L)))
         fu = per_layer
         fu_groups = fu(lay.groups)(fu_k)
@@ -438,7 +450,7 @@ class CoreArray(wiring.Component):
         fu_g = Signal(range(G_max + 2))         # next item to read; item G_k is the marker
         fu_word = Signal(range(lay.total_groups + 1))   # neuron_base[fu_k] + fu_g
         fu_bias = Signal(range(lay.total_bias_words + 1))  # bias_base[fu_k] + gc
-        fu_gc = Signal(range(max(x.channel_groups for x in maps)))
+        fu_gc = Signal(range(max(2, *(x.channel_groups for x in maps))))
         fu_cbase = Signal(range(max(x.channel_groups for x in maps) * P + 1))  # gc * P
         fu_oy = Signal(YQ)
         fu_ox = Signal(XQ)
@@ -486,7 +498,10 @@ class CoreArray(wiring.Component):
             seen = seen | s_mask[lane]
         s_single = ~several
         to_queue = fu_k != L - 1
-        out_ready = Mux(to_queue, queue.w_rdy, self.outputs.ready)
+        # the queue never fills: it holds one pass's spikes at most (the next pass fed from it
+        # starts only after this one closed, and this one only after that one's input was
+        # taken), and it is as deep as the widest hidden layer plus a marker
+        out_ready = to_queue | self.outputs.ready
         out_valid = s_eot | (s_mask != 0)
         out_take = out_valid & out_ready
         s_free = ~out_valid | (out_ready & (s_eot | s_single))

@@ -203,6 +203,18 @@ class CoreLayout:
             words += pack_weights(x.weight_matrix(), self.lanes, self.w_bits)
         return words
 
+    def weight_chunks(self) -> dict[int, list[int]]:
+        """``{network layer index: the 32-bit W_DATA chunks of its part of the weight store}``
+        for every neuron layer: what a host writes to load an SPRAM store
+        (``docs/microarchitecture.md``, "Weights in SPRAM")."""
+        per_word = -(-self.lanes * self.w_bits // 32)
+        chunks = {}
+        for x in self.maps:
+            words = pack_weights(x.weight_matrix(), self.lanes, self.w_bits)
+            chunks[x.index] = [(word >> (32 * i)) & 0xFFFF_FFFF
+                               for word in words for i in range(per_word)]
+        return chunks
+
     def bias_words_init(self) -> list[int]:
         words = []
         for x in self.maps:

@@ -130,7 +130,7 @@ class SpikeEncoder(wiring.Component):
         may_start = (step - taken) < 2          # at most two steps in the FIFO
         issue = active & ((slot != 0) | may_start)
         s1_valid, s2_valid = Signal(), Signal()
-        s1_t, s2_t = Signal(range(T)), Signal(range(T))
+        s1_t, s2_t = Signal(range(max(2, T))), Signal(range(max(2, T)))
         s1_marker, s2_marker = Signal(), Signal()
         s2_entry = Signal(j_bits + pixel_bits)
         s1_slot, s2_slot = Signal(range(n + 1)), Signal(range(n + 1))

@@ -220,11 +220,12 @@ class LinkBridge(wiring.Component):
         tx_free = Signal()
         m.d.comb += tx_free.eq(~tx_valid | self.tx.ready)
 
-        tx_next = Signal(8)
+        tx_next = Signal(8)  # the byte the present state sends (driven after the FSM)
         tx_crc = crc16_update(m, crc, tx_next)
+        tx_sources = []  # (state, byte): what ``tx_next`` is in each state that sends
 
-        def send(value, *, in_crc=True):
-            m.d.comb += tx_next.eq(value)
+        def send(state, value, *, in_crc=True):
+            tx_sources.append((state, value))
             m.d.sync += [tx_byte.eq(tx_next), tx_valid.eq(1)]
             if in_crc:
                 m.d.sync += crc.eq(tx_crc)
@@ -255,7 +256,12 @@ class LinkBridge(wiring.Component):
         # request/response, so a host never sends while a reply is pending).
         m.d.comb += self.rx.ready.eq(1)
 
-        with m.FSM():
+        if self._pixel_bytes == 1:  # a payload byte, and whether it completes a buffer slot
+            slot_value, slot_complete = byte, C(1, 1)
+        else:
+            slot_value, slot_complete = Cat(byte, high), odd
+
+        with m.FSM() as fsm:
             # ---- receive -----------------------------------------------------------------
             with m.State("IDLE"):
                 with m.If(got):
@@ -304,15 +310,11 @@ class LinkBridge(wiring.Component):
                     m.d.sync += [args.eq(Cat(byte, args[:40])), remaining.eq(remaining - 1),
                                  odd.eq(~odd)]
                     # Every payload goes to the buffer (the longest is RUN's or WRITE_BLOCK's).
-                    if self._pixel_bytes == 1:
-                        value, complete = byte, C(1, 1)
-                    else:
-                        value, complete = Cat(byte, high), odd
+                    if self._pixel_bytes != 1:
                         m.d.sync += high.eq(byte)
-                    with m.If(complete):
-                        m.d.comb += [wp.addr.eq(slot), wp.data.eq(value), wp.en.eq(1)]
+                    with m.If(slot_complete):  # the write port is driven after the FSM
                         m.d.sync += slot.eq(slot + 1)
-                        with m.If(value > pixel_max):  # only counts for a RUN
+                        with m.If(slot_value > pixel_max):  # only counts for a RUN
                             m.d.sync += bad_pixel.eq(1)
                     with m.If(remaining == 0):
                         m.next = "CRC_HI"
@@ -356,14 +358,12 @@ class LinkBridge(wiring.Component):
 
             # ---- execute -----------------------------------------------------------------
             # The pixel stream is driven from flip-flops, not straight from the buffer's read port.
-            with m.State("PIXEL_ADDR"):
-                m.d.comb += [rp.addr.eq(slot), rp.en.eq(1)]
+            with m.State("PIXEL_ADDR"):  # the read port reads ``slot`` (driven after the FSM)
                 m.next = "PIXEL_LATCH"
             with m.State("PIXEL_LATCH"):
                 m.d.sync += pixel.eq(rp.data)
                 m.next = "PIXEL_SEND"
-            with m.State("PIXEL_SEND"):
-                m.d.comb += [self.pixels.valid.eq(1), self.pixels.payload.eq(pixel)]
+            with m.State("PIXEL_SEND"):  # pixels.valid (driven after the FSM) is high
                 with m.If(self.pixels.ready):
                     m.d.sync += slot.eq(slot + 1)
                     with m.If(slot == n_in - 1):
@@ -376,7 +376,6 @@ class LinkBridge(wiring.Component):
             # a WRITE's; each later word replaces the low 32 bits.
             addr_slots, word_slots = 2 // self._pixel_bytes, 4 // self._pixel_bytes
             with m.State("BLOCK_ADDR"):
-                m.d.comb += [rp.addr.eq(slot), rp.en.eq(1)]
                 m.next = "BLOCK_LATCH"
             with m.State("BLOCK_LATCH"):
                 m.d.sync += [args.eq(Cat(rp.data, args)[:48]), slot.eq(slot + 1)]
@@ -399,7 +398,7 @@ class LinkBridge(wiring.Component):
                 m.next = "REPLY"
             with m.State("REPLY"):
                 with m.If(tx_free):
-                    send(SYNC_REPLY, in_crc=False)
+                    send("REPLY", SYNC_REPLY, in_crc=False)
                     m.d.sync += crc.eq(CRC_INIT)
                     m.next = "H_CMD"
             for state, value, following in (
@@ -409,11 +408,11 @@ class LinkBridge(wiring.Component):
             ):
                 with m.State(state):
                     with m.If(tx_free):
-                        send(value)
+                        send(state, value)
                         m.next = following
             with m.State("H_LEN_LO"):
                 with m.If(tx_free):
-                    send(rsp_len[:8])
+                    send("H_LEN_LO", rsp_len[:8])
                     with m.If(words == 0):
                         m.next = "T_CRC_HI"
                     with m.Else():
@@ -428,8 +427,7 @@ class LinkBridge(wiring.Component):
                 with m.Elif(is_cmd[Command.READ]):
                     m.d.sync += [bus_addr.eq(waddr), bus_r_en.eq(1), waddr.eq(waddr + 1)]
                     m.next = "READ_WAIT"
-                with m.Elif(is_cmd[Command.RUN]):
-                    m.d.comb += self.results.ready.eq(1)
+                with m.Elif(is_cmd[Command.RUN]):  # results.ready (after the FSM) is high
                     with m.If(self.results.valid):
                         m.d.sync += word.eq(self.results.payload.value)
                         m.next = "WORD"
@@ -440,7 +438,7 @@ class LinkBridge(wiring.Component):
                 m.next = "WORD"
             with m.State("WORD"):
                 with m.If(tx_free):
-                    send(word[24:])
+                    send("WORD", word[24:])
                     m.d.sync += [word.eq(word << 8), nbyte.eq(nbyte + 1)]
                     with m.If(nbyte == 3):
                         m.d.sync += words.eq(words - 1)
@@ -450,10 +448,28 @@ class LinkBridge(wiring.Component):
                             m.next = "FETCH"
             with m.State("T_CRC_HI"):
                 with m.If(tx_free):
-                    send(crc[8:], in_crc=False)
+                    send("T_CRC_HI", crc[8:], in_crc=False)
                     m.next = "T_CRC_LO"
             with m.State("T_CRC_LO"):
                 with m.If(tx_free):
-                    send(crc[:8], in_crc=False)
+                    send("T_CRC_LO", crc[:8], in_crc=False)
                     m.next = "IDLE"
+
+        # Every combinational output is one continuous assignment, decoded from the state, not a
+        # comb assignment inside the states: those become a Verilog `always @*` block that
+        # Icarus does not run until one of its inputs changes, so right after reset, with the
+        # state register still at its initial value, they would stay X (issue 14).
+        m.d.comb += [
+            wp.addr.eq(slot), wp.data.eq(slot_value),
+            wp.en.eq(fsm.ongoing("PAYLOAD") & got & slot_complete),
+            # The read port reads ``slot`` every cycle: its data register holds a buffer word
+            # from the first clock edge on, and PIXEL_ADDR/BLOCK_ADDR set ``slot`` a cycle ahead.
+            rp.addr.eq(slot), rp.en.eq(1),
+            self.pixels.valid.eq(fsm.ongoing("PIXEL_SEND")), self.pixels.payload.eq(pixel),
+            self.results.ready.eq(fsm.ongoing("FETCH") & is_cmd[Command.RUN]),
+        ]
+        next_byte = C(0, 8)
+        for state, value in tx_sources:
+            next_byte = Mux(fsm.ongoing(state), value, next_byte)
+        m.d.comb += tx_next.eq(next_byte)
         return m

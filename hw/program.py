@@ -67,8 +67,8 @@ class LayerProgram(wiring.Component):
     fire_layer, fire_step : In
         The layer and timestep the fire unit is closing.
     theta, leak_shift, v_init, fire_mode, fires, greater, zero_reset : Out
-        That layer's values; ``theta`` is registered (one cycle after ``fire_layer``/``fire_step``
-        change), the others follow ``fire_layer`` combinationally.
+        That layer's values, registered: they follow ``fire_layer`` and ``fire_step`` one cycle
+        later.
     synops, spikes, cycles : In, one 32-bit value per layer
         Counters, readable as ``SYNOPS``, ``SPIKES``, ``CYCLES``.
     bad_addr : In(len(layers))
@@ -143,7 +143,9 @@ class LayerProgram(wiring.Component):
         k_sel = self.fire_layer
         m.d.sync += self.theta.eq(select(
             [select(r["theta"], self.fire_step) for r in regs], k_sel))
-        m.d.comb += [
+        # registered like theta: the layer changes only between passes, several cycles before
+        # the next pass's first group reaches stage L
+        m.d.sync += [
             self.leak_shift.eq(select([r["leak_shift"] for r in regs], k_sel)),
             self.v_init.eq(select([r["v_init"] for r in regs], k_sel)),
             self.fire_mode.eq(select([r["radix"] for r in regs], k_sel)),
@@ -193,10 +195,12 @@ class LayerProgram(wiring.Component):
                 at("W_INFO"): Const(w_info, 32),
                 **{at("THETA", t): r["theta"][t] for t in range(T)},
             }
-            with m.Switch(bus.addr):
-                for offset, value in values.items():
-                    with m.Case(offset):
-                        m.d.comb += read[k].eq(value)
+            # a Mux chain (continuous assigns, defined from reset on in every simulator), not
+            # a Switch (an `always @*` case block that Icarus leaves X until an input changes)
+            word = Const(0, 32)
+            for offset, value in values.items():
+                word = Mux(bus.addr == offset, value, word)
+            m.d.comb += read[k].eq(word)
         with m.If(bus.r_en):
             m.d.sync += bus.r_data.eq(select(read, bus.layer))
 

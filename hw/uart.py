@@ -1,10 +1,12 @@
 """A small 8N1 UART for the host link (receiver and transmitter).
 
 Both halves run in the ``sync`` domain and count ``divisor`` clock cycles per bit
-(``divisor = clk_freq // baud``). The receiver synchronises the line through two flip-flops,
+(``divisor = round(clk_freq / baud)``, :func:`uart_divisor`; the transmitter's rate is
+``clk_freq / divisor`` exactly). The receiver synchronises the line through two flip-flops,
 qualifies a start bit at its centre (a glitch shorter than half a bit is ignored) and samples
-every data bit and the stop bit at its centre: the clock is the oversampling clock, so with
-``divisor >= 8`` the sample point sits within 1/16 of a bit of the ideal centre.
+bit ``i`` (0 the start bit, 9 the stop bit) ``divisor // 2 + i * divisor`` cycles after the start
+edge, plus up to one cycle for where the edge falls in a clock cycle: within a cycle of the centre
+of its own bit time. :func:`rx_tolerance` gives the line rates it therefore reads correctly.
 """
 
 
@@ -12,7 +14,7 @@ from amaranth import C, Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["UARTRx", "UARTTx", "uart_divisor"]
+__all__ = ["UARTRx", "UARTTx", "uart_divisor", "rx_tolerance"]
 
 
 def uart_divisor(clk_freq: float, baud: int) -> int:
@@ -29,9 +31,27 @@ def uart_divisor(clk_freq: float, baud: int) -> int:
     return divisor
 
 
+def rx_tolerance(divisor: int, clk_freq: float) -> tuple[float, float]:
+    """``(slowest, fastest)``: the line rates in baud, exclusive of the fastest, whose every bit
+    :class:`UARTRx` at ``divisor`` samples inside the bit, at ``clk_freq`` and whatever the
+    line's phase to the clock.
+
+    Bit ``i`` is sampled ``s = divisor // 2 + i * divisor + e`` cycles after the start edge,
+    ``0 < e <= 1``; with the line's bit time ``T`` cycles it must hold that
+    ``i * T <= s < (i + 1) * T`` for ``i = 0 .. 9``, and the stop bit (``i = 9``) bounds ``T`` on
+    both sides. Tolerance of a byte, not of a frame: every start bit resynchronises the receiver.
+    """
+    _check_divisor(None, divisor)
+    half = divisor // 2
+    slowest_t = (half + 9 * divisor) / 9            # the stop bit sampled at its very start
+    fastest_t = (half + 9 * divisor + 1) / 10       # ... or at its very end
+    return clk_freq / slowest_t, clk_freq / fastest_t
+
+
 def _check_divisor(component, divisor):
     if not isinstance(divisor, int) or divisor < 4:
-        component._MustUse__silence = True  # refused: not an unused elaboratable
+        if component is not None:
+            component._MustUse__silence = True  # refused: not an unused elaboratable
         raise ValueError(f"UART divisor must be an integer >= 4, not {divisor!r}")
 
 

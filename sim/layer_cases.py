@@ -10,6 +10,7 @@ from ``random.Random(f"{seed}/{config.name}/{index}")``, so ``(seed, config, ind
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -18,7 +19,8 @@ from spikeforge.sw.golden import DenseLayer, FireMode, signed_range
 from spikeforge.sw.interface import SPEC
 
 __all__ = ["EngineConfig", "Case", "random_case", "saturation_hits", "seed002_layer",
-           "REGRESSION_CONFIGS", "ROM_CONFIGS"]
+           "REGRESSION_CONFIGS", "ROM_CONFIGS", "expectation", "register_writes", "case_plan",
+           "regression_plan", "directed_plan", "rom_plan", "LOADABLE_SCENARIOS", "ROM_SCENARIOS"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,10 @@ class Case:
     spikes_in: torch.Tensor  # int[T, fan_in], binary
     style: str
     index: int
+
+    def with_layer(self, layer: DenseLayer) -> Case:
+        """The same input spikes on another layer."""
+        return Case(layer, self.spikes_in, self.style, self.index)
 
     def beats(self) -> list[tuple[int, int]]:
         """The input stream: ``(addr, eot)`` per beat, ascending addresses per timestep."""
@@ -219,27 +225,129 @@ def register_writes(layer: DenseLayer) -> list[tuple[int, int]]:
     return [(int(addr), int(value)) for addr, value in writes]
 
 
-def case_plan(config: EngineConfig, case: Case, label: str) -> dict:
-    """Everything the testbench needs to run and check ``case`` without the golden model."""
+def case_plan(config: EngineConfig, case: Case, label: str, *, seed: int | None = None,
+              load: bool = True, writes: bool = True, bad: list[int] | None = None,
+              beats: list[tuple[int, int]] | None = None) -> dict:
+    """Everything the testbench needs to run and check ``case`` without the golden model:
+    the weight and bias words (``load``, loadable variant), the register writes (``writes``),
+    the input beats (``beats``, default :meth:`Case.beats`; ``bad`` counts the dropped addresses
+    among them per timestep) and the expectation."""
     from spikeforge.hw.layer import pack_bias
     from spikeforge.hw.rom import pack_weights
 
     layer = case.layer
-    return {
-        "label": label,
-        "index": case.index,
-        "weight_words": pack_weights(layer.weight, config.lanes, config.w_bits),
-        "bias_words": pack_bias(layer.bias, config.lanes, config.v_bits),
-        "writes": register_writes(layer),
-        "beats": case.beats(),
-        "expect": expectation(layer, case.spikes_in, config.lanes),
-    }
+    plan = {"label": label, "seed": seed, "index": case.index}
+    if load:
+        plan["weight_words"] = pack_weights(layer.weight, config.lanes, config.w_bits)
+        plan["bias_words"] = pack_bias(layer.bias, config.lanes, config.v_bits)
+    plan["writes"] = register_writes(layer) if writes else []
+    plan["beats"] = beats if beats is not None else case.beats()
+    plan["expect"] = expectation(layer, case.spikes_in, config.lanes, bad)
+    plan["expect"]["bad_addr"] = int(any(bad or []))  # STATUS.bad_addr after the inference
+    return plan
 
 
-def regression_plan(config: EngineConfig, seed: int, indices: list[int]) -> dict:
-    """The random regression of one build: ``indices`` cases of ``seed``, precomputed."""
-    cases = []
-    for index in indices:
-        case = random_case(config, seed, index)
-        cases.append(case_plan(config, case, f"seed {seed} case {index} ({case.style})"))
-    return {"seed": seed, "config": config.name, "cases": cases}
+def regression_plan(config: EngineConfig, seed: int | None, indices: list[int] | None = None, *,
+                    cases: Sequence[tuple[int, int]] = ()) -> dict:
+    """The random regression of one build, precomputed: the cases ``indices`` of ``seed`` and
+    the ``(seed, index)`` pairs of ``cases``."""
+    pairs = [(seed, index) for index in indices or []] + list(cases)
+    plan = []
+    for case_seed, index in pairs:
+        case = random_case(config, case_seed, index)
+        plan.append(case_plan(config, case, f"seed {case_seed} case {index} ({case.style})",
+                              seed=case_seed))
+    return {"config": config.name, "cases": plan}
+
+
+#: The directed scenarios (cocotb tests of :mod:`spikeforge.sim.tb_layer`) of a loadable build,
+#: and of a ROM build.
+LOADABLE_SCENARIOS = ("empty_timesteps", "every_neuron_fires", "reprogrammed_registers",
+                      "bad_addresses", "write_while_busy", "seed002_example")
+ROM_SCENARIOS = ("rom_reset_values", "rom_reprogrammed")
+
+
+def directed_plan(config: EngineConfig, seed: int) -> dict:
+    """The directed scenarios of a loadable build (:data:`LOADABLE_SCENARIOS`),
+    their layers and inputs drawn from ``seed``, each with its expectations."""
+    m, n, steps = config.fan_in, config.fan_out, config.timesteps
+    base = random_case(config, seed, 10_000, style="plain")
+    layer = base.layer.with_(fire_mode=FireMode.THRESHOLD, fires=True)
+    v_high = signed_range(config.v_bits)[1]
+    rng = random.Random(f"{seed}/{config.name}/reprogram")
+    changed = layer.with_(theta=torch.tensor([rng.randint(1, max(1, v_high // 4))
+                                              for _ in range(steps)]),
+                          leak_shift=rng.randint(0, min(4, config.v_bits)))
+    scenarios = {}
+
+    empty = torch.zeros((steps, m), dtype=torch.int64)
+    scenarios["empty_timesteps"] = {"runs": [
+        case_plan(config, Case(layer, empty, "", 0), "all timesteps empty")]}
+
+    hot = layer.with_(weight=layer.weight.clamp(min=0), bias=torch.full((n,), v_high),
+                      theta=torch.ones(steps, dtype=torch.int64), leak_shift=0)
+    scenarios["every_neuron_fires"] = {"runs": [
+        case_plan(config, Case(hot, base.spikes_in, "", 0), "every neuron fires every step")]}
+
+    after = case_plan(config, Case(changed, base.spikes_in, "", 0), "after reprogramming",
+                      load=False)
+    after["writes"] = [(reg, value) for reg, value in after["writes"]
+                       if reg in {SPEC.layer_offset("LEAK_SHIFT")}
+                       | {SPEC.layer_offset("THETA", t) for t in range(steps)}]
+    scenarios["reprogrammed_registers"] = {
+        "runs": [case_plan(config, base.with_layer(layer), "before reprogramming"), after],
+        "theta": changed.theta.tolist()}
+
+    beats, bad = [], []
+    for t in range(steps):
+        row = base.spikes_in[t].nonzero().flatten().tolist()
+        extra = [m + rng.randint(0, 5) for _ in range(rng.randint(0, 2))] + [(1 << 16) - 1]
+        mixed = [(j, 0) for j in row] + [(j, 0) for j in extra]
+        rng.shuffle(mixed)
+        beats += [*mixed, (0, 1)]
+        bad.append(len(extra))
+    clean = case_plan(config, base.with_layer(changed), "after bad addresses", load=False,
+                      writes=False, bad=[0] * steps)
+    scenarios["bad_addresses"] = {"runs": [
+        case_plan(config, base.with_layer(changed), "bad addresses", bad=bad, beats=beats),
+        clean]}
+
+    scenarios["write_while_busy"] = {
+        "runs": [case_plan(config, base.with_layer(changed), "a write while busy")],
+        "theta0": int(changed.theta[0])}
+
+    runs = []
+    if steps >= 4 and config.w_bits >= 3 and config.v_bits >= 4:
+        weight = torch.zeros((n, m), dtype=torch.int64)
+        weight[0, 0] = 2
+        radix = DenseLayer(weight=weight, bias=torch.zeros(n, dtype=torch.int64),
+                           theta=torch.ones(steps, dtype=torch.int64), leak_shift=1,
+                           fire_mode=FireMode.RADIX, w_bits=config.w_bits, v_bits=config.v_bits)
+        s_in = torch.zeros((steps, m), dtype=torch.int64)
+        s_in[:4, 0] = torch.tensor([1, 0, 1, 0])
+        runs.append(case_plan(config, Case(radix, s_in, "", 0), "seed 002 example"))
+    scenarios["seed002_example"] = {"runs": runs}
+    return scenarios
+
+
+def rom_plan(config: EngineConfig, seed: int) -> dict:
+    """The scenarios of a ROM build (:data:`ROM_SCENARIOS`): four spike
+    trains on the reset contents, then three runs with reprogrammed thresholds and leak shift."""
+    layer = config.rom_layer()
+    rng = random.Random(f"{seed}/{config.name}/rom")
+    gen = torch.Generator().manual_seed(rng.getrandbits(62))
+    trains = [(torch.rand((layer.timesteps, layer.fan_in), generator=gen) < 0.4).long()
+              for _ in range(4)]
+    if config.rom_seed == 2:
+        trains[0] = torch.tensor([[1], [0], [1], [0]])
+    reset_runs = [case_plan(config, Case(layer, s_in, "rom", k), f"rom reset values, train {k}",
+                            load=False, writes=False) for k, s_in in enumerate(trains)]
+    reprogrammed = []
+    for k in range(3):
+        theta = torch.tensor([rng.randint(1, (1 << (layer.v_bits - 1)) - 1)
+                              for _ in range(layer.timesteps)])
+        new = layer.with_(theta=theta, leak_shift=rng.randint(0, min(3, layer.v_bits)))
+        reprogrammed.append(case_plan(config, Case(new, trains[k], "reprogrammed", k),
+                                      f"reprogrammed {k}", load=False))
+    return {"rom_reset_values": {"runs": reset_runs, "seed002": config.rom_seed == 2},
+            "rom_reprogrammed": {"runs": reprogrammed}}

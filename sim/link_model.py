@@ -134,14 +134,21 @@ class LinkModel:
             self.replies.append(encode_reply(self.cmd, code))
             self.state = "IDLE"
 
-    def feed(self, data: bytes | Sequence[int]) -> None:
+    def feed(self, data: bytes | Sequence[int]) -> int:
         """One burst of back-to-back bytes. Bytes that follow a complete frame in the same
-        burst arrive while its reply is being sent, and the gateware drops them; so does this."""
-        for byte in data:
+        burst arrive while its reply is being sent, and the gateware drops them; so does this.
+        Returns how many bytes were taken: all, or those up to the one that completed a frame."""
+        for taken, byte in enumerate(data, 1):
             replies = len(self.replies)
             self._byte(byte)
             if len(self.replies) > replies:
-                return
+                return taken
+        return len(data)
+
+    def reset(self) -> None:
+        """The bridge is reset (a board reset in the middle of a frame): what it had received
+        is forgotten and nothing is sent. The accelerator's registers are not reset."""
+        self.state = "IDLE"
 
     def _byte(self, byte: int) -> None:
         state = self.state

@@ -26,7 +26,6 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from spikeforge.hw.layer import select
 from spikeforge.hw.link import RegisterBusSignature, ResultLayout
 from spikeforge.sw.interface import SPEC, RegisterMap
 
@@ -91,6 +90,11 @@ class MockAccelerator(wiring.Component):
         })
 
     def elaborate(self, platform):
+        # Here, not at the top: spikeforge.hw.layer imports torch, and the Python twin
+        # (mock_classify, MockRegisters) runs inside cocotb testbenches through the link model,
+        # where importing torch costs seconds per run.
+        from spikeforge.hw.layer import select
+
         m = Module()
         n_in, n_out, n_layers, steps = self.n_inputs, self.n_outputs, self.n_layers, self.timesteps
         defaults = MockRegisters(n_layers, steps)

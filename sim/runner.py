@@ -21,8 +21,10 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +34,8 @@ import platformdirs
 from spikeforge.sim.toolchain import ensure_tools
 
 __all__ = ["SIM_BUILD", "SIMULATORS", "X_MODES", "Build", "build", "run_tests", "run_cocotb",
-           "TestFailure", "default_simulator", "default_x_mode", "x_seed", "have_simulator",
-           "simulator_missing"]
+           "cocotb_results", "test_filter", "TestFailure", "default_simulator", "default_x_mode",
+           "x_seed", "have_simulator", "simulator_missing"]
 
 #: Root of all builds: a per-user cache folder (``~/.cache/spikeforge/sim_build`` on Linux), never
 #: inside the installed package; ``$SPIKEFORGE_SIM_BUILD`` moves it.
@@ -98,7 +100,14 @@ def have_simulator(sim: str) -> bool:
 
 
 class TestFailure(AssertionError):
-    """A cocotb run reported failures; the message carries the testbench's report."""
+    """A cocotb run reported failures; the message carries the testbench's report, and
+    :attr:`report` the report itself (``{}`` when the testbench wrote none)."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, message: str, report: dict | None = None):
+        super().__init__(message)
+        self.report = report or {}
 
 
 @dataclass(frozen=True)
@@ -233,18 +242,34 @@ def _plusargs(built: Build) -> list[str]:
     return []
 
 
-def run_cocotb(built: Build, test_module: str, test_dir: Path, *, testcase: str | None = None,
-               env: dict[str, str] | None = None, waves: bool = False) -> tuple[Path, str | None]:
+def test_filter(tests: str | Sequence[str]) -> str:
+    """cocotb's test filter for the tests named ``tests`` (a list, or comma-separated), each
+    with all its parametrizations (``name/idle=True/...``)."""
+    names = [t.strip() for t in tests.split(",")] if isinstance(tests, str) else list(tests)
+    names = [name for name in names if name]
+    return r"\.(?:" + "|".join(re.escape(name) for name in names) + r")(?:/.*)?$"
+
+
+def run_cocotb(built: Build, test_module: str, test_dir: Path, *, testcase=None,
+               params: dict | None = None, env: dict[str, str] | None = None,
+               waves: bool = False) -> tuple[Path, str | None]:
     """Run cocotb tests of ``test_module`` on ``built`` in ``test_dir``, on the build's simulator.
 
+    ``testcase`` selects tests by name (:func:`test_filter`; all when None). ``params`` are
+    written to ``test_dir/params.json``, with the build's port metadata path (``meta``) and
+    simulator (``sim``, ``x``), and the testbench finds the file through the plusarg
+    ``+spikeforge_params=`` (:func:`spikeforge.sim.harness.tb_params`).
     Returns ``(results_xml, failed)``: ``failed`` is None, or why the simulation exited early.
     """
     from cocotb_tools.runner import get_runner
 
+    from spikeforge.sim.harness import PARAMS_PLUSARG
+
     ensure_tools()
+    params_file = test_dir / "params.json"
+    params_file.write_text(json.dumps({"meta": str(built.metadata), "sim": built.sim,
+                                       "x": built.x, **(params or {})}))
     extra_env = {
-        "SPIKEFORGE_TB_META": str(built.metadata),
-        "SPIKEFORGE_TB_SIM": built.sim,
         "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING"),
         "GPI_LOG_LEVEL": os.environ.get("GPI_LOG_LEVEL", "WARNING"),
         **(env or {}),
@@ -252,39 +277,63 @@ def run_cocotb(built: Build, test_module: str, test_dir: Path, *, testcase: str 
     runner = get_runner(built.sim)
     results = test_dir / "results.xml"
     kwargs = {"timescale": _TIMESCALE} if built.sim == "icarus" else {}
+    if testcase is not None:
+        kwargs["test_filter"] = test_filter(testcase)
     try:
         runner.test(test_module=test_module, hdl_toplevel=built.toplevel,
                     hdl_toplevel_lang="verilog", build_dir=built.directory, test_dir=test_dir,
-                    testcase=testcase, extra_env=extra_env, waves=waves,
-                    plusargs=_plusargs(built), results_xml=str(results), **kwargs)
+                    extra_env=extra_env, waves=waves,
+                    plusargs=[*_plusargs(built), f"+{PARAMS_PLUSARG}={params_file}"],
+                    results_xml=str(results), **kwargs)
     except SystemExit as exc:  # the runner exits when a test fails under pytest
         return results, f"simulation exited with {exc.code}"
     return results, None
 
 
-def run_tests(built: Build, test_module: str, *, testcase: str | None = None,
+def cocotb_results(results_xml: Path) -> dict[str, str | None]:
+    """``{test name: None if it passed, else its failure message}`` from cocotb's results."""
+    import xml.etree.ElementTree as ET
+
+    if not results_xml.exists():
+        return {}
+    outcome: dict[str, str | None] = {}
+    for case in ET.parse(results_xml).getroot().iter("testcase"):
+        bad = case.find("failure")
+        if bad is None:
+            bad = case.find("error")
+        if case.find("skipped") is not None:
+            continue
+        outcome[case.get("name", "?")] = (None if bad is None else
+                                          (bad.get("message") or bad.text or "failed").strip())
+    return outcome
+
+
+def run_tests(built: Build, test_module: str, *, testcase=None, params: dict | None = None,
               env: dict[str, str] | None = None, waves: bool = False) -> dict:
     """Run cocotb tests of ``test_module`` on ``built``; return the testbench's JSON report.
 
-    The testbench writes its report to ``$SPIKEFORGE_TB_REPORT``. Raises :class:`TestFailure`
-    with that report's failures when the simulation fails.
+    ``params`` reach the testbench as a file (:func:`run_cocotb`); the report goes to
+    ``params["report"]`` (set here). The returned report carries ``cocotb``: each test's
+    outcome (:func:`cocotb_results`). Raises :class:`TestFailure`, with the report's failures
+    and the failing tests' messages, when a test fails or none ran.
     """
     test_dir = built.directory / f"run-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     test_dir.mkdir(parents=True)
     report_path = test_dir / "report.json"
-    env = {"SPIKEFORGE_TB_REPORT": str(report_path), **(env or {})}
-    _, failed = run_cocotb(built, test_module, test_dir, testcase=testcase, env=env,
-                           waves=waves)
+    results, failed = run_cocotb(built, test_module, test_dir, testcase=testcase, env=env,
+                                 params={"report": str(report_path), **(params or {})},
+                                 waves=waves)
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
-    if failed or report.get("failures"):
-        lines = [f"{failed or 'testbench reported failures'} ({built.sim}"
-                 f"{', x ' + built.x if built.sim == 'verilator' else ''}; {test_dir})"]
+    report["cocotb"] = outcome = cocotb_results(results)
+    failing = {name: message for name, message in outcome.items() if message is not None}
+    if failed or failing or report.get("failures") or not outcome:
+        where = f"{built.sim}{', x ' + built.x if built.sim == 'verilator' else ''}; {test_dir}"
+        why = failed or ("no cocotb test ran" if not outcome else "cocotb tests failed")
+        lines = [f"{why} ({where})"]
         lines += [f"  {line}" for line in report.get("failures", [])]
-        if report.get("replay"):
-            lines.append(f"replay: {report['replay']}")
-        raise TestFailure("\n".join(lines))
-    if not report:
-        raise TestFailure(f"testbench wrote no report ({report_path})")
+        lines += [f"  {name}: {message.splitlines()[0] if message else ''}"
+                  for name, message in failing.items()]
+        raise TestFailure("\n".join(lines), report)
     if not waves:
         shutil.rmtree(test_dir, ignore_errors=True)
     return report

@@ -1,14 +1,14 @@
 """cocotb testbench of :class:`spikeforge.hw.accelerator.NetworkAccelerator`: the whole network
 on the RTL.
 
-The pytest side (or ``spikeforge sim``) writes a job file and launches this module through
-:func:`spikeforge.sim.runner.run_tests`; the testbench classifies every image of the job,
-records what the design's ports show, and writes a report that
-:mod:`spikeforge.sim.network_check` compares with the golden model and the cycle model. The
-testbench itself knows nothing about the expected values: driver and monitors here, model and
-checker there.
+The pytest side (or ``spikeforge sim``) hands a job to :func:`spikeforge.sim.runner.run_tests`
+as the run's parameters (:func:`spikeforge.sim.network_check.simulate`); the testbench
+classifies every image of the job, records what the design's ports show, and writes a report
+that :mod:`spikeforge.sim.network_check` compares with the golden model and the cycle model.
+The testbench itself knows nothing about the expected values: driver and monitors here, model
+and checker there. The bus models are the shared ones of :mod:`spikeforge.sim.harness`.
 
-Job (``$SPIKEFORGE_NET_JOB``, JSON)::
+Job (:func:`spikeforge.sim.harness.tb_params`)::
 
     {"images": [[pixel, ...], ...],       one list of n_inputs integers per image
      "trace": N,                          record every spike and membrane of the first N images
@@ -17,6 +17,11 @@ Job (``$SPIKEFORGE_NET_JOB``, JSON)::
      "dropped": [image, ...],             images the design must refuse (a pixel too large):
                                           the testbench waits, expects no result, reads and
                                           clears STATUS
+     "idle": false, "backpressure": false, idle cycles on the pixel stream, back-pressure on
+                                          the result stream (loading pixels and reading results
+                                          are not counted: every figure stays exact)
+     "seed": S,                           of the stall patterns
+     "progress": path,                    where the number of images done is written
      "budget_cycles": N}                  cycles an image may take from its first pixel to its
                                           last result (a bound from the cycle model,
                                           spikeforge.sim.network_model.worst_case_network_cycles);
@@ -24,24 +29,34 @@ Job (``$SPIKEFORGE_NET_JOB``, JSON)::
 
 Every wait is bounded in simulated clock cycles, never in wall-clock time.
 
-Report (``$SPIKEFORGE_TB_REPORT``): one entry per image with ``scores``, ``prediction``,
+Report (``params["report"]``): one entry per image with ``scores``, ``prediction``,
 ``cycles``, per-layer ``synops`` and ``spikes`` counters, and for traced images ``input`` /
-``layers`` (spike addresses per timestep, end-of-timestep membranes).
+``layers`` (spike addresses per timestep, end-of-timestep membranes); ``wall_seconds`` (for the
+simulation speed ``spikeforge sim`` prints; no test asserts it).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import Event, FallingEdge, RisingEdge, with_timeout
+from cocotb.triggers import FallingEdge
 from cocotb.utils import get_sim_time
 
-from spikeforge.sim.tb_layer import Port
+from spikeforge.sim.harness import (
+    BudgetExceeded,
+    ClockReset,
+    Port,
+    RegisterBus,
+    StreamSink,
+    StreamSource,
+    port_metadata,
+    random_pauses,
+    state_of,
+    tb_params,
+)
 from spikeforge.sw.interface import SPEC
 
 __all__ = ["NetworkTB", "SpikeTap", "MembraneTap", "BudgetExceeded"]
@@ -49,10 +64,8 @@ __all__ = ["NetworkTB", "SpikeTap", "MembraneTap", "BudgetExceeded"]
 _PERIOD_NS = 10
 #: Cycles an image may take when the job gives no budget.
 _DEFAULT_BUDGET = 10_000_000
-
-
-class BudgetExceeded(AssertionError):
-    """A wait ran past its cycle budget; the message says where the design was."""
+#: Stall insertion of the ``idle`` and ``backpressure`` options.
+IDLE_PROBABILITY, BACKPRESSURE_PROBABILITY = 0.4, 0.5
 
 
 def _signed32(value: int) -> int:
@@ -60,52 +73,51 @@ def _signed32(value: int) -> int:
 
 
 class SpikeTap:
-    """Collects one spike tap into ``steps``: a list of address lists, one per timestep."""
+    """One spike tap (a stream without ``ready``): its beats as address lists per timestep."""
 
-    def __init__(self, dut, meta: dict, prefix: str):
-        self.valid = getattr(dut, f"{prefix}__valid")
-        self.payload = Port(getattr(dut, f"{prefix}__payload"), meta["ports"][f"{prefix}__payload"])
-        self.steps: list[list[int]] = [[]]
-
-    def sample(self) -> None:
-        if int(self.valid.value):
-            word = int(self.payload.handle.value)
-            if self.payload.unpack(word, "eot"):
-                self.steps.append([])
-            else:
-                self.steps[-1].append(self.payload.unpack(word, "addr"))
+    def __init__(self, dut, clk, meta: dict, prefix: str):
+        self.sink = StreamSink(dut, clk, prefix, active=False)
+        self.port = Port(None, meta["ports"][f"{prefix}__payload"])
 
     def take(self) -> list[list[int]]:
-        steps, self.steps = self.steps[:-1], [[]]
+        steps, current = [], []
+        unpack = self.port.unpack
+        while not self.sink.empty():
+            word = self.sink.recv_nowait()
+            if unpack(word, "eot"):
+                steps.append(current)
+                current = []
+            else:
+                current.append(unpack(word, "addr"))
         return steps
 
 
 class MembraneTap:
-    """Collects one engine's end-of-timestep membranes into ``[T][fan_out]``."""
+    """One neuron layer's membrane tap: its end-of-timestep membranes as ``[T][fan_out]``.
 
-    def __init__(self, dut, meta: dict, prefix: str, lanes: int, fan_out: int, timesteps: int):
-        self.valid = getattr(dut, f"{prefix}__valid")
-        self.payload = Port(getattr(dut, f"{prefix}__payload"), meta["ports"][f"{prefix}__payload"])
-        self.lanes, self.fan_out, self.timesteps = lanes, fan_out, timesteps
-        self.clear()
+    Group ``g`` of a layer of output shape ``(C, OH, OW)`` and ``Gc`` channel groups holds
+    channels ``(g % Gc) * P + lane`` at position ``g // Gc`` (``hw/core_layout.py``; a dense
+    layer is ``OH = OW = 1``): each value goes to its C-major index."""
 
-    def clear(self) -> None:
-        self.values: list[list[int | None]] = [[None] * self.fan_out
-                                               for _ in range(self.timesteps)]
-
-    def sample(self) -> None:
-        if int(self.valid.value):
-            word = int(self.payload.handle.value)
-            t = self.payload.unpack(word, "timestep")
-            g = self.payload.unpack(word, "group")
-            for lane, v in enumerate(self.payload.unpack(word, "v")):
-                i = g * self.lanes + lane
-                if i < self.fan_out and t < self.timesteps:
-                    self.values[t][i] = v
+    def __init__(self, dut, clk, meta: dict, prefix: str, lanes: int, layer: dict,
+                 timesteps: int):
+        self.sink = StreamSink(dut, clk, prefix, active=False)
+        self.port = Port(None, meta["ports"][f"{prefix}__payload"])
+        self.lanes, self.fan_out, self.timesteps = lanes, layer["fan_out"], timesteps
+        self.channels, oh, ow = layer["out_shape"]
+        self.positions, self.channel_groups = oh * ow, layer["channel_groups"]
 
     def take(self) -> list[list[int | None]]:
-        values = self.values
-        self.clear()
+        values: list[list[int | None]] = [[None] * self.fan_out for _ in range(self.timesteps)]
+        unpack = self.port.unpack
+        while not self.sink.empty():
+            word = self.sink.recv_nowait()
+            t, g = unpack(word, "timestep"), unpack(word, "group")
+            position, group = divmod(g, self.channel_groups)
+            for lane, v in enumerate(unpack(word, "v")):
+                c = group * self.lanes + lane
+                if c < self.channels and t < self.timesteps:
+                    values[t][c * self.positions + position] = v
         return values
 
 
@@ -118,154 +130,89 @@ class NetworkTB:
     (:mod:`spikeforge.sw.interface`).
     """
 
-    def __init__(self, dut):
+    def __init__(self, dut, *, idle: bool = False, backpressure: bool = False,
+                 stall_seed: object = 0):
         self.dut = dut
-        self.meta = json.loads(Path(os.environ["SPIKEFORGE_TB_META"]).read_text())
+        self.meta = port_metadata()
         self.params = self.meta["parameters"]
-        self.clk = dut.clk
+        self.clock = ClockReset(dut, _PERIOD_NS)
+        self.clk = self.clock.clk
         self.budget = _DEFAULT_BUDGET
         self.image = -1             # the image being classified, for failure messages
         self.received = 0           # result beats of that image so far
-        Clock(dut.clk, _PERIOD_NS, unit="ns").start()
-        dut.rst.value = 1
-        dut.pixels__valid.value = 0
-        dut.results__ready.value = 0
-        dut.bus__w_en.value = 0
-        dut.bus__r_en.value = 0
-        self.tracing = False
-        self._trace_on = Event()
+        self.bus = RegisterBus(dut, self.clk, "bus")
+        self.pixels = StreamSource(dut, self.clk, "pixels")
+        self.results = StreamSink(dut, self.clk, "results")
+        if idle:
+            self.pixels.set_pause_generator(random_pauses(f"{stall_seed}/idle",
+                                                          IDLE_PROBABILITY))
+        if backpressure:
+            self.results.set_pause_generator(random_pauses(f"{stall_seed}/backpressure",
+                                                           BACKPRESSURE_PROBABILITY))
         self.spike_taps: list[SpikeTap] = []
         self.membrane_taps: list[MembraneTap] = []
         if "input_spikes__valid" in self.meta["ports"]:
-            self.spike_taps.append(SpikeTap(dut, self.meta, "input_spikes"))
-            for k, layer in enumerate(self.params["layers"]):
-                self.spike_taps.append(SpikeTap(dut, self.meta, f"layer{k}_spikes"))
+            self.spike_taps.append(SpikeTap(dut, self.clk, self.meta, "input_spikes"))
+            for layer in self.params["layers"]:     # neuron layers; pooling has no tap
+                k = layer["index"]
+                self.spike_taps.append(SpikeTap(dut, self.clk, self.meta, f"layer{k}_spikes"))
                 self.membrane_taps.append(MembraneTap(
-                    dut, self.meta, f"layer{k}_membranes", self.params["lanes"],
-                    layer["fan_out"], self.params["timesteps"]))
-            cocotb.start_soon(self._monitor())
+                    dut, self.clk, self.meta, f"layer{k}_membranes", self.params["lanes"],
+                    layer, self.params["timesteps"]))
 
     def trace(self, on: bool) -> None:
-        """Record the taps (per-cycle Python, slow) or let Verilator run free."""
-        self.tracing = on
-        if on:
-            self._trace_on.set()
-
-    async def _monitor(self) -> None:
-        # Sampled at the falling edge: a tap shown here transfers at the next rising edge.
-        while True:
-            if not self.tracing:
-                self._trace_on.clear()
-                await self._trace_on.wait()
-            await FallingEdge(self.clk)
-            for tap in self.spike_taps:
-                tap.sample()
-            for tap in self.membrane_taps:
-                tap.sample()
+        """Record the taps, or let the simulator run free."""
+        for tap in [*self.spike_taps, *self.membrane_taps]:
+            tap.sink.active = on
 
     async def reset(self) -> None:
-        self.dut.rst.value = 1
-        for _ in range(2):
-            await FallingEdge(self.clk)
-        self.dut.rst.value = 0
-        await FallingEdge(self.clk)
+        await self.clock.reset()
 
     async def write_register(self, address: int, value: int) -> None:
-        self.dut.bus__addr.value = address
-        self.dut.bus__w_data.value = value & 0xFFFF_FFFF
-        self.dut.bus__w_en.value = 1
-        await FallingEdge(self.clk)
-        self.dut.bus__w_en.value = 0
+        await self.bus.write(address, value)
 
     async def read_register(self, address: int) -> int:
-        self.dut.bus__addr.value = address
-        self.dut.bus__r_en.value = 1
-        await FallingEdge(self.clk)
-        self.dut.bus__r_en.value = 0
-        return int(self.dut.bus__r_data.value)
+        return await self.bus.read(address)
 
     def state(self) -> str:
         """Where the design is, for a budget that ran out: phase, layer, busy, results."""
-        dut = self.dut
-
-        def read(name: str) -> str:
-            try:
-                value = getattr(dut, name).value
-            except AttributeError:
-                return "?"
-            return str(int(value)) if value.is_resolvable else str(value)
-
-        return (f"image {self.image}: phase={read('phase')} (0 LOAD, 1 ENCODE, 2 DRAIN, 3 START, "
-                f"4 RUN, 5 READOUT) layer_k={read('layer_k')} busy={read('busy')} "
-                f"pixels ready={read('pixels__ready')} results valid={read('results__valid')}, "
+        return (f"image {self.image}: {state_of(self.dut, ['phase'])} (the accelerator's "
+                f"_Phase) {state_of(self.dut, ['busy', 'pixels__ready', 'results__valid'])}, "
+                f"{self.pixels.sent} pixels taken, {len(self.pixels.queue)} left, "
                 f"{self.received} result beats received")
 
-    async def _bounded(self, trigger, cycles: int, what: str):
-        try:
-            return await with_timeout(trigger, cycles * _PERIOD_NS, "ns")
-        except TimeoutError as exc:  # cocotb's SimTimeoutError is a TimeoutError
-            raise BudgetExceeded(f"{what}: no progress within {cycles} cycles; "
-                                 f"{self.state()}") from exc
-
     async def send_pixels(self, pixels) -> None:
-        """Drive one image into ``pixels``, one beat per cycle while the design is ready
-        (waiting at most :attr:`budget` cycles in all)."""
-        dut = self.dut
-        waited = 0
-        for j, pixel in enumerate(pixels):
-            dut.pixels__payload.value = int(pixel)
-            dut.pixels__valid.value = 1
-            while True:
-                ready = int(dut.pixels__ready.value)
-                await FallingEdge(self.clk)
-                if ready:
-                    break
-                waited += 1
-                if waited > self.budget:
-                    raise BudgetExceeded(f"pixel {j} not taken within {self.budget} cycles; "
-                                         f"{self.state()}")
-        dut.pixels__valid.value = 0
+        """Stream one image into ``pixels`` (waiting at most :attr:`budget` cycles)."""
+        self.pixels.send_nowait(pixels)
+        await self.clock.within(self.pixels.wait(), self.budget, "sending the pixels",
+                                self.state)
 
     async def classify(self, pixels) -> tuple[list[int], int]:
         """Stream one image in and collect its results: ``(scores, prediction)``."""
-        dut = self.dut
         self.received = 0
         await self.send_pixels(pixels)
-        dut.results__ready.value = 1
-        if not int(dut.results__valid.value):
-            # no Python in between: the simulator runs free, up to the image's budget
-            await self._bounded(RisingEdge(dut.results__valid), self.budget,
-                                "waiting for the first result")
-            await FallingEdge(self.clk)
         values = []
-        idle = 0
         while True:
-            if int(dut.results__valid.value):
-                idle = 0
-                word = int(dut.results__payload.value)
-                values.append(_signed32(word & 0xFFFF_FFFF))
-                self.received = len(values)
-                if (word >> 32) & 1:
-                    await FallingEdge(self.clk)
-                    break
-            else:
-                idle += 1
-                if idle > self.budget:
-                    raise BudgetExceeded(f"results stopped for {self.budget} cycles before the "
-                                         f"prediction; {self.state()}")
-            await FallingEdge(self.clk)
-        dut.results__ready.value = 0
+            what = "waiting for the first result" if not values else "waiting for a result"
+            word = await self.clock.within(self.results.recv(), self.budget, what, self.state)
+            values.append(_signed32(word & 0xFFFF_FFFF))
+            self.received = len(values)
+            if (word >> 32) & 1:
+                break
+        await FallingEdge(self.clk)  # the last beat's transfer
         return values[:-1], values[-1]
 
     async def send_refused(self, pixels, wait_cycles: int = 64) -> dict:
         """Stream an image the design must drop; report whether any result appeared."""
         dut = self.dut
+        before = self.results.count()
         await self.send_pixels(pixels)
-        produced = busy = 0
+        busy = 0
         for _ in range(wait_cycles):
-            produced |= int(dut.results__valid.value)
-            busy |= int(dut.busy.value)
+            busy |= dut.busy.value == 1
             await FallingEdge(self.clk)
+        produced = self.results.count() != before
+        self.results.clear()
         status = await self.read_register(SPEC.address("STATUS"))
         await self.write_register(SPEC.address("STATUS"), status)
         return {"dropped": not produced and not busy, "status": status,
@@ -287,8 +234,9 @@ class NetworkTB:
 @cocotb.test()
 async def run_job(dut):
     """Classify every image of the job, tracing the first ``trace`` of them."""
-    job = json.loads(Path(os.environ["SPIKEFORGE_NET_JOB"]).read_text())
-    tb = NetworkTB(dut)
+    job = tb_params()
+    tb = NetworkTB(dut, idle=bool(job.get("idle")), backpressure=bool(job.get("backpressure")),
+                   stall_seed=job.get("seed", 0))
     tb.budget = int(job.get("budget_cycles") or _DEFAULT_BUDGET)
     await tb.reset()
     writes: dict[int, list[tuple[int, int]]] = {}
@@ -296,7 +244,7 @@ async def run_job(dut):
         writes.setdefault(image, []).append((addr, value))
     n_trace = job.get("trace", 0) if tb.spike_taps else 0
     dropped = set(job.get("dropped", []))
-    progress = os.environ.get("SPIKEFORGE_PROGRESS")
+    progress = job.get("progress")
     registers = {str(addr): await tb.read_register(addr) for addr in job.get("read", [])}
     results = []
     start = time.perf_counter()
@@ -321,4 +269,4 @@ async def run_job(dut):
             Path(progress).write_text(f"{index + 1}\n")
     report = {"results": results, "registers": registers,
               "wall_seconds": time.perf_counter() - start, "sim_time_ns": get_sim_time(unit="ns")}
-    Path(os.environ["SPIKEFORGE_TB_REPORT"]).write_text(json.dumps(report))
+    Path(job["report"]).write_text(json.dumps(report))

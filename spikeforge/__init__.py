@@ -15,6 +15,7 @@ The names below are the public API, for notebooks and scripts::
     sf.export(network, "out/copy", lanes=8)     # weight ROMs + manifest
     network, report = sf.from_nir("model.nir")  # a NIR graph (snnTorch, sinabs, ...)
     graph = sf.to_nir(network)                  # and back (docs/nir.md)
+    network, report = sf.from_torch(module)     # a torch nn.Sequential (ReLU or spiking)
     report = sf.evaluate("out/export", pixels, labels)           # on the golden model
     summary = sf.simulate("out/export", pixels=..., labels=...)   # on the RTL (Verilator)
 
@@ -45,6 +46,7 @@ _API = {
     "load_manifest": ("spikeforge.sw.export", "load_manifest"),
     "from_nir": ("spikeforge.sw.nir", "from_nir"),
     "to_nir": ("spikeforge.sw.nir", "to_nir"),
+    "from_torch": ("spikeforge.sw.torch_import", "from_torch"),
     "evaluate": ("spikeforge.sw.evaluate", "evaluate_export"),
     "simulate": ("spikeforge.sw.simulate", "simulate_export"),
     "synthesize": ("spikeforge.sw.synth", "synthesize"),

@@ -34,10 +34,12 @@ __all__ = ["DEMO_LANES", "DemoResult", "demo_config", "run_demo"]
 DEMO_LANES = 8
 
 
-def demo_config(epochs: int | None = None) -> TrainConfig:
+def demo_config(epochs: int | None = None, arch: str = "mlp") -> TrainConfig:
     """The demo's training configuration: the defaults with the rate encoder (the hardware
-    implements it), ``epochs`` overriding the method's epoch count."""
-    config = TrainConfig(encoder="rate")
+    implements it) and architecture ``arch`` (``mlp``, the default network, or ``conv``, the
+    convolutional preset; :mod:`spikeforge.sw.train.arch`), ``epochs`` overriding the
+    method's epoch count."""
+    config = TrainConfig(encoder="rate", arch=arch)
     if epochs is not None:
         config.epochs = epochs
     return config
@@ -69,7 +71,7 @@ class DemoResult:
 
 def run_demo(out="out/demo", *, lanes: int = DEMO_LANES, epochs: int | None = None,
              trace: int = 50, retrain: bool = False, sim: bool = True, progress: bool = True,
-             console: Console | None = None) -> DemoResult:
+             console: Console | None = None, arch: str = "mlp") -> DemoResult:
     """Train (or reuse ``out/checkpoint.pt``), export to ``out/export`` at ``lanes`` lanes and,
     with ``sim``, run the digits test set on the RTL (``trace`` images compared in full,
     raster in ``out/raster.png``).
@@ -83,7 +85,7 @@ def run_demo(out="out/demo", *, lanes: int = DEMO_LANES, epochs: int | None = No
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "checkpoint.pt"
-    config = demo_config(epochs)
+    config = demo_config(epochs, arch)
 
     def say(*objects) -> None:
         if progress:
@@ -93,6 +95,8 @@ def run_demo(out="out/demo", *, lanes: int = DEMO_LANES, epochs: int | None = No
         console.rule("1. train")
     start = time.perf_counter()
     trained = retrain or not checkpoint.exists()
+    if not trained and load_checkpoint(checkpoint).config.arch != config.arch:
+        trained = True  # a checkpoint of another architecture is not reused
     if not trained:
         say(f"reusing {checkpoint} (--retrain or retrain=True to train again)")
     elif progress:

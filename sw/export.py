@@ -877,8 +877,10 @@ def load_network(folder) -> Network:
 def hardware_support(network: Network) -> list[str]:
     """Why ``network`` cannot run on the current hardware; empty when it can.
 
-    The accelerator (:class:`spikeforge.hw.accelerator.NetworkAccelerator`) runs dense layers
-    fed by the ``rate`` or ``radix`` encoder, at most ``SPEC.max_layers`` layers
+    The accelerator (:class:`spikeforge.hw.accelerator.NetworkAccelerator`) runs dense and
+    convolution layers of stride 1 with square power-of-two sum pooling between them and a
+    dense last layer (``spikeforge.hw.core_layout``), fed by the ``rate`` or ``radix`` encoder,
+    at most ``SPEC.max_layers`` layers
     (``spikeforge.sw.interface``) of at most ``2**ADDR_BITS`` neurons (its spike address). Each
     entry is one short clause (no newline: layer names are quoted with ``repr``), such as
     ``"the network uses the direct (analog) encoder, which the hardware does not implement
@@ -886,16 +888,17 @@ def hardware_support(network: Network) -> list[str]:
     The golden model runs every valid network, whatever this says (``spikeforge eval``).
     """
     from spikeforge.hw.accelerator import ADDR_BITS
+    from spikeforge.hw.core_layout import CoreLayoutError, core_layout
     from spikeforge.sw.interface import SPEC
 
     reasons = []
     if network.encoder.kind is EncoderKind.DIRECT:
         reasons.append("the network uses the direct (analog) encoder, which the hardware "
                        "does not implement (rate and radix only)")
-    shaped = [f"layers[{k}] ({layer.name!r}) is a {layer.kind} layer"
-              for k, layer in enumerate(network.layers) if not isinstance(layer, DenseLayer)]
-    if shaped:
-        reasons.append(", ".join(shaped) + "; the accelerator maps dense layers only")
+    try:
+        core_layout(network, 1)
+    except CoreLayoutError as error:
+        reasons.append(str(error))
     if len(network.layers) > SPEC.max_layers:
         reasons.append(f"{len(network.layers)} layers exceed the register map's "
                        f"{SPEC.max_layers}")

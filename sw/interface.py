@@ -66,6 +66,8 @@ __all__ = [
     "pack_w_info",
     "unpack_w_info",
     # link protocol
+    "BAUD",
+    "BITS_PER_BYTE",
     "SYNC_REQUEST",
     "SYNC_REPLY",
     "LINK_VERSION",
@@ -94,6 +96,8 @@ __all__ = [
     "encode_reply",
     "encode_block",
     "check_words32",
+    "run_frame_bytes",
+    "link_images_per_second",
     # documentation
     "register_table",
     "field_table",
@@ -561,6 +565,13 @@ def unpack_w_info(word: int, spec: RegisterMap = SPEC) -> dict[str, int]:
 
 # ==== link protocol ==============================================================================
 
+#: The line rate of the host link, in baud: the default of the board tops
+#: (:mod:`spikeforge.hw.boards`; ``constraints/<board>.toml`` may override it) and of the host
+#: client (:mod:`spikeforge.sw.link`). 3 Mbaud is what both boards' FTDI USB UARTs run
+#: exactly (FT2232H: 12 MHz / 4; FT231X: its 3 MHz maximum).
+BAUD = 3_000_000
+#: Bits on the line per byte: 8 data bits, no parity, 1 stop bit, with the start bit.
+BITS_PER_BYTE = 10
 #: First byte of a request frame and of a reply frame.
 SYNC_REQUEST = 0xA5
 SYNC_REPLY = 0x5A
@@ -829,6 +840,23 @@ def encode_block(address: int, words: Sequence[int]) -> bytes:
 
 
 # ==== documentation ==============================================================================
+
+def run_frame_bytes(*, n_inputs: int, pixel_bits: int, n_outputs: int) -> tuple[int, int]:
+    """Bytes on the line of a ``RUN``: ``(request, reply)`` (the image; the scores and the
+    predicted class)."""
+    crc = struct.calcsize(CRC_FORMAT)
+    request = struct.calcsize(REQUEST_HEADER) + n_inputs * pixel_bytes(pixel_bits) + crc
+    return request, struct.calcsize(REPLY_HEADER) + 4 * (n_outputs + 1) + crc
+
+
+def link_images_per_second(*, n_inputs: int, pixel_bits: int, n_outputs: int,
+                           baud: float = BAUD) -> float:
+    """The most images a second the line carries at ``baud``: one ``RUN`` request and its reply
+    per image, back to back (no time for the inference, the host or the USB)."""
+    request, reply = run_frame_bytes(n_inputs=n_inputs, pixel_bits=pixel_bits,
+                                     n_outputs=n_outputs)
+    return baud / BITS_PER_BYTE / (request + reply)
+
 
 def _hex(value: int, digits: int = 4) -> str:
     return f"0x{value:0{digits}X}"

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from spikeforge.sw.interface import (
+    BAUD,
     COMMANDS,
     ID_MAGIC,
     LINK_VERSION,
@@ -49,6 +50,7 @@ from spikeforge.sw.interface import (
 )
 
 __all__ = [
+    "BAUD",
     "SYNC_REQUEST",
     "SYNC_REPLY",
     "LINK_VERSION",
@@ -155,7 +157,7 @@ class SerialTransport:
         self.port = port
 
     @classmethod
-    def open(cls, device: str, baud: int = 115200) -> SerialTransport:
+    def open(cls, device: str, baud: int = BAUD) -> SerialTransport:
         import serial  # imported here: pure-protocol users need no pyserial
 
         # serial_for_url takes device paths and pyserial URLs (socket://, rfc2217://, loop://).
@@ -422,16 +424,15 @@ class LinkClient:
         """Load every layer of ``network`` (a :class:`spikeforge.sw.golden.Network`, the one the
         board was built for) whose weights live in SPRAM; returns those layers' indices.
         ``progress(layer, chunks_done, chunks_total)`` follows each frame."""
-        from spikeforge.hw.layer import weight_chunks
+        from spikeforge.hw.core_layout import core_layout
 
         loaded = []
-        for k, layer in enumerate(network.layers):
+        for k, chunks in core_layout(network, lanes).weight_chunks().items():
             if not self.weight_info(k).in_ram:
                 continue
             report = None if progress is None else (lambda done, total, k=k: progress(k, done,
                                                                                      total))
-            self.load_weights(k, weight_chunks(layer.weight, lanes, layer.w_bits),
-                              progress=report)
+            self.load_weights(k, chunks, progress=report)
             loaded.append(k)
         return loaded
 

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spikeforge.hw.accelerator import NetworkAccelerator, spike_buffer_depths, spike_entry_bits
-from spikeforge.hw.boards import BoardTop, load_board_spec, make_platform
+from spikeforge.hw.boards import BoardTop, clock_below, load_board_spec, make_platform
+from spikeforge.hw.core_layout import core_layout
 from spikeforge.hw.layer import check_lanes, current_bits
 from spikeforge.hw.link import buffer_slots
 from spikeforge.sim.mock_accelerator import MockAccelerator
@@ -140,23 +141,22 @@ class FitReport:
 
 
 def _memories(network: Network, lanes: int, w_bits: int | None = None) -> list[MemoryUse]:
-    """Every memory the design holds, as the core array (hw/core.py) and the encoder
-    (hw/encoder.py) lay them out: the weight store exactly, the state memories by their
-    widths and depths. ``w_bits`` caps every layer's weight width (what the plan would be with
-    narrower weights)."""
+    """Every memory the design holds, as the core array (hw/core.py, laid out by
+    hw/core_layout.py) and the encoder (hw/encoder.py) hold them: the weight store exactly,
+    the state memories by their widths and depths. ``w_bits`` caps every layer's weight width
+    (what the plan would be with narrower weights)."""
     P = lanes
-    layers = network.layers
-    widest = max(x.w_bits if w_bits is None else min(x.w_bits, w_bits) for x in layers)
-    G = [math.ceil(x.fan_out / P) for x in layers]
-    v_bits = max(x.v_bits for x in layers)
-    current = max(current_bits(x.fan_in, widest) for x in layers)
-    words = sum(x.fan_in * g for x, g in zip(layers, G, strict=True))
-    out = [MemoryUse("core.weights", P * widest, words, rom=True),
-           MemoryUse("core.bias", P * v_bits, sum(G), rom=True),
-           MemoryUse("core.vmem", P * v_bits, sum(G))]
-    out += [MemoryUse(f"core.acc{bank}", P * current, max(G)) for bank in range(2)]
+    layout = core_layout(network, lanes)
+    widest = layout.w_bits if w_bits is None else min(layout.w_bits, w_bits)
+    current = max(current_bits(x.rows * x.pool_area if not x.dense
+                               else x.layer.fan_in * x.pool_area, min(x.layer.w_bits, widest))
+                  for x in layout.maps)
+    out = [MemoryUse("core.weights", P * widest, sum(layout.weight_words), rom=True),
+           MemoryUse("core.bias", P * layout.v_bits, layout.total_bias_words, rom=True),
+           MemoryUse("core.vmem", P * layout.v_bits, layout.total_groups)]
+    out += [MemoryUse(f"core.acc{bank}", P * current, max(layout.groups)) for bank in range(2)]
     encoder_depth, queue_depth = spike_buffer_depths(network)
-    queue_bits = max(1, math.ceil(math.log2(max(queue_depth - 1, 2)))) + 1
+    queue_bits = layout.c_bits + layout.y_bits + layout.x_bits + 1
     out.append(MemoryUse("core.queue", queue_bits, queue_depth))
     pixel_bits = network.encoder.pixel_bits
     entry_bits = spike_entry_bits(network)
@@ -512,7 +512,8 @@ def synthesize(export_dir, board: str, out_dir=None, *, clock_mhz: float | None 
     for _ in range(0 if insist_clock else RETRIES):
         if report.timing_met:
             break
-        retry = math.floor(report.fmax_mhz * RETRY_MARGIN * 2) / 2  # 0.5 MHz steps
+        # 0.5 MHz steps, at a clock the UART divides to within its rate limit
+        retry = clock_below(board, report.fmax_mhz * RETRY_MARGIN)
         if progress is not None:
             progress(f"timing missed at {report.required_mhz:g} MHz (Fmax "
                      f"{report.fmax_mhz:.1f}): rebuilding at {retry:g} MHz")

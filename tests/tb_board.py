@@ -6,11 +6,15 @@ runs in a thread started with :func:`cocotb.task.bridge`, and its transport,
 :class:`CocotbUartTransport`, hands each ``write``/``read`` back to the simulation with
 :func:`cocotb.task.resume`, where the cocotbext-uart models ``UartSource``/``UartSink``
 drive and watch the serial lines. The fault injection uses the same UART models with hand-made
-bad frames. A monitor records every write on the register bus between the bridge and the
-accelerator (``TB.writes``), so a test sees exactly which writes a frame caused, whatever the
-accelerator.
+bad frames. The harness's :class:`spikeforge.sim.harness.BusWriteMonitor` records every write on
+the register bus between the bridge and the accelerator (``TB.writes``), so a test sees exactly
+which writes a frame caused, whatever the accelerator; clock and reset are the harness's
+:class:`~spikeforge.sim.harness.ClockReset`. One cocotb test is one scenario; each host-client
+scenario also runs with idle time on the line (``idle``: random gaps of up to two byte times
+between the bytes the host sends, shorter than the bridge's frame timeout, so the frames must
+come through unchanged). A UART has no back-pressure.
 
-The test is configured through the ``SPIKEFORGE_TB`` environment variable (JSON written by
+The run's parameters (:func:`spikeforge.sim.harness.tb_params`, written by
 tests/test_board_sim.py): ``divisor``, ``clock_ns``, ``timeout_cycles``, ``images`` and
 ``expected`` (``[[scores...], prediction]`` per image, from the Python model of the
 accelerator under test), ``threshold_address`` (a read/write register whose reset value is
@@ -27,17 +31,15 @@ the simulator's ``PYTHONPATH``, so it loads as ``tests.tb_board``.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import struct
 
 import cocotb
-from cocotb.clock import Clock
 from cocotb.task import bridge, resume
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, Timer, with_timeout
+from cocotb.triggers import Timer
 from cocotbext.uart import UartSink, UartSource
 
+from spikeforge.sim.harness import BudgetExceeded, BusWriteMonitor, ClockReset, tb_params
 from spikeforge.sw.link import (
     ID_MAGIC,
     MAX_WORDS,
@@ -58,13 +60,15 @@ class CocotbUartTransport:
     bridged thread.
 
     ``time_scale`` maps the client's timeouts (seconds of a real 115200-baud link) onto
-    simulated time: ``sim_ns = timeout_s * 1e9 * time_scale``.
+    simulated time: ``sim_ns = timeout_s * 1e9 * time_scale``. ``gaps`` (an iterator of
+    nanoseconds, or None) puts idle time on the line before each byte written.
     """
 
-    def __init__(self, source: UartSource, sink: UartSink, *, time_scale: float):
+    def __init__(self, source: UartSource, sink: UartSink, *, time_scale: float, gaps=None):
         self.source = source
         self.sink = sink
         self.time_scale = time_scale
+        self.gaps = gaps
 
     # Each method runs in the client's thread and blocks it until the simulation is done.
     def write(self, data: bytes) -> None:
@@ -77,8 +81,16 @@ class CocotbUartTransport:
         resume(self._reset_input)()
 
     async def _write(self, data: bytes) -> None:
-        await self.source.write(data)
-        await self.source.wait()
+        if self.gaps is None:
+            await self.source.write(data)
+            await self.source.wait()
+            return
+        for byte in data:
+            gap = next(self.gaps)
+            if gap:
+                await Timer(gap, unit="ns")
+            await self.source.write(bytes([byte]))
+            await self.source.wait()
 
     async def _read(self, n: int, timeout_ns: int) -> bytes:
         out = bytearray()
@@ -94,25 +106,38 @@ class CocotbUartTransport:
         self.sink.clear()
 
 
+def _gaps(rng: random.Random, longest_ns: int):
+    """Idle time before each byte: none for two bytes in three, else up to ``longest_ns``."""
+    while True:
+        yield rng.randrange(1, longest_ns) if rng.random() < 1 / 3 else 0
+
+
 class TB:
-    def __init__(self, dut):
+    """Clock and reset, the UART models, the host client on them, and the bus write monitor.
+
+    ``idle`` puts random gaps (up to two byte times, from ``seed``) before each byte the host
+    client sends."""
+
+    def __init__(self, dut, *, idle: bool = False):
         self.dut = dut
-        self.cfg = json.loads(os.environ["SPIKEFORGE_TB"])
+        self.cfg = tb_params()
         clock_ns = self.cfg["clock_ns"]
         self.baud = 1e9 / (clock_ns * self.cfg["divisor"])
         self.byte_ns = 10 * clock_ns * self.cfg["divisor"]
         self.timeout_ns = self.cfg["timeout_cycles"] * clock_ns
-        Clock(dut.clk, clock_ns, unit="ns").start()
+        self.clock = ClockReset(dut, clock_ns)
         self.source = UartSource(dut.rx, baud=self.baud)
         self.sink = UartSink(dut.tx, baud=self.baud)
         # One client second = 200 byte times of the simulated line (>> the device timeout).
         scale = 200 * self.byte_ns / 1e9
-        self.transport = CocotbUartTransport(self.source, self.sink, time_scale=scale)
+        gaps = _gaps(random.Random(f"{self.cfg['seed']}/idle"), 2 * self.byte_ns) if idle else None
+        self.transport = CocotbUartTransport(self.source, self.sink, time_scale=scale, gaps=gaps)
         self.client = LinkClient(self.transport, timeout=1.0, retries=2)
-        self.writes: list[tuple[int, int]] = []
-        self.op_ns = self.cfg["op_budget_cycles"] * clock_ns
+        # with gaps a transaction's bytes take up to three times as long on the line
+        self.op_ns = self.cfg["op_budget_cycles"] * clock_ns * (3 if idle else 1)
         self.doing = "reset"
-        cocotb.start_soon(self._watch_bus())
+        self.bus = BusWriteMonitor(dut.bridge, self.clock.clk, "bus")
+        self.writes = self.bus.writes
 
     def state(self) -> str:
         """Where the link is, for a budget that ran out."""
@@ -121,34 +146,19 @@ class TB:
         return (f"during {self.doing}: {self.sink.count()} reply bytes waiting unread, "
                 f"{len(self.writes)} bus writes seen, accelerator busy={busy}")
 
-    async def _watch_bus(self):
-        """Append ``(address, value)`` to :attr:`writes` for every cycle ``w_en`` is high."""
-        bus_w_en = self.dut.bridge.bus__w_en
-        while True:
-            await RisingEdge(bus_w_en)
-            await ReadOnly()
-            while bus_w_en.value:
-                self.writes.append((int(self.dut.bridge.bus__addr.value),
-                                    int(self.dut.bridge.bus__w_data.value)))
-                await RisingEdge(self.dut.clk)
-                await ReadOnly()
-
     async def reset(self):
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 5)
-        self.dut.rst.value = 0
-        await ClockCycles(self.dut.clk, 5)
+        await self.clock.reset(cycles=5, after=5)
 
     async def host(self, function, *args, ops: int = 16):
         """Run ``function(client, *args)`` in a thread, as a host program would: at most
         ``ops`` link transactions' budget of simulated time."""
         self.doing = getattr(function, "__name__", "host call")
-        budget = ops * self.op_ns
+        cycles = ops * self.op_ns // self.clock.period_ns
         try:
-            return await with_timeout(bridge(function)(self.client, *args), budget, "ns")
-        except TimeoutError as exc:  # cocotb's SimTimeoutError
-            raise AssertionError(f"host call ran past its budget of {budget} ns "
-                                 f"({ops} transactions): {self.state()}") from exc
+            return await self.clock.within(bridge(function)(self.client, *args), cycles,
+                                           f"host call ({ops} transactions)", self.state)
+        except BudgetExceeded as exc:
+            raise AssertionError(str(exc)) from exc
 
     async def send_raw(self, data: bytes):
         await self.source.write(data)
@@ -176,9 +186,10 @@ def _classify_all(client, images):
 
 
 @cocotb.test()
-async def test_classify_matches_model(dut):
+@cocotb.parametrize(idle=[False, True])
+async def test_classify_matches_model(dut, idle):
     """The real host client classifies every test image through UART, bridge and accelerator."""
-    tb = TB(dut)
+    tb = TB(dut, idle=idle)
     await tb.reset()
     assert await tb.host(lambda c: c.identify()) == ID_MAGIC
     info = await tb.host(lambda c: c.info())
@@ -289,9 +300,10 @@ async def test_fault_injection(dut):
 
 
 @cocotb.test()
-async def test_thresholds_over_the_link(dut):
+@cocotb.parametrize(idle=[False, True])
+async def test_thresholds_over_the_link(dut, idle):
     """Thresholds and leak shifts are written and read back through the link."""
-    tb = TB(dut)
+    tb = TB(dut, idle=idle)
     await tb.reset()
     address = tb.cfg["threshold_address"]
 
@@ -304,9 +316,10 @@ async def test_thresholds_over_the_link(dut):
 
 
 @cocotb.test()
-async def test_block_write_over_the_link(dut):
+@cocotb.parametrize(idle=[False, True])
+async def test_block_write_over_the_link(dut, idle):
     """write_block's words reach the register bus exactly, in order, all at the one address."""
-    tb = TB(dut)
+    tb = TB(dut, idle=idle)
     await tb.reset()
     cfg = tb.cfg
     address, seed = cfg["threshold_address"], cfg["seed"]

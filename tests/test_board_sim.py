@@ -5,10 +5,9 @@ Two accelerators sit behind the same link: the real ``NetworkAccelerator`` runni
 two-layer network (expected results from the golden model, ``spikeforge.sw.golden``), and the
 mock of sim/mock_accelerator.py (expected results from its Python twin). The testbench is
 tests/tb_board.py; it receives the images, the expected results and a read/write register with
-its reset value as JSON.
+its reset value as the run's parameters (sim/runner.py, ``run_tests(params=...)``).
 """
 
-import json
 import os
 import random
 import shutil
@@ -19,7 +18,7 @@ import torch
 from spikeforge.hw.boards import LinkTop
 from spikeforge.sim.mock_accelerator import MockAccelerator, MockRegisters, mock_classify
 from spikeforge.sim.network_model import worst_case_network_cycles
-from spikeforge.sim.runner import build, default_simulator, run_cocotb, simulator_missing
+from spikeforge.sim.runner import build, default_simulator, run_tests, simulator_missing
 from spikeforge.sim.toolchain import ensure_tools
 from spikeforge.sw.golden import DenseLayer, Encoder, Network
 from spikeforge.sw.interface import MAX_WORDS, pixel_bytes
@@ -46,8 +45,6 @@ def small_network() -> Network:
 
 def network_case(spram_layers=()):
     from spikeforge.hw.accelerator import NetworkAccelerator
-    from spikeforge.hw.layer import weight_chunks
-
     network = small_network()
 
     def model(images):
@@ -55,9 +52,10 @@ def network_case(spram_layers=()):
         outputs, predictions = trace.output.tolist(), trace.prediction.tolist()
         return [[row, int(p)] for row, p in zip(outputs, predictions, strict=True)]
 
-    chunks = {k: weight_chunks(network.layers[k].weight, 4, network.layers[k].w_bits)
-              for k in spram_layers}
-    return (NetworkAccelerator(network, 4, spram_layers=spram_layers), network.n_inputs,
+    accelerator = NetworkAccelerator(network, 4, spram_layers=spram_layers)
+    # the core's one weight store: in SPRAM, every layer's part of it is loaded
+    chunks = accelerator.layout.weight_chunks() if accelerator.spram_layers else {}
+    return (accelerator, network.n_inputs,
             network.n_outputs, 4, model, int(network.layers[0].theta[0]), chunks,
             worst_case_network_cycles(network, 4))
 
@@ -83,14 +81,12 @@ def op_budget_cycles(byte_cycles: int, compute_cycles: int, timeout_cycles: int)
 @pytest.mark.parametrize("case, sim", [("network", SIM), ("network_spram", SIM), ("mock", SIM),
                                        ("network", OTHER)],
                          ids=["network", "network_spram", "mock", f"network-{OTHER}"])
-def test_board_top_in_simulation(case, sim, tmp_path):
+def test_board_top_in_simulation(case, sim):
     ensure_tools()
     if simulator_missing(sim):
         pytest.skip(f"{sim}: {simulator_missing(sim)}")
     if sim == "verilator" and shutil.which("perl") is None:
         pytest.skip("Verilator needs perl")
-    from cocotb_tools.check_results import get_results
-
     cases = {"network": network_case, "mock": mock_case,
              # layer 0's weights in (modelled) SPRAM: the host loads them over the link first
              "network_spram": lambda: network_case(spram_layers=[0])}
@@ -120,12 +116,6 @@ def test_board_top_in_simulation(case, sim, tmp_path):
         "op_budget_cycles": op_budget_cycles(10 * divisor, compute_cycles, timeout_cycles),
     }
 
-    test_dir = tmp_path / "run"
-    test_dir.mkdir()
-    results, failed = run_cocotb(built, "tests.tb_board", test_dir,
-                                 env={"SPIKEFORGE_TB": json.dumps(config)})
-    if failed:  # the runner exits when a cocotb test fails; report it as a failure
-        pytest.fail(f"cocotb tests failed on {sim}: see the log above and {test_dir}")
-    tests, failed = get_results(results)
-    assert tests == 4 and failed == 0, (f"{failed} of {tests} cocotb tests failed on {sim} "
-                                        f"(see {test_dir})")
+    # a failing cocotb test raises TestFailure with its message and the run's folder
+    report = run_tests(built, "tests.tb_board", params=config)
+    assert len(report["cocotb"]) == 7, report["cocotb"]  # 4 scenarios, 3 of them also idle

@@ -29,10 +29,12 @@ def dense_network(encoder="rate") -> Network:
     return Network([layer], 2, Encoder(encoder, 4))
 
 
-def conv_network() -> Network:
+def conv_network(pool_kernel: int = 3) -> Network:
+    """A conv network the core array cannot run (a 3x3 pooling window), or with
+    ``pool_kernel=2`` one it runs."""
     conv = ConvLayer(weight=torch.ones(2, 1, 2, 2, dtype=torch.int64), bias=[0, 0],
                      theta=[2, 2], w_bits=3, v_bits=10, input_shape=(1, 4, 4), name="conv1")
-    pool = SumPoolLayer(kernel=3, input_shape=conv.output_shape, name="pool1")
+    pool = SumPoolLayer(kernel=pool_kernel, input_shape=conv.output_shape, name="pool1")
     fc = DenseLayer(weight=torch.ones(3, pool.fan_out, dtype=torch.int64), bias=[0] * 3,
                     theta=[1, 1], fires=False, w_bits=3, v_bits=10, name="fc")
     return Network([conv, pool, fc], 2, Encoder("rate", 4))
@@ -51,9 +53,10 @@ def test_hardware_support_names_every_reason():
     assert hardware_support(dense_network("direct")) == [
         "the network uses the direct (analog) encoder, which the hardware does not implement "
         "(rate and radix only)"]
+    assert hardware_support(conv_network(pool_kernel=2)) == []
     assert hardware_support(conv_network()) == [
-        "layers[0] ('conv1') is a conv layer, layers[1] ('pool1') is a sumpool layer; the "
-        "accelerator maps dense layers only"]
+        "layers[1] (pool1): the core array pools with square, non-overlapping, unpadded "
+        "power-of-two windows, not kernel (3, 3) stride (3, 3) padding (0, 0)"]
     both = Network(conv_network().layers, 2, Encoder("direct", 4))
     assert len(hardware_support(both)) == 2
     with pytest.raises(UnsupportedNetworkError, match=r"^out/x cannot run on the current "
@@ -70,6 +73,9 @@ def test_hardware_support_agrees_with_the_accelerator():
     from spikeforge.hw.accelerator import NetworkAccelerator
 
     NetworkAccelerator(dense_network(), 2)
+    NetworkAccelerator(conv_network(pool_kernel=2), 2)
+    with pytest.raises(ValueError, match="pools with square"):
+        NetworkAccelerator(conv_network(), 2)
     with pytest.raises(ValueError, match="direct"):
         NetworkAccelerator(dense_network("direct"), 2)
 
@@ -122,7 +128,7 @@ def test_sim_rtl_synth_refuse_before_building(exports, tmp_path, monkeypatch, ca
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"spikeforge {command[0]}: error: {exports[kind]} cannot run on the "
                           "current hardware: ")
-    assert ("direct (analog) encoder" if kind == "direct" else "conv layer") in err
+    assert ("direct (analog) encoder" if kind == "direct" else "power-of-two windows") in err
     assert not (tmp_path / "rtl").exists() and not (tmp_path / "synth").exists()
     assert not (tmp_path / "r.png").exists() and not (tmp_path / "mock").exists()
 

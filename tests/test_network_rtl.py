@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from spikeforge.hw.accelerator import NetworkAccelerator, Status
+from spikeforge.sim.core_cases import random_conv_network
 from spikeforge.sim.network_cases import random_network, random_pixels
 from spikeforge.sim.network_check import compare, simulate
 from spikeforge.sim.runner import default_simulator, simulator_missing
@@ -32,38 +33,61 @@ def _need(sim: str) -> None:
         pytest.skip(f"{sim}: {simulator_missing(sim)}")
 
 
-def check_random_network(seed: int, images: int = 24, traced: int = 8,
-                         sim: str | None = None) -> None:
-    network, lanes = random_network(seed)
+def check_random_network(seed: int, rtl_tally, images: int = 24, traced: int = 8,
+                         sim: str | None = None, *, stalls: bool = False,
+                         cases=random_network) -> None:
+    """A random network of ``seed`` on the RTL, every image against the golden and cycle models
+    (``traced`` of them spike by spike, membrane by membrane); ``stalls`` adds idle cycles to
+    the pixel stream and back-pressure to the result stream, which change no figure.
+    ``cases`` draws the network (dense by default)."""
+    network, lanes = cases(seed)
     pixels = random_pixels(network, images, seed)
-    report = simulate(network, lanes, pixels, trace=traced, sim=sim)
+    report = simulate(network, lanes, pixels, trace=traced, sim=sim, idle=stalls,
+                      backpressure=stalls, seed=seed)
     result = compare(network, lanes, pixels, report)
+    rtl_tally("network", sim=sim or SIM, seed=seed, cases=result.images, traced=result.traced,
+              mismatches=len(result.mismatches))
     shape = [network.n_inputs] + [layer.fan_out for layer in network.layers]
+    env = f"SPIKEFORGE_SIM={SIM} " if SIM != "verilator" else ""
     assert result.ok, (f"random network seed {seed} (shape {shape}, T={network.timesteps}, "
-                       f"P={lanes}, encoder {network.encoder.kind.value}) differs from the golden "
-                       f"model; replay with SPIKEFORGE_SEED={seed} pytest "
-                       f"tests/test_network_rtl.py -k this_run\n{result.summary()}")
+                       f"P={lanes}, encoder {network.encoder.kind.value}"
+                       f"{', stalled streams' if stalls else ''}) differs from the golden "
+                       f"model; replay: {env}SPIKEFORGE_SEED={RUN_SEED} .venv/bin/python -m "
+                       f"pytest '{os.environ.get('PYTEST_CURRENT_TEST', '').split(' ')[0]}'\n"
+                       f"{result.summary()}")
     assert result.traced == traced
 
 
 @pytest.mark.parametrize("seed", QUICK_SEEDS)
-def test_random_network_matches_golden_model_and_cycle_model(seed):
-    check_random_network(seed)
+def test_random_network_matches_golden_model_and_cycle_model(seed, rtl_tally):
+    check_random_network(seed, rtl_tally)
+
+
+@pytest.mark.parametrize("seed", [21, 22, 23, 24])
+def test_random_conv_network_matches_golden_model_and_cycle_model(seed, rtl_tally):
+    """Convolutions and 2x2 sum pooling on the shared core (sim/core_cases.py)."""
+    check_random_network(seed, rtl_tally, images=12, traced=6, cases=random_conv_network)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", LONG_SEEDS)
-def test_random_network_sweep(seed):
-    check_random_network(seed, images=64, traced=16)
+def test_random_network_sweep(seed, rtl_tally):
+    check_random_network(seed, rtl_tally, images=64, traced=16)
 
 
-def test_random_network_of_this_run():
-    check_random_network(RUN_SEED)
+def test_random_network_of_this_run(rtl_tally):
+    check_random_network(RUN_SEED, rtl_tally)
 
 
-def test_random_network_on_the_other_simulator():
+def test_random_network_under_stalls(rtl_tally):
+    """Idle cycles on the pixel stream and back-pressure on the result stream: the host's
+    pace is not counted, so scores, counters, cycles, spikes and membranes stay exact."""
+    check_random_network(QUICK_SEEDS[1], rtl_tally, images=8, traced=4, stalls=True)
+
+
+def test_random_network_on_the_other_simulator(rtl_tally):
     _need(OTHER)
-    check_random_network(QUICK_SEEDS[0], images=8, traced=4, sim=OTHER)
+    check_random_network(QUICK_SEEDS[0], rtl_tally, images=8, traced=4, sim=OTHER)
 
 
 def small_network(theta=(3, 4, 5), leak_shift=0) -> Network:

@@ -339,9 +339,13 @@ def digits():
 
 @pytest.fixture(scope="module")
 def ann(digits):
+    (pixels, labels), _ = digits
+    return trained_ann(pixels, labels)
+
+
+def trained_ann(pixels, labels):
     """A float 64-32-10 ReLU network trained on digits (a second), normalized for rate coding:
     ``(w1, b1, w2, b2)`` for IF neurons of threshold 1 fed spikes at rate ``pixel / 15``."""
-    (pixels, labels), _ = digits
     torch.manual_seed(0)
     x = pixels.float() / 15
     model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))

@@ -35,13 +35,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images compared spike by spike and membrane by membrane (50)")
     parser.add_argument("--retrain", action="store_true", help="train even if a checkpoint exists")
     parser.add_argument("--no-sim", action="store_true", help="stop after export (for synth)")
+    parser.add_argument("--arch", default="mlp", choices=["mlp", "conv"],
+                        help="the network: mlp (64-128-10) or conv (the convolutional preset, "
+                             "c8k3p1-p2-c16k3p1-p2-f10) (mlp)")
 
 
 def run(args: argparse.Namespace) -> int:
     console = Console()
     try:
         result = run_demo(args.out, lanes=args.lanes, epochs=args.epochs, trace=args.trace,
-                          retrain=args.retrain, sim=not args.no_sim, console=console)
+                          retrain=args.retrain, sim=not args.no_sim, console=console,
+                          arch=args.arch)
     except (ConfigError, CheckpointError, DatasetError, QuantizationError, ExportError,
             ContractError) as error:
         print(f"spikeforge demo: error: {error}", file=sys.stderr)
@@ -59,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
     for column in ("fan-in", "fan-out", "w_bits", "v_bits", "theta", "mode"):
         table.add_column(column, justify="right")
     for layer in result.network.layers:
+        if layer.kind == "sumpool":   # no neurons: folded into the next layer's addresses
+            table.add_row(layer.name, str(layer.fan_in), str(layer.fan_out), "", "", "",
+                          f"sum pool {layer.kernel[0]}x{layer.kernel[1]}")
+            continue
         mode = layer.fire_mode.value if layer.fires else "membrane"
         table.add_row(layer.name, str(layer.fan_in), str(layer.fan_out), str(layer.w_bits),
                       str(layer.v_bits), ",".join(map(str, layer.theta.tolist())), mode)

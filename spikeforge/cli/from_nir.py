@@ -12,8 +12,8 @@ encoder, widths) and every layer's import (exact, or quantized with its error) i
 :func:`spikeforge.sw.export.export_network` writes the folder, which is then loaded back with
 :func:`spikeforge.sw.export.load_network`.
 
-A layer that needs ``reset = "zero"`` or ``compare = ">"`` is refused with one line naming it,
-until the export manifest can store those modes. Exit status 0, or 1 with
+Every layer's ``reset`` and ``compare`` go into the manifest (schema 2), snnTorch's zero reset
+and ``>`` included; the accelerator runs them. Exit status 0, or 1 with
 ``spikeforge from-nir: error: <message>``.
 """
 

@@ -21,7 +21,7 @@ import sys
 import time
 
 from spikeforge.sw.export import ExportError, load_network
-from spikeforge.sw.link import LinkClient, LinkError, SerialTransport
+from spikeforge.sw.link import BAUD, LinkClient, LinkError, SerialTransport
 from spikeforge.sw.run import classify_images, connect, load_images, load_weights
 
 __all__ = ["add_arguments", "run"]
@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dataset name[:split], or a .npy / .npz file of integer pixels")
     parser.add_argument("--port", required=True,
                         help="serial port of the board (e.g. /dev/ttyUSB1) or a pyserial URL")
-    parser.add_argument("--baud", type=int, default=115200)
+    parser.add_argument("--baud", type=int, default=BAUD,
+                        help=f"line rate (default {BAUD}, the boards' rate)")
     parser.add_argument("--limit", type=int, default=None, help="classify at most N images")
     parser.add_argument("--data-root", default=None, help="folder of the MNIST IDX files")
     parser.add_argument("--export", default=None,

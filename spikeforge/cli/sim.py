@@ -5,6 +5,11 @@ and membrane of the traced images), cycles per inference against the cycle model
 operations and utilization, and writes a spike raster of the first image as the RTL produced it
 (:func:`spikeforge.sw.simulate.simulate_export` does the work).
 
+``--weights spram`` simulates the UP5K bitstream's SPRAM weight store: the board top (UART,
+link bridge, accelerator) with the weight store in SPRAM, empty at start, the weights loaded
+over the link by the host client as ``spikeforge run`` does on the board, then every image
+classified through the link.
+
 Exit status: 0 the RTL agrees with the golden model; 2 it does not; 1 a bad dataset or export.
 """
 
@@ -18,7 +23,7 @@ from rich.console import Console
 
 from spikeforge.sw.data import DatasetError, load_dataset
 from spikeforge.sw.export import ExportError
-from spikeforge.sw.simulate import DEFAULT_CLOCK_MHZ, print_summary, simulate_export
+from spikeforge.sw.simulate import DEFAULT_CLOCK_MHZ, WEIGHT_STORES, print_summary, simulate_export
 
 __all__ = ["add_arguments", "run"]
 
@@ -36,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clock-mhz", type=float, default=DEFAULT_CLOCK_MHZ,
                         help="clock for the inferences-per-second figure "
                              f"(default {DEFAULT_CLOCK_MHZ:g})")
+    parser.add_argument("--weights", choices=WEIGHT_STORES, default="rom",
+                        help="where the weights live: rom (the bitstream's ROMs, the default) "
+                             "or spram (the UP5K build: loaded over the link by the host "
+                             "client before the first image, as on the board)")
     parser.add_argument("--raster", type=Path, default=None,
                         help="spike raster PNG of the first image (default: beside the export, "
                              "EXPORT-raster-DATASET-SPLIT.png)")
@@ -56,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = simulate_export(args.export_dir, pixels=pixels, labels=labels,
                                   trace=args.trace, lanes=args.lanes, clock_mhz=args.clock_mhz,
-                                  raster=raster, console=console)
-    except (ExportError, ValueError) as error:
+                                  raster=raster, console=console, weights=args.weights)
+    except (ExportError, ValueError, RuntimeError) as error:
         print(f"spikeforge sim: error: {error}", file=sys.stderr)
         return 1
     print_summary(summary, console, f"{args.export_dir} on the RTL ({args.dataset} {args.split})")
