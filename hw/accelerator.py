@@ -72,7 +72,7 @@ def spike_buffer_depths(network: Network) -> list[int]:
 def spike_entry_bits(network: Network) -> int:
     """Bits of an encoder FIFO entry: an input position ``(c, y, x)`` and the marker bit."""
     shape = core_layout(network, 1).maps[0].source_shape
-    return sum(max(1, ceil_log2(v)) for v in shape) + 1
+    return max(1, sum(ceil_log2(v) for v in shape)) + 1
 
 
 class NetworkAccelerator(wiring.Component):

@@ -559,11 +559,12 @@ class CoreArray(wiring.Component):
         fired = Signal(P)
         fu_write = st_d.valid & ~st_d.eot
         last_lanes = Signal(range(P + 1))
-        m.d.comb += last_lanes.eq(fu([x.last_lanes for x in maps])(fu_k))
+        # per-layer values of the fire unit, registered: fu_k changes only between passes
+        m.d.sync += last_lanes.eq(fu([x.last_lanes for x in maps])(fu_k))
         if lay.mixed_v_bits:
             v_low = Signal(signed(VB))
             v_high = Signal(signed(VB))
-            m.d.comb += [v_low.eq(fu([-(1 << (x.v_bits - 1)) for x in layers])(fu_k)),
+            m.d.sync += [v_low.eq(fu([-(1 << (x.v_bits - 1)) for x in layers])(fu_k)),
                          v_high.eq(fu([(1 << (x.v_bits - 1)) - 1 for x in layers])(fu_k))]
 
             def layer_clamp(v):

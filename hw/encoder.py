@@ -68,8 +68,10 @@ class SpikeEncoder(wiring.Component):
         C, H, W = self._shape
         pixel_bits = self._encoder.pixel_bits
         x_max = (1 << pixel_bits) - 1
-        c_bits, y_bits, x_bits = (max(1, ceil_log2(v)) for v in (C, H, W))
-        j_bits = c_bits + y_bits + x_bits       # a list entry's position (c, y, x)
+        # a list entry's position (c, y, x), each field as wide as its range needs (none for
+        # a dimension of 1: a flat input is its channel)
+        c_bits, y_bits, x_bits = (ceil_log2(v) for v in (C, H, W))
+        j_bits = max(1, c_bits + y_bits + x_bits)
 
         # ---- LOAD: the non-zero pixels into the list ------------------------------------------
         m.submodules.entries = entries = Memory(shape=unsigned(j_bits + pixel_bits), depth=n,
@@ -77,6 +79,7 @@ class SpikeEncoder(wiring.Component):
         e_wr, e_rd = entries.write_port(), entries.read_port()
         count = Signal(range(n + 1))            # pixels taken of the image being loaded
         at_c, at_y, at_x = Signal(c_bits), Signal(y_bits), Signal(x_bits)   # ... its position
+        position = Cat(at_c, at_y, at_x, Const(0, j_bits - (c_bits + y_bits + x_bits)))
         length = Signal(range(n + 1))           # list entries of that image
         listed = Signal(range(n + 1))           # list entries of the image to encode
         bad = Signal()
@@ -84,7 +87,7 @@ class SpikeEncoder(wiring.Component):
         value = self.pixels.payload
         m.d.comb += [
             self.pixels.ready.eq(self.load),
-            e_wr.addr.eq(length), e_wr.data.eq(Cat(at_c, at_y, at_x, value[:pixel_bits])),
+            e_wr.addr.eq(length), e_wr.data.eq(Cat(position, value[:pixel_bits])),
             e_wr.en.eq(take & (value != 0)),
         ]
         m.d.sync += [self.loaded.eq(0), self.bad_pixel.eq(0)]
@@ -116,7 +119,7 @@ class SpikeEncoder(wiring.Component):
             self.spikes.valid.eq(fifo.r_rdy & (encoded != taken)),
             self.spikes.payload.c.eq(fifo.r_data[:c_bits]),
             self.spikes.payload.y.eq(fifo.r_data[c_bits:c_bits + y_bits]),
-            self.spikes.payload.x.eq(fifo.r_data[c_bits + y_bits:j_bits]),
+            self.spikes.payload.x.eq(fifo.r_data[c_bits + y_bits:c_bits + y_bits + x_bits]),
             self.spikes.payload.eot.eq(fifo.r_data[j_bits]),
             fifo.r_en.eq(self.spikes.ready & (encoded != taken)),
         ]

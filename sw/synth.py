@@ -494,7 +494,7 @@ def synthesize(export_dir, board: str, out_dir=None, *, clock_mhz: float | None 
     Returns the :class:`SynthReport` (also written as ``top.summary.json``); missed timing is
     not an error (``report.timing_met``), a tool failure is a :class:`SynthError`.
     """
-    manifest, spec, lanes, plan = _plan_export(export_dir, board, clock_mhz, lanes)
+    manifest, _spec, lanes, plan = _plan_export(export_dir, board, clock_mhz, lanes)
     if on_plan is not None:
         on_plan(plan)
     factory = accelerator_factory(manifest.network, lanes, mock=mock,
@@ -502,10 +502,23 @@ def synthesize(export_dir, board: str, out_dir=None, *, clock_mhz: float | None 
     out = Path(out_dir) if out_dir is not None else \
         Path(export_dir).resolve().parent / f"synth-{board}"
 
+    return build_at_met_clock(board, factory, out, clock_mhz=clock_mhz, progress=progress,
+                              seed=seed, insist_clock=insist_clock)
+
+
+def build_at_met_clock(board: str, factory, out, *, clock_mhz: float | None = None,
+                       progress=None, seed: int = 1, insist_clock: bool = False) -> SynthReport:
+    """Build the board top of ``factory`` (a callable returning the accelerator) at
+    ``clock_mhz`` (default: the board's), and, unless ``insist_clock``, rebuild at
+    :data:`RETRY_MARGIN` of the Fmax reached (at most :data:`RETRIES` times, at a clock the
+    UART divides within its limit) until timing is met. A bitstream that still misses timing
+    is renamed ``*.timing-failed``."""
+    out = Path(out)
+
     def build(mhz: float | None) -> SynthReport:
         clock_hz = mhz * 1e6 if mhz else None
         top = BoardTop(board, factory, clock_hz=clock_hz)
-        board_spec = spec if mhz is None else load_board_spec(board, clock_hz=clock_hz)
+        board_spec = load_board_spec(board, clock_hz=clock_hz)
         return build_bitstream(top, board, out, spec=board_spec, progress=progress, seed=seed)
 
     report = build(clock_mhz)

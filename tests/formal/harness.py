@@ -34,20 +34,31 @@ class Internals:
     def __init__(self, dut, platform=None):
         self.fragment = Fragment.get(dut, platform)
         self._driven: dict[tuple[str, str], list[Signal]] = {}
-        for domain, statements in self.fragment.statements.items():
-            for statement in statements:
-                for signal in statement._lhs_signals():
-                    found = self._driven.setdefault((domain, signal.name), [])
-                    if not any(s is signal for s in found):
-                        found.append(signal)
+        self._owner: dict[int, Fragment] = {}   # id(signal) -> the fragment driving it
+        pending = [self.fragment]
+        while pending:  # the fragment and its subfragments (the engine wraps the core array)
+            fragment = pending.pop()
+            pending += [sub for sub, *_ in fragment.subfragments]
+            for domain, statements in getattr(fragment, "statements", {}).items():
+                for statement in statements:
+                    for signal in statement._lhs_signals():
+                        found = self._driven.setdefault((domain, signal.name), [])
+                        if not any(s is signal for s in found):
+                            found.append(signal)
+                            self._owner[id(signal)] = fragment
 
     def driven(self, name: str, domain: str = "sync") -> Signal:
-        """The one signal called ``name`` that the top fragment drives in ``domain``."""
+        """The one signal called ``name`` that the fragment or a subfragment drives in
+        ``domain``."""
         found = self._driven.get((domain, name), [])
         if len(found) != 1:
             raise LookupError(f"{len(found)} signals named {name!r} are driven in the "
                               f"{domain!r} domain of the fragment, not 1")
         return found[0]
+
+    def owner(self, signal: Signal) -> Fragment:
+        """The fragment that drives ``signal`` (where a mutant adds its statements)."""
+        return self._owner[id(signal)]
 
 
 class Harness:

@@ -17,7 +17,7 @@ from functools import partial
 
 from amaranth.hdl import Signal
 
-from spikeforge.hw import layer
+from spikeforge.hw import core as layer  # the serializer queue lives in the core
 from spikeforge.hw.layer import LayerEngine
 from tests.formal.harness import Harness, Internals, component_inputs
 from tests.formal.prove import Check

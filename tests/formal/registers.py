@@ -26,8 +26,9 @@ __all__ = ["RegisterHarness", "CHECKS"]
 
 
 def _registers(inner: Internals, timesteps: int) -> list[Signal]:
-    names = [f"theta{t}" for t in range(timesteps)] + ["leak_shift", "v_init", "fire_mode",
-                                                      "fires"]
+    # the layer program's registers of layer 0 (hw/program.py)
+    names = [f"l0_theta{t}" for t in range(timesteps)] + ["l0_leak", "l0_v_init", "l0_radix",
+                                                         "l0_fires"]
     return [inner.driven(name) for name in names]
 
 
@@ -36,9 +37,9 @@ class _WritesWhileBusy(LayerEngine):
 
     def elaborate(self, platform):
         inner = Internals(super().elaborate(platform), platform)
-        leak_shift, cfg = inner.driven("leak_shift"), self.cfg
+        leak_shift, cfg = inner.driven("l0_leak"), self.cfg
         write = cfg.w_en & self.busy & (cfg.addr == SPEC.layer_offset("LEAK_SHIFT"))
-        inner.fragment.add_statements("sync", leak_shift.eq(
+        inner.owner(leak_shift).add_statements("sync", leak_shift.eq(
             Mux(write, cfg.w_data[:len(leak_shift)], leak_shift)))
         return inner.fragment
 
@@ -48,8 +49,8 @@ class _SilentWhileBusy(LayerEngine):
 
     def elaborate(self, platform):
         inner = Internals(super().elaborate(platform), platform)
-        busy_write = inner.driven("busy_write")
-        inner.fragment.add_statements("sync", busy_write.eq(0))
+        busy_write = inner.driven("l0_busy_write")
+        inner.owner(busy_write).add_statements("sync", busy_write.eq(0))
         return inner.fragment
 
 
