@@ -562,18 +562,16 @@ class CoreArray(wiring.Component):
         # per-layer values of the fire unit, registered: fu_k changes only between passes
         m.d.sync += last_lanes.eq(fu([x.last_lanes for x in maps])(fu_k))
         if lay.mixed_v_bits:
+            # a narrower layer saturates to its own range (registered per layer)
             v_low = Signal(signed(VB))
             v_high = Signal(signed(VB))
             m.d.sync += [v_low.eq(fu([-(1 << (x.v_bits - 1)) for x in layers])(fu_k)),
                          v_high.eq(fu([(1 << (x.v_bits - 1)) - 1 for x in layers])(fu_k))]
-
-            def layer_clamp(v):
-                return Mux(v < v_low, v_low, Mux(v > v_high, v_high, v))
-        else:
-            def layer_clamp(v):
-                return v
         for lane in range(P):
-            leak, integrate, fire = NeuronLeak(VB, CB), NeuronIntegrate(VB, CB), NeuronFire(VB)
+            leak, fire = NeuronLeak(VB, CB), NeuronFire(VB)
+            integrate = NeuronIntegrate(VB, CB, variable_range=lay.mixed_v_bits)
+            if lay.mixed_v_bits:
+                m.d.comb += [integrate.low.eq(v_low), integrate.high.eq(v_high)]
             m.submodules[f"leak{lane}"] = leak
             m.submodules[f"integrate{lane}"] = integrate
             m.submodules[f"fire{lane}"] = fire
@@ -588,7 +586,7 @@ class CoreArray(wiring.Component):
                 v_new[lane].eq(fire.v_next),
             ]
             m.d.sync += [c_leaked[lane].eq(leak.base), c_drive[lane].eq(leak.drive),
-                         d_sat[lane].eq(layer_clamp(integrate.v_sat))]
+                         d_sat[lane].eq(integrate.v_sat)]
             exists = ~st_d.last | (last_lanes > lane)
             m.d.comb += fired[lane].eq(fire.spike & exists)
 

@@ -173,9 +173,8 @@ class CoreLayout:
         self.neuron_base = [sum(self.groups[:i]) for i in range(len(maps))]
         self.bias_base = [sum(self.bias_words[:i]) for i in range(len(maps))]
         self.w_bits = max(x.w_bits for x in self.layers)
-        #: Membranes are stored at the widest layer's width; a narrower layer's saturate to
-        #: its own range in stage C (nested clamps: clamping to the wide range first changes
-        #: nothing).
+        #: Membranes are stored at the widest layer's width; with layers of several widths,
+        #: stage C saturates each layer's to its own range (NeuronIntegrate's run-time range).
         self.v_bits = max(x.v_bits for x in self.layers)
         self.mixed_v_bits = len({x.v_bits for x in self.layers}) > 1
         self.current_bits = max(x.current_bits for x in maps)

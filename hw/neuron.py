@@ -137,6 +137,9 @@ class NeuronIntegrate(wiring.Component):
     current_bits : int
         Width (signed) of the accumulated synaptic current of one timestep, 1..64; the drive
         is ``drive_bits(v_bits, current_bits)`` wide.
+    variable_range : bool
+        Saturate to the run-time range ``low .. high`` (a narrower layer on a core whose
+        membranes are ``v_bits`` wide) instead of the ``v_bits`` range.
 
     Members
     -------
@@ -147,17 +150,24 @@ class NeuronIntegrate(wiring.Component):
     v_sat : Out(signed(v_bits))
         ``sat(base + drive)``.
     saturated : Out(1)
-        The exact sum lay outside the ``v_bits`` range and was clamped.
+        The exact sum lay outside the range and was clamped.
+    low, high : In(signed(v_bits))
+        Only with ``variable_range``: the range (``low <= high``, both within ``v_bits``).
     """
 
-    def __init__(self, v_bits: int = 16, current_bits: int = 16):
+    def __init__(self, v_bits: int = 16, current_bits: int = 16, *,
+                 variable_range: bool = False):
         self._v_bits = check_width("Membrane width v_bits", v_bits, 2, 32)
         self._current_bits = check_width("Current width current_bits", current_bits, 1, 64)
+        self._variable_range = bool(variable_range)
+        bounds = {"low": In(signed(v_bits)), "high": In(signed(v_bits))} \
+            if variable_range else {}
         super().__init__({
             "base": In(signed(v_bits)),
             "drive": In(signed(drive_bits(v_bits, current_bits))),
             "v_sat": Out(signed(v_bits)),
             "saturated": Out(1),
+            **bounds,
         })
 
     @property
@@ -170,7 +180,10 @@ class NeuronIntegrate(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        low, high = -(1 << (self._v_bits - 1)), (1 << (self._v_bits - 1)) - 1
+        if self._variable_range:
+            low, high = self.low, self.high
+        else:
+            low, high = -(1 << (self._v_bits - 1)), (1 << (self._v_bits - 1)) - 1
         # Amaranth widens every addition, so this sum is exact.
         total = self.base + self.drive
         with m.If(total > high):
