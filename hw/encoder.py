@@ -1,13 +1,13 @@
-"""The input encoder: pixels in, layer 0's spikes out, a timestep at a time, while the core runs.
+"""The input encoder: pixels in, layer 0's spikes out as it makes them, while the core runs.
 
 :class:`SpikeEncoder` keeps only the non-zero pixels of an image (a zero pixel never spikes, in
-rate and in radix coding), as a list of ``(address, value)`` entries written while the host
+rate and in radix coding), as a list of ``(position, value)`` entries written while the host
 streams the image in. After ``run`` it encodes step ``s = 0 .. T-1``: one slot per list entry
 and one marker slot, each slot two pipeline stages (the list and the rate state are block RAM;
-their data are registered before the encode logic), into a FIFO that holds two steps. Step
-``s`` is released to ``spikes`` once its marker is in the FIFO, so the core always sees a
-whole step; the encoder starts step ``s`` only once the core has taken step ``s - 2``'s
-marker, so the FIFO never fills. :mod:`spikeforge.sim.core_model` gives the exact timing.
+their data are registered before the encode logic), into a FIFO that the core reads as the
+spikes arrive. The encoder starts step ``s`` only once the core has taken step ``s - 2``'s
+marker, so the FIFO (two steps) never fills and the encoder never stalls;
+:mod:`spikeforge.sim.core_model` gives the exact timing of every spike.
 """
 
 from __future__ import annotations
@@ -112,16 +112,15 @@ class SpikeEncoder(wiring.Component):
         # ---- the step FIFO and its release ----------------------------------------------------
         fifo = SyncFIFOBuffered(width=j_bits + 1, depth=2 * (n + 1))
         m.submodules.fifo = ResetInserter(self.run)(fifo)
-        encoded = Signal(range(T + 1))          # steps whose marker is in the FIFO
         taken = Signal(range(T + 1))            # markers the consumer took
         out_take = self.spikes.valid & self.spikes.ready
         m.d.comb += [
-            self.spikes.valid.eq(fifo.r_rdy & (encoded != taken)),
+            self.spikes.valid.eq(fifo.r_rdy),
             self.spikes.payload.c.eq(fifo.r_data[:c_bits]),
             self.spikes.payload.y.eq(fifo.r_data[c_bits:c_bits + y_bits]),
             self.spikes.payload.x.eq(fifo.r_data[c_bits + y_bits:c_bits + y_bits + x_bits]),
             self.spikes.payload.eot.eq(fifo.r_data[j_bits]),
-            fifo.r_en.eq(self.spikes.ready & (encoded != taken)),
+            fifo.r_en.eq(self.spikes.ready),
         ]
         with m.If(out_take & self.spikes.payload.eot):
             m.d.sync += taken.eq(taken + 1)
@@ -167,8 +166,6 @@ class SpikeEncoder(wiring.Component):
             fifo.w_en.eq(s2_valid & (s2_marker | spike)),
             fifo.w_data.eq(Cat(Mux(s2_marker, 0, s2_j), s2_marker)),
         ]
-        with m.If(s2_valid & s2_marker):
-            m.d.sync += encoded.eq(encoded + 1)
         with m.If(issue):
             with m.If(slot == listed):
                 m.d.sync += [slot.eq(0), step.eq(step + 1)]
@@ -177,6 +174,6 @@ class SpikeEncoder(wiring.Component):
             with m.Else():
                 m.d.sync += slot.eq(slot + 1)
         with m.If(self.run):
-            m.d.sync += [active.eq(1), step.eq(0), slot.eq(0), encoded.eq(0), taken.eq(0),
+            m.d.sync += [active.eq(1), step.eq(0), slot.eq(0), taken.eq(0),
                          s1_valid.eq(0), s2_valid.eq(0)]
         return m

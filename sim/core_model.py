@@ -32,10 +32,11 @@ from spikeforge.sim.cycle_model import FIRST_BEAT_DELAY, fire_pass_cycles
 __all__ = ["QUEUE_DELAY", "PassTiming", "CoreTiming", "core_schedule", "pass_counts",
            "core_timing"]
 
-#: The encoder's first slot, and the cycles from a step's last slot to its release to the core
-#: (``hw/encoder.py``; :mod:`spikeforge.sim.network_model` gives the recurrence).
+#: The encoder's first slot after ``start``, its pipeline stages from slot to FIFO write, and
+#: the FIFO's latency from write to its output (``hw/encoder.py``, :func:`_encoder_pass`).
 ENCODER_FIRST_SLOT = 1
-ENCODER_RELEASE = 3
+ENCODER_STAGES = 2
+FIFO_LATENCY = 2
 
 #: Cycles from a pass's output marker to the first beat of the next pass decoded from the
 #: spike queue: the input register takes it in the cycle after the marker (the queue's
@@ -70,29 +71,25 @@ class CoreTiming:
         return [p for p in self.passes if p.layer == layer][-1].end
 
 
-def core_schedule(groups, slots, events, fire, bad=None, *, listed=None) -> CoreTiming:
+def core_schedule(groups, slots, events, fire, bad=None, *, encoder=None) -> CoreTiming:
     """The recurrence of the module docstring over passes.
 
     ``groups[k]`` is layer ``k``'s neuron groups (``G_k``), ``slots[k]`` the cycles one input
     event costs it (``KH * KW * Gc``; ``G_k`` for a dense layer); ``events[t][k]``,
     ``bad[t][k]`` (dropped events: one cycle each) and ``fire[t][k]`` the counts of pass
-    ``(t, k)``. With ``listed`` (the image's non-zero pixels) layer 0's steps come from the
-    accelerator's encoder (:mod:`spikeforge.sim.network_model`) instead of a producer that is
-    always ready.
+    ``(t, k)``. With ``encoder = (Z, spike_slots)`` layer 0's steps come from the
+    accelerator's streaming encoder instead of a producer that always has the next beat: ``Z``
+    is the image's non-zero pixels (list entries), ``spike_slots[t]`` the list positions of
+    step ``t``'s spikes, ascending (:func:`_encoder_pass`).
     """
     L, T = len(groups), len(events)
     if bad is None:
         bad = [[0] * L for _ in range(T)]
     passes = []
-    took = []           # the cycle the core took each step's layer-0 marker
+    took = []           # the cycle the core's input register took each step's layer-0 marker
     x = None            # the cycle the encoder issues the step's first slot
-    handoff = end = None
+    handoff = end = marker = None
     for t in range(T):
-        released = None
-        if listed is not None:
-            x = ENCODER_FIRST_SLOT if x is None else max(
-                x + listed + 1, took[t - 2] + 1 if t >= 2 else 0)
-            released = x + listed + ENCODER_RELEASE + (events[t][0] + bad[t][0] == 0)
         for k in range(L):
             e, b = int(events[t][k]), int(bad[t][k])
             if handoff is None:
@@ -101,17 +98,46 @@ def core_schedule(groups, slots, events, fire, bad=None, *, listed=None) -> Core
                 first = handoff + 1
             else:
                 first = max(handoff + 1, end + QUEUE_DELAY + (e + b == 0))
-            if k == 0 and released is not None:
-                first = max(first, released + 1)
-            marker = first + slots[k] * e + b
-            if k == 0:
-                # the marker entered the input register with the last event's decode (or the
-                # cycle before, after a one-cycle event or none)
-                took.append(marker - (slots[0] if e and not b else 1))
+            if k == 0 and encoder is not None:
+                listed, spike_slots = encoder
+                x = ENCODER_FIRST_SLOT if x is None else max(
+                    x + listed + 1, took[t - 2] + 1 if t >= 2 else 0)
+                free = max(groups) + FIRST_BEAT_DELAY - 1 if marker is None else marker
+                first, marker, take = _encoder_pass(x, listed, spike_slots[t], slots[0],
+                                                    free, first)
+                took.append(take)
+            else:
+                marker = first + slots[k] * e + b
+                if k == 0:
+                    # the marker entered the input register with the last event's decode (or
+                    # the cycle before, after a one-cycle event or none)
+                    took.append(marker - (slots[0] if e and not b else 1))
             handoff = marker + 1 if end is None else max(marker + 1, end + 1)
             end = handoff + int(fire[t][k])
             passes.append(PassTiming(t, k, e, b, int(fire[t][k]), first, marker, handoff, end))
     return CoreTiming(tuple(passes))
+
+
+def _encoder_pass(x: int, listed: int, spike_slots, cost: int, free: int, earliest: int):
+    """``(first decode, marker decode, marker taken)`` of a layer-0 pass fed by the encoder.
+
+    The encoder writes slot ``s`` into its FIFO in cycle ``w = x + s + 2`` (two pipeline
+    stages; the marker is slot ``listed``), which shows it ``FIFO_LATENCY`` cycles later, or
+    the cycle after the entry before it was taken. The input register takes a beat in the
+    cycle it shows, once the beat before it is decoded (``free``: the previous beat's
+    decode); the IU decodes it the cycle after, once the event before it has had its
+    ``cost`` cycles, and the pass's first beat not before ``earliest``.
+    """
+    beats = [int(s) for s in spike_slots] + [listed]
+    taken = decoded = first = None
+    for i, slot in enumerate(beats):
+        shows = x + slot + ENCODER_STAGES + FIFO_LATENCY
+        if taken is not None:
+            shows = max(shows, taken + 1)
+        taken = max(shows, free if decoded is None else decoded)
+        decoded = max(taken + 1, earliest if decoded is None else decoded + cost)
+        first = decoded if i == 0 else first
+    return first, decoded, taken
 
 
 def pass_counts(network, lanes: int, trace, b: int = 0):

@@ -7,16 +7,13 @@ image's non-zero pixels, then the marker slot) from cycle ``x_s`` on, one per cy
 
     x_0 = 1
     x_s = max(x_{s-1} + Z + 1, c_{s-2} + 1)      at most two steps ahead of the core
-    A_s = x_s + Z + 3 + [E_s = 0]                the step is released to the core (its marker
-                                                 is in the FIFO; an empty step's marker is the
-                                                 FIFO's first entry, one cycle later)
 
-``c_t`` is the cycle the core takes step ``t``'s marker into its input register: ``m_t - G_0``
-after a valid spike, ``m_t - 1`` for an empty step (``m_t`` = the marker decoded, pass
-``(t, 0)`` of :mod:`spikeforge.sim.core_model`). Layer 0's step ``t`` is decoded from
-``A_t + 1`` on. The core's schedule then gives every pass; the ``CYCLES`` register reads
-``e_last + ACCELERATOR_TAIL`` (the core's ``done`` cycle, in which the sequencer leaves RUN).
-Loading pixels and reading results are not counted: they go at the host's pace.
+and each spike reaches the core's input register as it is made (slot ``i`` written into the
+FIFO at ``x_s + i + 2``, shown two cycles later); ``c_t`` is the cycle the core takes step
+``t``'s marker. :func:`spikeforge.sim.core_model.core_schedule` follows every beat of layer 0
+(:func:`encoder_slots` gives each spike's slot) and every pass of the core; the ``CYCLES``
+register reads ``e_last + ACCELERATOR_TAIL`` (the core's ``done`` cycle, in which the sequencer
+leaves RUN). Loading pixels and reading results are not counted: they go at the host's pace.
 """
 
 from __future__ import annotations
@@ -29,7 +26,8 @@ from spikeforge.hw.core_layout import core_layout
 from spikeforge.sim.core_model import CoreTiming, core_schedule, pass_counts
 from spikeforge.sw.golden import Network, Trace
 
-__all__ = ["NetworkTiming", "network_timing", "worst_case_network_cycles", "ACCELERATOR_TAIL"]
+__all__ = ["NetworkTiming", "network_timing", "worst_case_network_cycles", "encoder_slots",
+           "ACCELERATOR_TAIL"]
 
 #: Cycles the accelerator's ``CYCLES`` counts after the core's last output marker.
 ACCELERATOR_TAIL = 1
@@ -51,7 +49,7 @@ def network_timing(network: Network, lanes: int, trace: Trace, pixels) -> list[N
     for b in range(trace.inputs.shape[0]):
         layout, events, bad, fire = pass_counts(network, lanes, trace, b)
         core = core_schedule(layout.groups, [x.slots for x in layout.maps], events, fire, bad,
-                             listed=int((pixels[b] != 0).sum()))
+                             encoder=encoder_slots(pixels[b], trace.inputs[b]))
         timings.append(NetworkTiming(core.cycles + ACCELERATOR_TAIL,
                                      tuple(core.layer_cycles(i)
                                            for i in range(len(layout.maps))), core))
@@ -67,5 +65,17 @@ def worst_case_network_cycles(network: Network, lanes: int) -> int:
     sources = [network.n_inputs] + [x.layer.fan_out for x in layout.maps[:-1]]
     events = [sources for _ in range(T)]
     fire = [[5 + max(x.groups, x.layer.fan_out) for x in layout.maps] for _ in range(T)]
+    every = list(range(network.n_inputs))
     return core_schedule(layout.groups, [x.slots for x in layout.maps], events, fire,
-                         listed=network.n_inputs).cycles + ACCELERATOR_TAIL
+                         encoder=(network.n_inputs, [every] * T)).cycles + ACCELERATOR_TAIL
+
+
+def encoder_slots(pixels, frames) -> tuple[int, list[list[int]]]:
+    """``(Z, spike_slots)`` of one image for :func:`spikeforge.sim.core_model.core_schedule`:
+    its non-zero pixels (the encoder's list, in address order) and, per step, the list
+    positions of that step's spikes."""
+    pixels = torch.as_tensor(pixels).reshape(-1)
+    rank = torch.cumsum(pixels != 0, 0) - 1          # list position of each non-zero pixel
+    frames = torch.as_tensor(frames)
+    return int((pixels != 0).sum()), [rank[frames[t].reshape(-1) != 0].tolist()
+                                      for t in range(frames.shape[0])]
