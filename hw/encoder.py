@@ -5,8 +5,9 @@ rate and in radix coding), as a list of ``(position, value)`` entries written wh
 streams the image in. After ``run`` it encodes step ``s = 0 .. T-1``: one slot per list entry
 and one marker slot, each slot two pipeline stages (the list and the rate state are block RAM;
 their data are registered before the encode logic), into a FIFO that the core reads as the
-spikes arrive. The encoder starts step ``s`` only once the core has taken step ``s - 2``'s
-marker, so the FIFO (two steps) never fills and the encoder never stalls;
+spikes arrive. The encoder starts step ``s`` only once the core has taken step ``s - 1``'s
+marker, so the FIFO (one step: ``n_inputs + 1`` entries, three EBR for MNIST on the iCE40)
+never fills and the encoder never stalls;
 :mod:`spikeforge.sim.core_model` gives the exact timing of every spike.
 """
 
@@ -110,7 +111,7 @@ class SpikeEncoder(wiring.Component):
                     m.d.sync += [self.loaded.eq(1), listed.eq(length + (value != 0))]
 
         # ---- the step FIFO and its release ----------------------------------------------------
-        fifo = SyncFIFOBuffered(width=j_bits + 1, depth=2 * (n + 1))
+        fifo = SyncFIFOBuffered(width=j_bits + 1, depth=n + 1)
         m.submodules.fifo = ResetInserter(self.run)(fifo)
         taken = Signal(range(T + 1))            # markers the consumer took
         out_take = self.spikes.valid & self.spikes.ready
@@ -129,7 +130,7 @@ class SpikeEncoder(wiring.Component):
         active = Signal()
         step = Signal(range(T + 1))
         slot = Signal(range(n + 1))
-        may_start = (step - taken) < 2          # at most two steps in the FIFO
+        may_start = step == taken              # the FIFO holds one step at most
         issue = active & ((slot != 0) | may_start)
         s1_valid, s2_valid = Signal(), Signal()
         s1_t, s2_t = Signal(range(max(2, T))), Signal(range(max(2, T)))

@@ -100,8 +100,7 @@ def core_schedule(groups, slots, events, fire, bad=None, *, encoder=None) -> Cor
                 first = max(handoff + 1, end + QUEUE_DELAY + (e + b == 0))
             if k == 0 and encoder is not None:
                 listed, spike_slots = encoder
-                x = ENCODER_FIRST_SLOT if x is None else max(
-                    x + listed + 1, took[t - 2] + 1 if t >= 2 else 0)
+                x = ENCODER_FIRST_SLOT if x is None else max(x + listed + 1, took[t - 1] + 1)
                 free = max(groups) + FIRST_BEAT_DELAY - 1 if marker is None else marker
                 first, marker, take = _encoder_pass(x, listed, spike_slots[t], slots[0],
                                                     free, first)

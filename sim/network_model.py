@@ -6,7 +6,7 @@ Cycle 0 is the cycle after the image's last pixel is taken: the encoder's ``run`
 image's non-zero pixels, then the marker slot) from cycle ``x_s`` on, one per cycle::
 
     x_0 = 1
-    x_s = max(x_{s-1} + Z + 1, c_{s-2} + 1)      at most two steps ahead of the core
+    x_s = max(x_{s-1} + Z + 1, c_{s-1} + 1)      at most one step ahead of the core
 
 and each spike reaches the core's input register as it is made (slot ``i`` written into the
 FIFO at ``x_s + i + 2``, shown two cycles later); ``c_t`` is the cycle the core takes step

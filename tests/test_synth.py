@@ -73,10 +73,10 @@ def test_mnist_on_ecp5_fits_ebr():
 def test_plan_counts_the_accelerators_buffers():
     network = dense([64, 32, 10], pixel_bits=4, timesteps=4)
     names = {x.name: x for x in plan_memories(network, 2, UP5K).memories}
-    # spikeforge.hw.accelerator.spike_buffer_depths: the encoder's FIFO holds two steps of the
+    # spikeforge.hw.accelerator.spike_buffer_depths: the encoder's FIFO holds one step of the
     # 64 inputs and a marker; the core's queue layer 0's 32 spikes and a marker; entries are
     # the address bits and eot
-    assert names["encoder.fifo"].depth == 2 * (64 + 1)
+    assert names["encoder.fifo"].depth == 64 + 1
     # entries are events (c, y, x) and eot: the encoder packs no bits for the y and x of a
     # flat input; the core's queue keeps one-bit fields
     assert names["encoder.fifo"].width == 6 + 1
