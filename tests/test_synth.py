@@ -92,18 +92,18 @@ def test_refusal_gives_the_need_and_suggests_no_configuration():
     """The fit check once said "would fit with lanes=5" for a build that then needed 5,930 of
     the UP5K's 5,280 logic cells: the memory plan knows nothing of logic, so the refusal names
     what the memories need and what the device has, and promises no configuration."""
-    plan = plan_memories(MNIST, 4, UP5K)
+    plan = plan_memories(MNIST, 8, UP5K)
     assert not plan.fits
     with pytest.raises(FitError) as error:
-        check_fit(MNIST, 4, UP5K, name="mnist4")
+        check_fit(MNIST, 8, UP5K, name="mnist8")
     message = str(error.value)
     assert message.startswith(
-        f"mnist4 (101632 synapses, {plan.rom_bits / 1024:.0f} kbit of ROM at lanes=4, "
+        f"mnist8 (101632 synapses, {plan.rom_bits / 1024:.0f} kbit of ROM at lanes=8, "
         f"w_bits=4) does not fit the iCE40UP5K-SG48: it needs {plan.ebr_used} EBR + "
         f"{plan.spram_used} SPRAM, the device has 30 EBR + 4 SPRAM; ")
     assert "logic is not estimated before synthesis" in message and "\n" not in message
     # lane counts whose memories do fit are not offered (the plan still answers for each)
-    fitting = [p for p in range(1, 4) if plan_memories(MNIST, p, UP5K).fits]
+    fitting = [p for p in range(1, 8) if plan_memories(MNIST, p, UP5K).fits]
     assert fitting and "would fit" not in message
     assert not any(f"lanes={p}" in message for p in fitting)
     big = dense([784, 512, 512, 10], w_bits=8)
@@ -195,7 +195,7 @@ def test_synth_command_check_only(tmp_path):
 
 
 def test_synth_command_refuses_network_too_big(tmp_path):
-    folder = _export(tmp_path / "big", [784, 128, 10], w_bits=4, lanes=4)
+    folder = _export(tmp_path / "big", [784, 128, 10], w_bits=4, lanes=8)
     result = _synth(str(folder), "--board", "icebreaker", "--check-only")
     assert result.returncode == 1
     assert "spikeforge synth: error: big (" in result.stderr
@@ -223,7 +223,7 @@ def test_synthesize_checks_before_it_builds(tmp_path):
     plan = check_export_fit(folder, "icebreaker")
     assert plan.fits and plan.device == UP5K.device
     assert check_export_fit(folder, "icebreaker", lanes=1).memories != plan.memories
-    big = _export(tmp_path / "big", [784, 128, 10], w_bits=4, lanes=4)
+    big = _export(tmp_path / "big", [784, 128, 10], w_bits=4, lanes=8)
     with pytest.raises(FitError, match=r"^big \(.* does not fit the iCE40UP5K-SG48"):
         synthesize(big, "icebreaker", tmp_path / "never")
     direct = _export(tmp_path / "direct", [16, 4], encoder="direct")
