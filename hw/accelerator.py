@@ -64,9 +64,10 @@ class _Phase(enum.Enum, shape=unsigned(2)):
 
 def spike_buffer_depths(network: Network) -> list[int]:
     """Entries of the spike FIFOs: the encoder's (one timestep of every input and a marker)
-    and the core's spike queue (the widest hidden layer's spikes and a marker)."""
+    and the core's spike queue (the widest hidden layer's spikes and a marker), each with one
+    entry of slack (a buffered FIFO refuses a write while it is full on its way out)."""
     queue = max([x.layer.fan_out for x in core_layout(network, 1).maps[:-1]], default=0) + 1
-    return [network.n_inputs + 1, max(2, queue)]
+    return [network.n_inputs + 2, queue + 1]
 
 
 def spike_entry_bits(network: Network) -> int:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -46,6 +46,7 @@ from spikeforge.hw.neuron import (
     refused_is_not_unused,
 )
 from spikeforge.hw.program import LayerProgram, ProgramBusSignature
+from spikeforge.hw.serializer import SpikeSerializer
 from spikeforge.hw.spram import WeightStore
 from spikeforge.sw.golden import Network
 from spikeforge.sw.interface import SPEC, RegisterMap
@@ -264,7 +265,9 @@ class CoreArray(wiring.Component):
                 b_wr.en.eq(self.bias_load.en & (self.bias_load.addr < lay.total_bias_words)),
             ]
         CQ, YQ, XQ = lay.c_bits, lay.y_bits, lay.x_bits
-        queue = SyncFIFOBuffered(width=CQ + YQ + XQ + 1, depth=max(2, lay.queue_depth))
+        # one entry more than it ever holds: a SyncFIFOBuffered of depth d refuses a write
+        # while d entries are on their way to its output register
+        queue = SyncFIFOBuffered(width=CQ + YQ + XQ + 1, depth=lay.queue_depth + 1)
         m.submodules.queue = ResetInserter(self.start)(queue)   # empty at every start
 
         # ---- the layer program ---------------------------------------------------------------
@@ -472,16 +475,10 @@ class CoreArray(wiring.Component):
         c_leaked = Signal(v_lanes)
         c_drive = Signal(d_lanes)
         d_sat = Signal(v_lanes)
-        s_mask = Signal(P)
-        s_cbase, s_oy, s_ox = Signal.like(fu_cbase), Signal(YQ), Signal(XQ)
-        s_eot = Signal()
-        pending = Signal(range(_S_QUEUE + 1))
-        q_count = Signal(range(_S_QUEUE + 1))
-        q_items = [SimpleNamespace(mask=Signal(P, name=f"q{i}_mask"),
-                                   cbase=Signal.like(fu_cbase, name=f"q{i}_cbase"),
-                                   oy=Signal(YQ, name=f"q{i}_oy"),
-                                   ox=Signal(XQ, name=f"q{i}_ox"),
-                                   eot=Signal(name=f"q{i}_eot")) for i in range(_S_QUEUE)]
+        pending = Signal(range(_S_QUEUE + 1))   # groups issued by R, not yet in stage S
+        m.submodules.serializer = serializer = SpikeSerializer(
+            P, c_bits=CQ, y_bits=YQ, x_bits=XQ, cbase_bits=len(fu_cbase), depth=_S_QUEUE)
+        events = serializer.events
 
         next_k = Mux(fu_k == L - 1, 0, fu_k + 1)
         with m.If(eot_pending & ~fu_busy & ~ev_valid):
@@ -492,19 +489,12 @@ class CoreArray(wiring.Component):
                 fu_oy.eq(0), fu_ox.eq(0),
             ]
 
-        seen, several = Const(0), Const(0)
-        for lane in range(P):
-            several = several | (seen & s_mask[lane])
-            seen = seen | s_mask[lane]
-        s_single = ~several
         to_queue = fu_k != L - 1
         # the queue never fills: it holds one pass's spikes at most (the next pass fed from it
         # starts only after this one closed, and this one only after that one's input was
         # taken), and it is as deep as the widest hidden layer plus a marker
-        out_ready = to_queue | self.outputs.ready
-        out_valid = s_eot | (s_mask != 0)
-        out_take = out_valid & out_ready
-        s_free = ~out_valid | (out_ready & (s_eot | s_single))
+        m.d.comb += events.ready.eq(to_queue | self.outputs.ready)
+        out_take = events.valid & events.ready
         r_advance = Signal()
         m.d.comb += r_advance.eq(fu_busy & (fu_g <= fu_groups) & (pending < _S_QUEUE))
         fu_read = r_advance & (fu_g < fu_groups)
@@ -591,30 +581,32 @@ class CoreArray(wiring.Component):
             m.d.comb += fired[lane].eq(fire.spike & exists)
 
         # stage S: one event per cycle, lowest channel first, to the queue or to `outputs`
-        lowest_value = Const(0, range(max(P, 2)))
-        for lane in reversed(range(P)):
-            lowest_value = Mux(s_mask[lane], lane, lowest_value)
-        s_c, s_y, s_x = Signal(CQ), Signal(YQ), Signal(XQ)     # the queue's field widths
-        m.d.comb += [s_c.eq(Mux(s_eot, 0, s_cbase + lowest_value)),
-                     s_y.eq(Mux(s_eot, 0, s_oy)), s_x.eq(Mux(s_eot, 0, s_ox))]
+        event = events.payload
         m.d.comb += [
-            self.outputs.valid.eq(out_valid & ~to_queue),
-            self.outputs.payload.eot.eq(s_eot),
-            self.outputs.payload.addr.eq(s_c),
-            queue.w_en.eq(out_valid & to_queue),
-            queue.w_data.eq(Cat(s_c, s_y, s_x, s_eot)),
+            serializer.group.valid.eq(st_d.valid),
+            serializer.group.payload.mask.eq(fired),
+            serializer.group.payload.cbase.eq(st_d.cbase),
+            serializer.group.payload.oy.eq(st_d.oy),
+            serializer.group.payload.ox.eq(st_d.ox),
+            serializer.group.payload.eot.eq(st_d.eot),
+            serializer.clear.eq(self.start),
+            self.outputs.valid.eq(events.valid & ~to_queue),
+            self.outputs.payload.eot.eq(event.eot),
+            self.outputs.payload.addr.eq(event.c),
+            queue.w_en.eq(events.valid & to_queue),
+            queue.w_data.eq(event.as_value()),
             self.fired.valid.eq(out_take),
             self.fired.payload.layer.eq(fu_k),
-            self.fired.payload.eot.eq(s_eot),
-            self.fired.payload.c.eq(s_c),
-            self.fired.payload.y.eq(s_y),
-            self.fired.payload.x.eq(s_x),
+            self.fired.payload.eot.eq(event.eot),
+            self.fired.payload.c.eq(event.c),
+            self.fired.payload.y.eq(event.y),
+            self.fired.payload.x.eq(event.x),
         ]
         spikes = [Signal(32, name=f"spikes{k}") for k in range(L)]
         layer_cycles = [Signal(32, name=f"cycles{k}") for k in range(L)]
         with m.If(out_take):
-            with m.If(s_eot):
-                m.d.sync += [s_eot.eq(0), fu_busy.eq(0), fu_k.eq(next_k)]
+            with m.If(event.eot):
+                m.d.sync += [fu_busy.eq(0), fu_k.eq(next_k)]
                 with m.If(to_queue):
                     m.d.sync += fed.eq(1)
                 with m.If(fu_t == T - 1):
@@ -626,35 +618,10 @@ class CoreArray(wiring.Component):
                     with m.If(fu_t == T - 1):
                         m.d.sync += [state.eq(_State.IDLE), self.done.eq(1), fu_t.eq(0)]
             with m.Else():
-                m.d.sync += s_mask.eq(s_mask & (s_mask - 1))
                 for k in range(L):
                     with m.If(fu_k == k):
                         m.d.sync += spikes[k].eq(spikes[k] + 1)
-        fired_or_marker = Mux(st_d.eot, 0, fired)
-        pop = s_free & (q_count != 0)
-        direct = s_free & (q_count == 0) & st_d.valid
-        push = st_d.valid & ~direct
-
-        def load_s(item):
-            return [s_mask.eq(item.mask), s_cbase.eq(item.cbase), s_oy.eq(item.oy),
-                    s_ox.eq(item.ox), s_eot.eq(item.eot)]
-
-        from_f = SimpleNamespace(mask=fired_or_marker, cbase=st_d.cbase, oy=st_d.oy,
-                                 ox=st_d.ox, eot=st_d.eot)
-        with m.If(pop):
-            m.d.sync += load_s(q_items[0])
-        with m.Elif(direct):
-            m.d.sync += load_s(from_f)
-        for i, item in enumerate(q_items):
-            fields = ("mask", "cbase", "oy", "ox", "eot")
-            with m.If(push & Mux(pop, q_count == i + 1, q_count == i)):
-                m.d.sync += [getattr(item, f).eq(getattr(from_f, f)) for f in fields]
-            if i + 1 < _S_QUEUE:
-                with m.Elif(pop):
-                    m.d.sync += [getattr(item, f).eq(getattr(q_items[i + 1], f))
-                                 for f in fields]
-        m.d.sync += [q_count.eq(q_count + push - pop),
-                     pending.eq(pending + r_advance - (pop | direct))]
+        m.d.sync += pending.eq(pending + r_advance - serializer.taken)
 
         # membrane port: the group just closed, registered; it also writes vmem back
         d_word = Signal(range(lay.total_groups + 1))
@@ -692,7 +659,7 @@ class CoreArray(wiring.Component):
                 in_t.eq(0), in_k.eq(0), fed.eq(0), in_valid.eq(0),
                 eot_pending.eq(0), ev_valid.eq(0), w1_valid.eq(0), wb_valid.eq(0),
                 fu_busy.eq(0), fu_t.eq(0), fu_k.eq(0), st_l.valid.eq(0), st_c.valid.eq(0),
-                st_d.valid.eq(0), s_mask.eq(0), s_eot.eq(0), pending.eq(0), q_count.eq(0),
+                st_d.valid.eq(0), pending.eq(0),
                 self.cycles.eq(0), self.bad_addr.eq(0),
                 *[s.eq(0) for s in synops + spikes + layer_cycles],
             ]

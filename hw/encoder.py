@@ -111,7 +111,9 @@ class SpikeEncoder(wiring.Component):
                     m.d.sync += [self.loaded.eq(1), listed.eq(length + (value != 0))]
 
         # ---- the step FIFO and its release ----------------------------------------------------
-        fifo = SyncFIFOBuffered(width=j_bits + 1, depth=n + 1)
+        # one entry more than a step: a SyncFIFOBuffered of depth d refuses a write while d entries
+        # are on their way to its output register
+        fifo = SyncFIFOBuffered(width=j_bits + 1, depth=n + 2)
         m.submodules.fifo = ResetInserter(self.run)(fifo)
         taken = Signal(range(T + 1))            # markers the consumer took
         out_take = self.spikes.valid & self.spikes.ready

@@ -76,11 +76,11 @@ def test_plan_counts_the_accelerators_buffers():
     # spikeforge.hw.accelerator.spike_buffer_depths: the encoder's FIFO holds one step of the
     # 64 inputs and a marker; the core's queue layer 0's 32 spikes and a marker; entries are
     # the address bits and eot
-    assert names["encoder.fifo"].depth == 64 + 1
+    assert names["encoder.fifo"].depth == 64 + 1 + 1   # a step, a marker, one of slack
     # entries are events (c, y, x) and eot: the encoder packs no bits for the y and x of a
     # flat input; the core's queue keeps one-bit fields
     assert names["encoder.fifo"].width == 6 + 1
-    assert names["core.queue"].depth == 32 + 1
+    assert names["core.queue"].depth == 32 + 1 + 1
     assert names["core.queue"].width == 6 + 1 + 1 + 1
     # one accumulator bank pair, as deep as the largest layer's groups (32 / 2 lanes)
     assert names["core.acc0"].depth == names["core.acc1"].depth == 16
