@@ -117,23 +117,19 @@ class NetworkAccelerator(wiring.Component):
         if network.encoder.kind is EncoderKind.DIRECT:
             raise ValueError("The direct (analog) encoder is not implemented in hardware; "
                              "train or export the network with the 'rate' or 'radix' encoder")
-        widest = max([network.n_inputs] + [layer.fan_out for layer in network.layers])
-        if widest > 1 << ADDR_BITS:
-            raise ValueError(f"A layer of {widest} neurons exceeds the {ADDR_BITS}-bit spike "
-                             "address")
-        if len(network.layers) > spec.max_layers:
-            raise ValueError(f"{len(network.layers)} layers do not fit the register map "
-                             f"(at most {spec.max_layers})")
-        self._layout = core_layout(network, lanes)
-        self._network = network
-        self._spec = spec
-        self._taps = bool(taps)
         spram_layers = sorted({int(k) for k in spram_layers})
         if any(not 0 <= k < len(network.layers) for k in spram_layers):
             raise ValueError(f"spram_layers {spram_layers} name a layer outside "
                              f"0..{len(network.layers) - 1}")
         # one weight store: in SPRAM as a whole or not at all
         self._spram_layers = list(range(len(network.layers))) if spram_layers else []
+        # the core checks the layers, the address width and the register map's layer count
+        self._core = CoreArray(network, lanes, addr_bits=ADDR_BITS, spec=spec,
+                               weight_memory="spram" if spram_layers else "rom")
+        self._layout = self._core.layout
+        self._network = network
+        self._spec = spec
+        self._taps = bool(taps)
         self._lanes = lanes
 
         members = {
@@ -191,9 +187,7 @@ class NetworkAccelerator(wiring.Component):
         lay = self._layout
         m.submodules.encoder = encoder = SpikeEncoder(
             net.encoder, lay.maps[0].source_shape, T, ADDR_BITS, lay.y_bits, lay.x_bits)
-        m.submodules.core = core = CoreArray(
-            net, self._lanes, addr_bits=ADDR_BITS, spec=self._spec,
-            weight_memory="spram" if self._spram_layers else "rom")
+        m.submodules.core = core = self._core
 
         phase = Signal(_Phase)
         busy = Signal()

@@ -230,10 +230,6 @@ class CoreArray(wiring.Component):
         c_lanes = data.ArrayLayout(signed(CB), P)
         d_lanes = data.ArrayLayout(signed(drive_bits(VB, CB)), P)
 
-        def per_layer(values):
-            """The value of the layer whose pass a unit runs, from per-layer constants."""
-            return lambda k: select(values, k)
-
         # ---- memories ------------------------------------------------------------------------
         in_ram = self._weight_memory is WeightMemory.SPRAM
         if in_ram:
@@ -336,13 +332,13 @@ class CoreArray(wiring.Component):
         iu_k = Signal(range(max(2, L)))
         iu_bank = Signal()
         eot_pending = Signal()
-        layer_of_iu = [per_layer(v)(iu_k) for v in (
+        layer_of_iu = [select(v, iu_k) for v in (
             [x.channel_groups - 1 for x in maps], [x.kernel[1] - 1 for x in maps],
             [x.kernel[0] - 1 for x in maps], [x.out_shape[1] for x in maps],
             [x.out_shape[2] for x in maps], [x.last_lanes for x in maps])]
         gc_top, kx_top, ky_top, out_h, out_w, iu_last_lanes = layer_of_iu
-        row_step = per_layer([x.out_shape[2] * x.channel_groups for x in maps])(iu_k)
-        kx_step = per_layer([2 * x.channel_groups - 1 for x in maps])(iu_k)
+        row_step = select([x.out_shape[2] * x.channel_groups for x in maps], iu_k)
+        kx_step = select([2 * x.channel_groups - 1 for x in maps], iu_k)
         span = max((x.out_shape[1] + x.padding[0] + 1) * (x.out_shape[2] + x.padding[1] + 1)
                    * x.channel_groups for x in maps)
         pos_bits = max(YQ, XQ) + 3
@@ -446,10 +442,9 @@ class CoreArray(wiring.Component):
         fu_bank = Signal()
         fu_t = Signal(range(max(2, T)))
         fu_k = Signal(range(max(2, L)))
-        fu = per_layer
-        fu_groups = fu(lay.groups)(fu_k)
-        fu_gc_top = fu([x.channel_groups - 1 for x in maps])(fu_k)
-        fu_ox_top = fu([x.out_shape[2] - 1 for x in maps])(fu_k)
+        fu_groups = select(lay.groups, fu_k)
+        fu_gc_top = select([x.channel_groups - 1 for x in maps], fu_k)
+        fu_ox_top = select([x.out_shape[2] - 1 for x in maps], fu_k)
         fu_g = Signal(range(G_max + 2))         # next item to read; item G_k is the marker
         fu_word = Signal(range(lay.total_groups + 1))   # neuron_base[fu_k] + fu_g
         fu_bias = Signal(range(lay.total_bias_words + 1))  # bias_base[fu_k] + gc
@@ -484,8 +479,8 @@ class CoreArray(wiring.Component):
         with m.If(eot_pending & ~fu_busy & ~ev_valid):
             m.d.sync += [
                 eot_pending.eq(0), fu_busy.eq(1), fu_bank.eq(iu_bank), iu_bank.eq(~iu_bank),
-                fu_g.eq(0), fu_word.eq(fu(lay.neuron_base)(fu_k)),
-                fu_bias.eq(fu(lay.bias_base)(fu_k)), fu_gc.eq(0), fu_cbase.eq(0),
+                fu_g.eq(0), fu_word.eq(select(lay.neuron_base, fu_k)),
+                fu_bias.eq(select(lay.bias_base, fu_k)), fu_gc.eq(0), fu_cbase.eq(0),
                 fu_oy.eq(0), fu_ox.eq(0),
             ]
 
@@ -550,13 +545,13 @@ class CoreArray(wiring.Component):
         fu_write = st_d.valid & ~st_d.eot
         last_lanes = Signal(range(P + 1))
         # per-layer values of the fire unit, registered: fu_k changes only between passes
-        m.d.sync += last_lanes.eq(fu([x.last_lanes for x in maps])(fu_k))
+        m.d.sync += last_lanes.eq(select([x.last_lanes for x in maps], fu_k))
         if lay.mixed_v_bits:
             # a narrower layer saturates to its own range (registered per layer)
             v_low = Signal(signed(VB))
             v_high = Signal(signed(VB))
-            m.d.sync += [v_low.eq(fu([-(1 << (x.v_bits - 1)) for x in layers])(fu_k)),
-                         v_high.eq(fu([(1 << (x.v_bits - 1)) - 1 for x in layers])(fu_k))]
+            m.d.sync += [v_low.eq(select([-(1 << (x.v_bits - 1)) for x in layers], fu_k)),
+                         v_high.eq(select([(1 << (x.v_bits - 1)) - 1 for x in layers], fu_k))]
         for lane in range(P):
             leak, fire = NeuronLeak(VB, CB), NeuronFire(VB)
             integrate = NeuronIntegrate(VB, CB, variable_range=lay.mixed_v_bits)
@@ -625,7 +620,7 @@ class CoreArray(wiring.Component):
 
         # membrane port: the group just closed, registered; it also writes vmem back
         d_word = Signal(range(lay.total_groups + 1))
-        m.d.sync += d_word.eq(fu(lay.neuron_base)(fu_k) + st_c.g)
+        m.d.sync += d_word.eq(select(lay.neuron_base, fu_k) + st_c.g)
         m.d.sync += self.membranes.valid.eq(fu_write)
         wb_word = Signal(range(lay.total_groups + 1))
         with m.If(fu_write):

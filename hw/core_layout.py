@@ -86,8 +86,7 @@ class LayerMap:
     def current_bits(self) -> int:
         """Exact width of one step's current: every synapse at its extreme weight, an input
         count up to the pooling area."""
-        synapses = self.layer.fan_in if self.dense else self.rows
-        return current_bits(synapses * self.pool_area, self.layer.w_bits)
+        return current_bits(self.rows * self.pool_area, self.layer.w_bits)
 
     def weight_matrix(self) -> torch.Tensor:
         """``int[C_out, rows]``: the weights in the row order of the weight store."""

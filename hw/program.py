@@ -14,7 +14,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from spikeforge.hw.layer import field_word, select
+from spikeforge.hw.layer import ConfigSignature, field_word, select
 from spikeforge.hw.neuron import FireMode
 from spikeforge.sw.interface import SPEC, RegisterMap
 
@@ -32,14 +32,9 @@ class ProgramBusSignature(wiring.Signature):
     ``r_data`` hold the word in the following cycle."""
 
     def __init__(self, layers: int, offset_bits: int = SPEC.offset_bits):
-        super().__init__({
-            "layer": Out(range(max(2, layers))),
-            "addr": Out(unsigned(offset_bits)),
-            "w_data": Out(unsigned(32)),
-            "w_en": Out(1),
-            "r_en": Out(1),
-            "r_data": In(unsigned(32)),
-        })
+        # the layer engine's register port (one block) and which layer's block it reaches
+        super().__init__({"layer": Out(range(max(2, layers))),
+                          **ConfigSignature(offset_bits).members})
 
 
 class LayerProgram(wiring.Component):

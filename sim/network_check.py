@@ -10,7 +10,6 @@ and for traced images every spike and every end-of-timestep membrane of every la
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -84,7 +83,7 @@ def simulate(network: Network, lanes: int, pixels, *, trace: int = 0,
     image has a cycle budget, twice the cycle model's worst case plus the readout; a design
     that hangs fails with the state it was in.
     """
-    from spikeforge.sim.runner import run_tests
+    from spikeforge.sim.runner import run_tests, watch_progress
 
     pixels = torch.as_tensor(pixels, dtype=torch.int64)
     built = built or build_accelerator(network, lanes, taps=taps or trace > 0, sim=sim, x=x)
@@ -97,29 +96,9 @@ def simulate(network: Network, lanes: int, pixels, *, trace: int = 0,
                "dropped": list(dropped), "read": [int(a) for a in read],
                "budget_cycles": budget, "idle": idle, "backpressure": backpressure,
                "seed": seed, "progress": str(counter)}
-        stop = threading.Event()
-
-        def watch():
-            last = 0
-            while not stop.wait(0.5):
-                try:
-                    done = int(counter.read_text() or 0)
-                except (FileNotFoundError, ValueError):
-                    continue
-                if done != last:
-                    last = done
-                    progress(done)
-
-        watcher = threading.Thread(target=watch, daemon=True) if progress else None
-        if watcher:
-            watcher.start()
         start = time.perf_counter()
-        try:
+        with watch_progress(counter, progress):
             report = run_tests(built, "spikeforge.sim.tb_network", params=job)
-        finally:
-            stop.set()
-            if watcher:
-                watcher.join()
         if progress:
             progress(len(pixels))
         report["total_wall_seconds"] = time.perf_counter() - start

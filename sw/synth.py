@@ -148,8 +148,7 @@ def _memories(network: Network, lanes: int, w_bits: int | None = None) -> list[M
     P = lanes
     layout = core_layout(network, lanes)
     widest = layout.w_bits if w_bits is None else min(layout.w_bits, w_bits)
-    current = max(current_bits(x.rows * x.pool_area if not x.dense
-                               else x.layer.fan_in * x.pool_area, min(x.layer.w_bits, widest))
+    current = max(current_bits(x.rows * x.pool_area, min(x.layer.w_bits, widest))
                   for x in layout.maps)
     out = [MemoryUse("core.weights", P * widest, sum(layout.weight_words), rom=True),
            MemoryUse("core.bias", P * layout.v_bits, layout.total_bias_words, rom=True),

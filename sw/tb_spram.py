@@ -8,10 +8,10 @@ weight store, which starts empty as after configuration. The host side is the bo
 loads the SPRAM layers' weights from the export over the link (``W_ADDR``, ``WRITE_BLOCK`` into
 ``W_DATA``), and :class:`spikeforge.sw.link.LinkClient` classifies every image and reads the
 counters, in a thread started with :func:`cocotb.task.bridge`; its transport,
-:class:`CocotbUartTransport`, hands each ``write``/``read`` back to the simulation, where the
-cocotbext-uart models drive and watch the serial lines. For the traced images the
-accelerator's spike and membrane taps are watched inside the design (``dut.accelerator``) with
-the harness's :class:`~spikeforge.sim.harness.StreamSink`.
+:class:`spikeforge.sw.uart_transport.CocotbUartTransport`, hands each ``write``/``read`` back
+to the simulation, where the cocotbext-uart models drive and watch the serial lines. For the
+traced images the accelerator's spike and membrane taps are watched inside the design
+(``dut.accelerator``) with the harness's :class:`~spikeforge.sim.harness.StreamSink`.
 
 Parameters (:func:`spikeforge.sim.harness.tb_params`, written by
 :func:`spikeforge.sim.runner.run_tests`): ``images`` (integer pixels per image), ``trace``
@@ -32,7 +32,6 @@ over the link), ``spram_layers`` (those the board reports in RAM) and ``weight_c
 32-bit words sent).
 
 It lives in the application layer, not in ``spikeforge.sim``: it drives the host client.
-``tests/tb_board.py`` (the board test's testbench) has the same transport.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ from pathlib import Path
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.task import bridge, resume
+from cocotb.task import bridge
 from cocotb.triggers import ClockCycles, with_timeout
 from cocotb.utils import get_sim_time
 
@@ -52,49 +51,9 @@ from spikeforge.sim.harness import Port, Report, StreamSink, tb_params
 from spikeforge.sw.export import load_manifest
 from spikeforge.sw.link import MAX_WORDS, LinkClient, register_address
 from spikeforge.sw.run import connect, load_weights
+from spikeforge.sw.uart_transport import CocotbUartTransport
 
-__all__ = ["CocotbUartTransport", "run_link_job"]
-
-
-class CocotbUartTransport:
-    """:class:`spikeforge.sw.link.Transport` over cocotbext-uart models, for a client in a
-    bridged thread.
-
-    ``time_scale`` maps the client's timeouts (seconds of a real link) onto simulated time:
-    ``sim_ns = timeout_s * 1e9 * time_scale``.
-    """
-
-    def __init__(self, source, sink, *, time_scale: float):
-        self.source = source
-        self.sink = sink
-        self.time_scale = time_scale
-
-    # Each method runs in the client's thread and blocks it until the simulation is done.
-    def write(self, data: bytes) -> None:
-        resume(self._write)(bytes(data))
-
-    def read(self, n: int, timeout: float) -> bytes:
-        return resume(self._read)(n, max(1, int(timeout * 1e9 * self.time_scale)))
-
-    def reset_input(self) -> None:
-        resume(self._reset_input)()
-
-    async def _write(self, data: bytes) -> None:
-        await self.source.write(data)
-        await self.source.wait()
-
-    async def _read(self, n: int, timeout_ns: int) -> bytes:
-        out = bytearray()
-        while len(out) < n:
-            if self.sink.empty():
-                await self.sink.wait(timeout=timeout_ns, timeout_unit="ns")
-                if self.sink.empty():
-                    break
-            out += self.sink.read_nowait(min(n - len(out), self.sink.count()))
-        return bytes(out)
-
-    async def _reset_input(self) -> None:
-        self.sink.clear()
+__all__ = ["run_link_job"]
 
 
 class _Taps:

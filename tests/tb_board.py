@@ -3,12 +3,13 @@ accelerator, UART out).
 
 The host side is the real host client, :class:`spikeforge.sw.link.LinkClient`, unchanged: it
 runs in a thread started with :func:`cocotb.task.bridge`, and its transport,
-:class:`CocotbUartTransport`, hands each ``write``/``read`` back to the simulation with
-:func:`cocotb.task.resume`, where the cocotbext-uart models ``UartSource``/``UartSink``
-drive and watch the serial lines. The fault injection uses the same UART models with hand-made
-bad frames. The harness's :class:`spikeforge.sim.harness.BusWriteMonitor` records every write on
-the register bus between the bridge and the accelerator (``TB.writes``), so a test sees exactly
-which writes a frame caused, whatever the accelerator; clock and reset are the harness's
+:class:`spikeforge.sw.uart_transport.CocotbUartTransport`, hands each ``write``/``read`` back
+to the simulation with :func:`cocotb.task.resume`, where the cocotbext-uart models
+``UartSource``/``UartSink`` drive and watch the serial lines. The fault injection uses the same
+UART models with hand-made bad frames. The harness's
+:class:`spikeforge.sim.harness.BusWriteMonitor` records every write on the register bus between
+the bridge and the accelerator (``TB.writes``), so a test sees exactly which writes a frame
+caused, whatever the accelerator; clock and reset are the harness's
 :class:`~spikeforge.sim.harness.ClockReset`. One cocotb test is one scenario; each host-client
 scenario also runs with idle time on the line (``idle``: random gaps of up to two byte times
 between the bytes the host sends, shorter than the bridge's frame timeout, so the frames must
@@ -35,7 +36,7 @@ import random
 import struct
 
 import cocotb
-from cocotb.task import bridge, resume
+from cocotb.task import bridge
 from cocotb.triggers import Timer
 from cocotbext.uart import UartSink, UartSource
 
@@ -51,59 +52,9 @@ from spikeforge.sw.link import (
     encode_request,
     register_address,
 )
+from spikeforge.sw.uart_transport import CocotbUartTransport
 
-__all__ = ["CocotbUartTransport"]
-
-
-class CocotbUartTransport:
-    """:class:`spikeforge.sw.link.Transport` over cocotbext-uart models, for a client in a
-    bridged thread.
-
-    ``time_scale`` maps the client's timeouts (seconds of a real 115200-baud link) onto
-    simulated time: ``sim_ns = timeout_s * 1e9 * time_scale``. ``gaps`` (an iterator of
-    nanoseconds, or None) puts idle time on the line before each byte written.
-    """
-
-    def __init__(self, source: UartSource, sink: UartSink, *, time_scale: float, gaps=None):
-        self.source = source
-        self.sink = sink
-        self.time_scale = time_scale
-        self.gaps = gaps
-
-    # Each method runs in the client's thread and blocks it until the simulation is done.
-    def write(self, data: bytes) -> None:
-        resume(self._write)(bytes(data))
-
-    def read(self, n: int, timeout: float) -> bytes:
-        return resume(self._read)(n, max(1, int(timeout * 1e9 * self.time_scale)))
-
-    def reset_input(self) -> None:
-        resume(self._reset_input)()
-
-    async def _write(self, data: bytes) -> None:
-        if self.gaps is None:
-            await self.source.write(data)
-            await self.source.wait()
-            return
-        for byte in data:
-            gap = next(self.gaps)
-            if gap:
-                await Timer(gap, unit="ns")
-            await self.source.write(bytes([byte]))
-            await self.source.wait()
-
-    async def _read(self, n: int, timeout_ns: int) -> bytes:
-        out = bytearray()
-        while len(out) < n:
-            if self.sink.empty():
-                await self.sink.wait(timeout=timeout_ns, timeout_unit="ns")
-                if self.sink.empty():
-                    break
-            out += self.sink.read_nowait(min(n - len(out), self.sink.count()))
-        return bytes(out)
-
-    async def _reset_input(self) -> None:
-        self.sink.clear()
+__all__ = ["TB"]
 
 
 def _gaps(rng: random.Random, longest_ns: int):

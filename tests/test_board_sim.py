@@ -10,7 +10,6 @@ its reset value as the run's parameters (sim/runner.py, ``run_tests(params=...)`
 
 import os
 import random
-import shutil
 
 import pytest
 import torch
@@ -85,8 +84,6 @@ def test_board_top_in_simulation(case, sim):
     ensure_tools()
     if simulator_missing(sim):
         pytest.skip(f"{sim}: {simulator_missing(sim)}")
-    if sim == "verilator" and shutil.which("perl") is None:
-        pytest.skip("Verilator needs perl")
     cases = {"network": network_case, "mock": mock_case,
              # layer 0's weights in (modelled) SPRAM: the host loads them over the link first
              "network_spram": lambda: network_case(spram_layers=[0])}

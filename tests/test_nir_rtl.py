@@ -15,8 +15,6 @@ The figures docs/nir.md quotes are printed by ``pytest tests/test_nir_rtl.py -s`
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
@@ -51,8 +49,6 @@ def test_snntorch_network_through_nir_runs_on_the_rtl_with_snntorchs_spikes(snn,
     sim = default_simulator()
     if simulator_missing(sim):
         pytest.skip(f"{sim}: {simulator_missing(sim)}")
-    if sim == "verilator" and shutil.which("perl") is None:
-        pytest.skip("Verilator needs perl")
     model = _snntorch_dense(snn, _integer(trained_ann(*sf.load_dataset("digits",
                                                                      split="train"))), "zero")
     write_graph(_snntorch_export(snn, model, torch.zeros(1, 64)), tmp_path / "snn.nir")

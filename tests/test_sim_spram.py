@@ -9,8 +9,6 @@ images, must equal the golden and cycle models; without the load the same run mu
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
@@ -43,8 +41,6 @@ def _needs_simulator():
     sim = default_simulator()
     if simulator_missing(sim):
         pytest.skip(f"{sim}: {simulator_missing(sim)}")
-    if sim == "verilator" and shutil.which("perl") is None:
-        pytest.skip("Verilator needs perl")
     pytest.importorskip("cocotbext.uart")
 
 
