@@ -29,7 +29,7 @@ from spikeforge.hw.encoder import SpikeEncoder
 from spikeforge.hw.layer import field_word, membrane_layout, select, spike_layout
 from spikeforge.hw.link import RegisterBusSignature, ResultLayout
 from spikeforge.hw.neuron import refused_is_not_unused
-from spikeforge.sw.golden import EncoderKind, Network
+from spikeforge.sw.golden import Network
 from spikeforge.sw.interface import ID_MAGIC, SPEC, RegisterMap
 
 __all__ = ["NetworkAccelerator", "GlobalReg", "ID_MAGIC", "Status", "LAYER_BASE",
@@ -71,9 +71,11 @@ def spike_buffer_depths(network: Network) -> list[int]:
 
 
 def spike_entry_bits(network: Network) -> int:
-    """Bits of an encoder FIFO entry: an input position ``(c, y, x)`` and the marker bit."""
-    shape = core_layout(network, 1).maps[0].source_shape
-    return max(1, sum(ceil_log2(v) for v in shape)) + 1
+    """Bits of an encoder FIFO entry: an input position ``(c, y, x)``, the marker bit and, for
+    direct coding, the pixel value."""
+    layout = core_layout(network, 1)
+    shape = layout.maps[0].source_shape
+    return max(1, sum(ceil_log2(v) for v in shape)) + 1 + layout.value_bits
 
 
 class NetworkAccelerator(wiring.Component):
@@ -84,8 +86,8 @@ class NetworkAccelerator(wiring.Component):
     ----------
     network : spikeforge.sw.golden.Network
         Weights become the weight store's contents; thresholds, leak shifts, ``v_init`` and
-        the fire modes become the reset values of the layer program's registers. The encoder
-        must be ``rate`` or ``radix``.
+        the fire modes become the reset values of the layer program's registers. Any encoder:
+        ``rate``, ``radix`` or ``direct`` (each pixel's set bits, shifted weights).
     lanes : int
         ``P``, the core array's neuron datapaths.
     taps : bool
@@ -114,9 +116,6 @@ class NetworkAccelerator(wiring.Component):
         if not isinstance(network, Network):
             raise TypeError(f"network must be a spikeforge.sw.golden.Network, "
                             f"not {type(network).__name__}")
-        if network.encoder.kind is EncoderKind.DIRECT:
-            raise ValueError("The direct (analog) encoder is not implemented in hardware; "
-                             "train or export the network with the 'rate' or 'radix' encoder")
         spram_layers = sorted({int(k) for k in spram_layers})
         if any(not 0 <= k < len(network.layers) for k in spram_layers):
             raise ValueError(f"spram_layers {spram_layers} name a layer outside "

@@ -46,7 +46,7 @@ from spikeforge.hw.neuron import (
     refused_is_not_unused,
 )
 from spikeforge.hw.program import LayerProgram, ProgramBusSignature
-from spikeforge.hw.serializer import SpikeSerializer
+from spikeforge.hw.serializer import SpikeSerializer, lowest_set_bit
 from spikeforge.hw.spram import WeightStore
 from spikeforge.sw.golden import Network
 from spikeforge.sw.interface import SPEC, RegisterMap
@@ -58,11 +58,14 @@ __all__ = ["CoreArray", "CoreLayout", "core_layout", "event_layout", "core_spike
 _S_QUEUE = 4
 
 
-def event_layout(c_bits: int, y_bits: int, x_bits: int) -> data.StructLayout:
+def event_layout(c_bits: int, y_bits: int, x_bits: int,
+                 value_bits: int = 0) -> data.StructLayout:
     """An event between layers (``hw/core_layout.py``): channel (or dense neuron) ``c`` at
-    ``(y, x)``, or, with ``eot = 1``, the end of a timestep."""
+    ``(y, x)``, or, with ``eot = 1``, the end of a timestep. With ``value_bits``, a layer-0
+    event also carries its direct-coded pixel ``value`` (non-zero)."""
+    value = {"value": unsigned(value_bits)} if value_bits else {}
     return data.StructLayout({"c": unsigned(c_bits), "y": unsigned(y_bits),
-                              "x": unsigned(x_bits), "eot": unsigned(1)})
+                              "x": unsigned(x_bits), "eot": unsigned(1), **value})
 
 
 def core_spike_layout(layout: CoreLayout) -> data.StructLayout:
@@ -102,8 +105,8 @@ class _State(enum.Enum, shape=unsigned(2)):
 class CoreArray(wiring.Component):
     """Every neuron layer of a :class:`spikeforge.sw.golden.Network` on one array of ``lanes``.
 
-    Dense and convolution layers (stride 1), with sum pooling folded into the next layer as an
-    address transform (``hw/core_layout.py``); the last layer is dense.
+    Dense and convolution layers (power-of-two stride), with sum pooling folded into the next
+    layer as an address transform (``hw/core_layout.py``); the last layer is dense.
 
     Parameters
     ----------
@@ -186,7 +189,7 @@ class CoreArray(wiring.Component):
         super().__init__({
             **loads,
             "inputs": In(stream.Signature(event_layout(addr_bits, layout.y_bits,
-                                                       layout.x_bits))),
+                                                       layout.x_bits, layout.value_bits))),
             "outputs": Out(stream.Signature(spike_layout(addr_bits))),
             "fired": Out(wiring.Signature({"valid": Out(1),
                                            "payload": Out(core_spike_layout(layout))})),
@@ -289,7 +292,8 @@ class CoreArray(wiring.Component):
         # ---- input register: the next event of the pass (in_t, in_k) ------------------------
         # Layer 0's events come from `inputs`; layer k's (k >= 1) from the spike queue, once the
         # fire unit has closed pass (in_t, k - 1) (`fed`), so the pass's input is complete.
-        event = event_layout(self._addr_bits, YQ, XQ)
+        VALUE = lay.value_bits
+        event = event_layout(self._addr_bits, YQ, XQ, VALUE)
         in_t = Signal(range(T + 1))
         in_k = Signal(range(max(2, L)))
         fed = Signal()
@@ -305,6 +309,7 @@ class CoreArray(wiring.Component):
             queue_beat.y.eq(queue.r_data[CQ:CQ + YQ]),
             queue_beat.x.eq(queue.r_data[CQ + YQ:sum(q_fields)]),
             queue_beat.eot.eq(queue.r_data[sum(q_fields)]),
+            *([queue_beat.value.eq(1)] if VALUE else []),
             self.inputs.ready.eq(can_take & ~from_queue),
             queue.r_en.eq(can_take & from_queue & fed),
         ]
@@ -339,7 +344,14 @@ class CoreArray(wiring.Component):
         gc_top, kx_top, ky_top, out_h, out_w, iu_last_lanes = layer_of_iu
         row_step = select([x.out_shape[2] * x.channel_groups for x in maps], iu_k)
         kx_step = select([2 * x.channel_groups - 1 for x in maps], iu_k)
-        span = max((x.out_shape[1] + x.padding[0] + 1) * (x.out_shape[2] + x.padding[1] + 1)
+        # a stride 2**s layer: ev_oy, ev_ox are the numerators y + ph - ky, x + pw - kx of the
+        # output position; the slot exists where both divide by the stride
+        strided = any(x.stride_shift for x in maps)
+        stride_shift = select([x.stride_shift for x in maps], iu_k) if strided else 0
+        stride_mask = select([(1 << x.stride_shift) - 1 for x in maps], iu_k) if strided else 0
+        span = max(max((x.out_shape[1] + x.padding[0] + 1) * (x.out_shape[2] + x.padding[1] + 1),
+                       (((x.in_shape[1] + x.padding[0]) >> x.stride_shift) + 1)
+                       * (((x.in_shape[2] + x.padding[1]) >> x.stride_shift) + 1))
                    * x.channel_groups for x in maps)
         pos_bits = max(YQ, XQ) + 3
         ev_valid = Signal()
@@ -349,41 +361,72 @@ class CoreArray(wiring.Component):
         ev_gc = Signal(range(max(2, *(x.channel_groups for x in maps))))
         ev_kx = Signal(range(max(2, *(x.kernel[1] for x in maps))))
         ev_ky = Signal(range(max(2, *(x.kernel[0] for x in maps))))
-        ev_oy = Signal(signed(pos_bits))            # output row of the slot
+        ev_oy = Signal(signed(pos_bits))            # output row of the slot (times the stride)
         ev_ox = Signal(signed(pos_bits))
         ev_ox0 = Signal(signed(pos_bits))
         ev_last = (ev_gc == gc_top) & (ev_kx == kx_top) & (ev_ky == ky_top)
-        slot_exists = (ev_oy >= 0) & (ev_oy < out_h) & (ev_ox >= 0) & (ev_ox < out_w)
+        if strided:
+            oy, ox = ev_oy >> stride_shift, ev_ox >> stride_shift    # floor: arithmetic
+            on_grid = ((ev_oy & stride_mask) == 0) & ((ev_ox & stride_mask) == 0)
+            # the output column (row) moves when the numerator leaves a multiple of the stride
+            kx_move = Mux((ev_ox & stride_mask) == 0, kx_step, gc_top)
+            ky_move = Mux((ev_oy & stride_mask) == 0, row_step, 0)
+        else:
+            oy, ox, on_grid, kx_move, ky_move = ev_oy, ev_ox, 1, kx_step, row_step
+        slot_exists = on_grid & (oy >= 0) & (oy < out_h) & (ox >= 0) & (ox < out_w)
+        # direct input: an event adds its weight words once per set bit of its value, each
+        # shifted by the bit's position, and counts SynOps on the first pass over its slots
+        if VALUE:
+            ev_plane = Signal(range(max(2, VALUE)))  # the bit of the slots being issued
+            ev_planes = Signal(VALUE)               # the set bits still to issue after it
+            ev_first = Signal()
+            ev_w0, ev_oy0, ev_acc0 = Signal.like(ev_w), Signal.like(ev_oy), Signal.like(ev_acc)
+        else:
+            ev_planes, ev_first = Const(0, 1), Const(1, 1)
         w1_valid, w1_bank = Signal(), Signal()
         w1_acc = Signal(range(max(2, G_max)))
-        weight_reg = Signal(P * WB)
+        ws_lanes = data.ArrayLayout(signed(WB + max(0, VALUE - 1)), P)
+        weight_reg = Signal(ws_lanes)
         wb_valid, wb_bank = Signal(), Signal()
         wb_acc = Signal(range(max(2, G_max)))
         synops = [Signal(32, name=f"synops{k}") for k in range(L)]
         m.d.comb += consume.eq(in_valid & (state == _State.RUN) & (iu_t < T) & ~eot_pending
-                               & (~ev_valid | ev_last))
+                               & (~ev_valid | (ev_last & (ev_planes == 0))))
         issue = ev_valid & slot_exists
         m.d.sync += [
             w1_valid.eq(issue), w1_bank.eq(iu_bank), w1_acc.eq(ev_acc),
             wb_valid.eq(w1_valid), wb_bank.eq(w1_bank), wb_acc.eq(w1_acc),
         ]
+        raw_weights = data.View(w_lanes, w_rd.data)
+        if VALUE:
+            w1_plane = Signal.like(ev_plane)
+            m.d.sync += w1_plane.eq(ev_plane)
         with m.If(w1_valid):
-            m.d.sync += weight_reg.eq(w_rd.data)
+            for lane in range(P):
+                m.d.sync += weight_reg[lane].eq(
+                    raw_weights[lane] << w1_plane if VALUE else raw_weights[lane])
         with m.If(ev_valid):
             m.d.sync += ev_w.eq(ev_w + 1)
             with m.If(ev_gc != gc_top):
                 m.d.sync += [ev_gc.eq(ev_gc + 1), ev_acc.eq(ev_acc + 1)]
             with m.Elif(ev_kx != kx_top):
                 m.d.sync += [ev_gc.eq(0), ev_kx.eq(ev_kx + 1), ev_ox.eq(ev_ox - 1),
-                             ev_acc.eq(ev_acc - kx_step)]
+                             ev_acc.eq(ev_acc - kx_move)]
             with m.Elif(ev_ky != ky_top):
                 m.d.sync += [ev_gc.eq(0), ev_kx.eq(0), ev_ky.eq(ev_ky + 1),
                              ev_oy.eq(ev_oy - 1), ev_ox.eq(ev_ox0),
-                             ev_acc.eq(ev_row_acc - row_step),
-                             ev_row_acc.eq(ev_row_acc - row_step)]
+                             ev_acc.eq(ev_row_acc - ky_move),
+                             ev_row_acc.eq(ev_row_acc - ky_move)]
+            if VALUE:
+                with m.Elif(ev_planes != 0):    # the same slots again, for the next set bit
+                    m.d.sync += [ev_w.eq(ev_w0), ev_gc.eq(0), ev_kx.eq(0), ev_ky.eq(0),
+                                 ev_oy.eq(ev_oy0), ev_ox.eq(ev_ox0), ev_acc.eq(ev_acc0),
+                                 ev_row_acc.eq(ev_acc0),
+                                 ev_plane.eq(lowest_set_bit(ev_planes)[0]),
+                                 ev_planes.eq(ev_planes & (ev_planes - 1)), ev_first.eq(0)]
             with m.Else():
                 m.d.sync += ev_valid.eq(0)
-            with m.If(slot_exists):
+            with m.If(slot_exists & ev_first):
                 for k in range(L):
                     with m.If(iu_k == k):
                         m.d.sync += synops[k].eq(
@@ -411,8 +454,9 @@ class CoreArray(wiring.Component):
                 row = _times(in_beat.c, x.kernel[0] * x.kernel[1])
                 oy0, ox0 = y + x.padding[0], xx + x.padding[1]
                 legal = (in_beat.c < c_src) & (in_beat.y < h_src) & (in_beat.x < w_src)
-            acc0 = Const(0, 1) if x.dense else \
-                _times(_times(oy0, x.out_shape[2]) + ox0, x.channel_groups)
+            acc0 = Const(0, 1) if x.dense else _times(
+                _times(oy0 >> x.stride_shift, x.out_shape[2]) + (ox0 >> x.stride_shift),
+                x.channel_groups)
             starts.append((lay.weight_base[maps.index(x)] + _times(row, x.channel_groups),
                            oy0, ox0, acc0, inside, legal))
         start_w, start_oy, start_ox, start_acc, start_inside, start_legal = (
@@ -432,6 +476,11 @@ class CoreArray(wiring.Component):
                              ev_ky.eq(0), ev_oy.eq(start_oy), ev_ox.eq(start_ox),
                              ev_ox0.eq(start_ox), ev_acc.eq(start_acc),
                              ev_row_acc.eq(start_acc)]
+                if VALUE:
+                    value = in_beat.value
+                    m.d.sync += [ev_w0.eq(start_w), ev_oy0.eq(start_oy), ev_acc0.eq(start_acc),
+                                 ev_plane.eq(lowest_set_bit(value)[0]),
+                                 ev_planes.eq(value & (value - 1)), ev_first.eq(1)]
         m.d.comb += [w_rd.addr.eq(ev_w), w_rd.en.eq(ev_valid), program.bad_addr.eq(bad)]
         with m.If(bad[0]):
             m.d.sync += self.bad_addr.eq(1)
@@ -519,7 +568,7 @@ class CoreArray(wiring.Component):
         # accumulator banks: the IU owns bank iu_bank, the FU the other
         current = data.View(c_lanes, Mux(fu_bank, acc_rd[1].data, acc_rd[0].data))
         acc_sum = Signal(c_lanes)
-        weight_in = data.View(w_lanes, weight_reg)
+        weight_in = weight_reg
         wb_data = data.View(c_lanes, Mux(wb_bank, acc_rd[1].data, acc_rd[0].data))
         for lane in range(P):
             m.d.comb += acc_sum[lane].eq(wb_data[lane] + weight_in[lane])

@@ -11,13 +11,16 @@ layer is the case ``OH = OW = 1``, ``Gc = ceil(N / P)``, the layout of ``docs/ro
 
 An input event of a layer expands into ``slots = KH * KW * Gc`` issue slots ``(ky, kx, gc)``,
 one weight word each (word ``weight_base + c * slots + slot``, contiguous), and adds it to
-accumulator word ``(oy * OW + ox) * Gc + gc`` with ``oy = y + ph - ky`` and ``ox = x + pw - kx``
-when that neuron exists (stride 1; outside the output a slot writes nothing). A dense layer's
-input event is its flat input index ``j = (c * H + y) * W + x`` as a ``1 x 1`` kernel.
+accumulator word ``(oy * OW + ox) * Gc + gc`` with ``oy = (y + ph - ky) / s`` and
+``ox = (x + pw - kx) / s`` when that neuron exists: both divide by the stride ``s`` (a power of
+two) and lie inside the output; any other slot writes nothing, so padding and stride are
+exact. A dense layer's input event is its flat input index ``j = (c * H + y) * W + x`` as a
+``1 x 1`` kernel. Direct-coded pixels (``value_bits``) repeat their slots once per set bit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +28,7 @@ from amaranth.utils import ceil_log2
 
 from spikeforge.hw.layer import check_lanes, current_bits, pack_bias
 from spikeforge.hw.rom import pack_weights
-from spikeforge.sw.golden import ConvLayer, DenseLayer, Network, SumPoolLayer
+from spikeforge.sw.golden import ConvLayer, DenseLayer, EncoderKind, Network, SumPoolLayer
 
 __all__ = ["LayerMap", "CoreLayout", "core_layout", "CoreLayoutError"]
 
@@ -48,6 +51,9 @@ class LayerMap:
     out_shape: tuple[int, int, int]
     channel_groups: int             # Gc
     lanes: int
+    stride_shift: int = 0           # log2 of the convolution's stride (0: stride 1)
+    input_max: int = 1              # the largest input value: 1 for spikes, the pixel maximum
+                                    # for a first layer fed direct-coded pixels
 
     @property
     def dense(self) -> bool:
@@ -85,8 +91,8 @@ class LayerMap:
     @property
     def current_bits(self) -> int:
         """Exact width of one step's current: every synapse at its extreme weight, an input
-        count up to the pooling area."""
-        return current_bits(self.rows * self.pool_area, self.layer.w_bits)
+        count up to the pooling area (a direct-coded pixel: up to its maximum)."""
+        return current_bits(self.rows * self.pool_area * self.input_max, self.layer.w_bits)
 
     def weight_matrix(self) -> torch.Tensor:
         """``int[C_out, rows]``: the weights in the row order of the weight store."""
@@ -116,6 +122,10 @@ class CoreLayout:
     def __init__(self, network: Network, lanes: int):
         self.lanes = P = check_lanes(lanes)
         self.network = network
+        direct = network.encoder.kind is EncoderKind.DIRECT
+        #: Bits of a layer-0 event's value: the pixel for direct input (the integration unit
+        #: adds its weight once per set bit, shifted), none for spikes.
+        self.value_bits = network.encoder.pixel_bits if direct else 0
         maps, pool = [], None
         shape = None            # (C, H, W) of the events so far; None: the network's input
         for k, layer in enumerate(network.layers):
@@ -135,6 +145,11 @@ class CoreLayout:
                 if maps and maps[-1].dense:
                     raise CoreLayoutError(f"layers[{k}] ({layer.name}): pooling after a dense "
                                           "layer is not implemented in the core array")
+                if direct and not maps:
+                    raise CoreLayoutError(f"layers[{k}] ({layer.name}): pooling of direct-coded "
+                                          "pixels is not implemented in the core array (it "
+                                          "sends each pixel, the contract counts a pooled "
+                                          "value as one event)")
                 pool = (layer, kh.bit_length() - 1)
                 continue
             if pool is not None:
@@ -147,18 +162,22 @@ class CoreLayout:
                     in_shape = shape if shape is not None else (layer.fan_in, 1, 1)
                 source, shift = in_shape, 0
             if isinstance(layer, ConvLayer):
-                if tuple(layer.stride) != (1, 1):
+                sy, sx = layer.stride
+                if sy != sx or sy & (sy - 1):
                     raise CoreLayoutError(f"layers[{k}] ({layer.name}): the core array runs "
-                                          f"convolutions of stride 1, not {layer.stride}")
+                                          "convolutions of one power-of-two stride (1, 2, "
+                                          f"4, ...), not {layer.stride}")
                 if flat_source and maps:
                     raise CoreLayoutError(f"layers[{k}] ({layer.name}): a convolution after "
                                           "a dense layer is not implemented in the core array")
                 maps.append(LayerMap(k, layer, source, shift, in_shape, tuple(layer.kernel),
                                      tuple(layer.padding), tuple(layer.output_shape),
-                                     -(-layer.out_channels // P), P))
+                                     -(-layer.out_channels // P), P, sy.bit_length() - 1))
             else:
                 maps.append(LayerMap(k, layer, source, shift, in_shape, (1, 1), (0, 0),
                                      (layer.fan_out, 1, 1), -(-layer.fan_out // P), P))
+            if direct and len(maps) == 1:
+                maps[0] = dataclasses.replace(maps[0], input_max=network.encoder.pixel_max)
             shape = maps[-1].out_shape
         if not maps[-1].dense:
             raise CoreLayoutError(f"layers[{maps[-1].index}] ({maps[-1].layer.name}): the "

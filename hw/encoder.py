@@ -1,13 +1,13 @@
 """The input encoder: pixels in, layer 0's spikes out as it makes them, while the core runs.
 
-:class:`SpikeEncoder` keeps only the non-zero pixels of an image (a zero pixel never spikes, in
-rate and in radix coding), as a list of ``(position, value)`` entries written while the host
-streams the image in. After ``run`` it encodes step ``s = 0 .. T-1``: one slot per list entry
-and one marker slot, each slot two pipeline stages (the list and the rate state are block RAM;
-their data are registered before the encode logic), into a FIFO that the core reads as the
-spikes arrive. The encoder starts step ``s`` only once the core has taken step ``s - 1``'s
-marker, so the FIFO (one step: ``n_inputs + 1`` entries, three EBR for MNIST on the iCE40)
-never fills and the encoder never stalls;
+:class:`SpikeEncoder` keeps only the non-zero pixels of an image (a zero pixel never spikes in
+rate and radix coding, and adds nothing in direct coding), as a list of ``(position, value)``
+entries written while the host streams the image in. After ``run`` it encodes step
+``s = 0 .. T-1``: one slot per list entry and one marker slot, each slot two pipeline stages
+(the list and the rate state are block RAM; their data are registered before the encode
+logic), into a FIFO that the core reads as the spikes arrive. The encoder starts step ``s``
+only once the core has taken step ``s - 1``'s marker, so the FIFO (one step: ``n_inputs + 1``
+entries, three EBR for MNIST on the iCE40) never fills and the encoder never stalls;
 :mod:`spikeforge.sim.core_model` gives the exact timing of every spike.
 """
 
@@ -27,7 +27,10 @@ __all__ = ["SpikeEncoder"]
 
 
 class SpikeEncoder(wiring.Component):
-    """Rate or radix encoding of ``n_inputs`` pixels over ``timesteps`` steps, streamed.
+    """Rate, radix or direct encoding of ``n_inputs`` pixels over ``timesteps`` steps, streamed.
+
+    Direct coding sends every non-zero pixel at every step as one event that carries its
+    value (the core adds the value's set bits, :class:`spikeforge.hw.core.CoreArray`).
 
     Members
     -------
@@ -44,23 +47,22 @@ class SpikeEncoder(wiring.Component):
         Strobe: encode the loaded image (its steps appear on ``spikes``).
     spikes : Out(stream.Signature(event_layout(addr_bits, y_bits, x_bits)))
         ``T`` steps, each its spikes as events ``(c, y, x)`` of the input ``shape`` in
-        ascending (C-major) order, and a marker.
+        ascending (C-major) order, and a marker; direct coding adds each pixel's ``value``.
     """
 
     def __init__(self, encoder: Encoder, shape: tuple[int, int, int], timesteps: int,
                  addr_bits: int = 16, y_bits: int = 1, x_bits: int = 1):
-        if encoder.kind is EncoderKind.DIRECT:
-            raise ValueError("SpikeEncoder codes rate or radix input, not direct")
         self._encoder, self._shape, self._T = encoder, tuple(shape), timesteps
         self._n = shape[0] * shape[1] * shape[2]
-        self._bits = (addr_bits, y_bits, x_bits)
+        self._direct = encoder.kind is EncoderKind.DIRECT
+        self._bits = (addr_bits, y_bits, x_bits, encoder.pixel_bits if self._direct else 0)
         super().__init__({
             "pixels": In(stream.Signature(unsigned(16))),
             "load": In(1),
             "loaded": Out(1),
             "bad_pixel": Out(1),
             "run": In(1),
-            "spikes": Out(stream.Signature(event_layout(addr_bits, y_bits, x_bits))),
+            "spikes": Out(stream.Signature(event_layout(*self._bits))),
         })
 
     def elaborate(self, platform) -> Module:
@@ -113,7 +115,8 @@ class SpikeEncoder(wiring.Component):
         # ---- the step FIFO and its release ----------------------------------------------------
         # one entry more than a step: a SyncFIFOBuffered of depth d refuses a write while d entries
         # are on their way to its output register
-        fifo = SyncFIFOBuffered(width=j_bits + 1, depth=n + 2)
+        value_bits = pixel_bits if self._direct else 0
+        fifo = SyncFIFOBuffered(width=j_bits + 1 + value_bits, depth=n + 2)
         m.submodules.fifo = ResetInserter(self.run)(fifo)
         taken = Signal(range(T + 1))            # markers the consumer took
         out_take = self.spikes.valid & self.spikes.ready
@@ -123,6 +126,7 @@ class SpikeEncoder(wiring.Component):
             self.spikes.payload.y.eq(fifo.r_data[c_bits:c_bits + y_bits]),
             self.spikes.payload.x.eq(fifo.r_data[c_bits + y_bits:c_bits + y_bits + x_bits]),
             self.spikes.payload.eot.eq(fifo.r_data[j_bits]),
+            *([self.spikes.payload.value.eq(fifo.r_data[j_bits + 1:])] if value_bits else []),
             fifo.r_en.eq(self.spikes.ready),
         ]
         with m.If(out_take & self.spikes.payload.eot):
@@ -161,13 +165,16 @@ class SpikeEncoder(wiring.Component):
                 st_wr.addr.eq(s2_slot), st_wr.en.eq(s2_valid & ~s2_marker),
                 st_wr.data.eq(Mux(spike, v_sum - x_max, v_sum)),
             ]
+        elif self._direct:  # every listed (non-zero) pixel, with its value, at every step
+            m.d.comb += spike.eq(1)
         else:  # radix: plane t carries bit t + pixel_bits - T (docs/contract.md)
             lead, drop = max(0, T - pixel_bits), max(0, pixel_bits - T)
             planes = Cat(Const(0, lead), s2_x, Const(0, T + 1))
             m.d.comb += spike.eq(planes.bit_select(s2_t + drop, 1))
         m.d.comb += [
             fifo.w_en.eq(s2_valid & (s2_marker | spike)),
-            fifo.w_data.eq(Cat(Mux(s2_marker, 0, s2_j), s2_marker)),
+            fifo.w_data.eq(Cat(Mux(s2_marker, 0, s2_j), s2_marker,
+                               *([s2_x] if value_bits else []))),
         ]
         with m.If(issue):
             with m.If(slot == listed):

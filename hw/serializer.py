@@ -14,11 +14,28 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SpikeSerializer", "group_layout"]
+__all__ = ["SpikeSerializer", "group_layout", "lowest_set_bit"]
+
+
+def lowest_set_bit(bits):
+    """``(index, any, several)`` of the bit vector ``bits``: the index of its lowest set bit
+    (undefined when none is set), whether any bit is set, and whether more than one is. A balanced
+    tree: ``log2(len(bits))`` levels of logic, not a chain as long as the vector (at 64 lanes
+    a chain was the ECP5's critical path)."""
+    n = len(bits)
+    if n == 1:
+        return Const(0, 1), bits[0], Const(0, 1)
+    half = 1 << ((n - 1).bit_length() - 1)      # the largest power of two below n
+    lo_index, lo_any, lo_several = lowest_set_bit(bits[:half])
+    hi_index, hi_any, hi_several = lowest_set_bit(bits[half:])
+    width = (half - 1).bit_length()             # bits of an index below half
+    high = Cat(hi_index[:width], Const(0, width - min(width, len(hi_index))), Const(1, 1))
+    index = Mux(lo_any, lo_index[:max(1, width)], high)
+    return index, lo_any | hi_any, lo_several | hi_several | (lo_any & hi_any)
 
 
 def group_layout(lanes: int, cbase_bits: int, y_bits: int, x_bits: int) -> data.StructLayout:
@@ -59,23 +76,17 @@ class SpikeSerializer(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        P, depth = self._lanes, self._depth
+        depth = self._depth
         s = Signal(self._layout)                # the output stage
         count = Signal(range(depth + 1), name="q_count")
         items = [Signal(self._layout, name=f"q{i}") for i in range(depth)]
 
-        # At most one spike left in the mask: a ripple of ORs (no carry chain) on the stall path.
-        seen, several = Const(0), Const(0)
-        for lane in range(P):
-            several = several | (seen & s.mask[lane])
-            seen = seen | s.mask[lane]
+        # the lowest spike of the mask, and whether another one is left (the stall path)
+        lowest, _, several = lowest_set_bit(s.mask)
         out = self.events
         valid = s.eot | (s.mask != 0)
         transfer = valid & out.ready
         free = ~valid | (out.ready & (s.eot | ~several))
-        lowest = Const(0, range(max(P, 2)))     # a Mux chain: continuous assigns
-        for lane in reversed(range(P)):
-            lowest = Mux(s.mask[lane], lane, lowest)
         m.d.comb += [
             out.valid.eq(valid),
             out.payload.eot.eq(s.eot),

@@ -30,7 +30,7 @@ import torch
 from spikeforge.sim.cycle_model import FIRST_BEAT_DELAY, fire_pass_cycles
 
 __all__ = ["QUEUE_DELAY", "PassTiming", "CoreTiming", "core_schedule", "pass_counts",
-           "core_timing"]
+           "input_planes", "core_timing"]
 
 #: The encoder's first slot after ``start``, its pipeline stages from slot to FIFO write, and
 #: the FIFO's latency from write to its output (``hw/encoder.py``, :func:`_encoder_pass`).
@@ -71,7 +71,8 @@ class CoreTiming:
         return [p for p in self.passes if p.layer == layer][-1].end
 
 
-def core_schedule(groups, slots, events, fire, bad=None, *, encoder=None) -> CoreTiming:
+def core_schedule(groups, slots, events, fire, bad=None, *, encoder=None,
+                  planes=None) -> CoreTiming:
     """The recurrence of the module docstring over passes.
 
     ``groups[k]`` is layer ``k``'s neuron groups (``G_k``), ``slots[k]`` the cycles one input
@@ -80,7 +81,9 @@ def core_schedule(groups, slots, events, fire, bad=None, *, encoder=None) -> Cor
     ``(t, k)``. With ``encoder = (Z, spike_slots)`` layer 0's steps come from the
     accelerator's streaming encoder instead of a producer that always has the next beat: ``Z``
     is the image's non-zero pixels (list entries), ``spike_slots[t]`` the list positions of
-    step ``t``'s spikes, ascending (:func:`_encoder_pass`).
+    step ``t``'s spikes, ascending (:func:`_encoder_pass`). With direct input ``planes[t]``
+    gives the set bits of each of step ``t``'s layer-0 events, in order: an event costs
+    ``slots[0]`` cycles per set bit (the core adds its weights once per bit).
     """
     L, T = len(groups), len(events)
     if bad is None:
@@ -98,34 +101,37 @@ def core_schedule(groups, slots, events, fire, bad=None, *, encoder=None) -> Cor
                 first = handoff + 1
             else:
                 first = max(handoff + 1, end + QUEUE_DELAY + (e + b == 0))
+            costs = [slots[0] * int(p) for p in planes[t]] if k == 0 and planes else None
             if k == 0 and encoder is not None:
                 listed, spike_slots = encoder
                 x = ENCODER_FIRST_SLOT if x is None else max(x + listed + 1, took[t - 1] + 1)
                 free = max(groups) + FIRST_BEAT_DELAY - 1 if marker is None else marker
-                first, marker, take = _encoder_pass(x, listed, spike_slots[t], slots[0],
-                                                    free, first)
+                first, marker, take = _encoder_pass(
+                    x, listed, spike_slots[t], costs or [slots[0]] * len(spike_slots[t]),
+                    free, first)
                 took.append(take)
             else:
-                marker = first + slots[k] * e + b
+                marker = first + (sum(costs) if costs is not None else slots[k] * e) + b
                 if k == 0:
                     # the marker entered the input register with the last event's decode (or
                     # the cycle before, after a one-cycle event or none)
-                    took.append(marker - (slots[0] if e and not b else 1))
+                    last = costs[-1] if costs else slots[0]
+                    took.append(marker - (last if e and not b else 1))
             handoff = marker + 1 if end is None else max(marker + 1, end + 1)
             end = handoff + int(fire[t][k])
             passes.append(PassTiming(t, k, e, b, int(fire[t][k]), first, marker, handoff, end))
     return CoreTiming(tuple(passes))
 
 
-def _encoder_pass(x: int, listed: int, spike_slots, cost: int, free: int, earliest: int):
+def _encoder_pass(x: int, listed: int, spike_slots, costs, free: int, earliest: int):
     """``(first decode, marker decode, marker taken)`` of a layer-0 pass fed by the encoder.
 
     The encoder writes slot ``s`` into its FIFO in cycle ``w = x + s + 2`` (two pipeline
     stages; the marker is slot ``listed``), which shows it ``FIFO_LATENCY`` cycles later, or
     the cycle after the entry before it was taken. The input register takes a beat in the
     cycle it shows, once the beat before it is decoded (``free``: the previous beat's
-    decode); the IU decodes it the cycle after, once the event before it has had its
-    ``cost`` cycles, and the pass's first beat not before ``earliest``.
+    decode); the IU decodes it the cycle after, once the event before it has had its cycles
+    (``costs[i]`` for spike ``i``), and the pass's first beat not before ``earliest``.
     """
     beats = [int(s) for s in spike_slots] + [listed]
     taken = decoded = first = None
@@ -134,7 +140,7 @@ def _encoder_pass(x: int, listed: int, spike_slots, cost: int, free: int, earlie
         if taken is not None:
             shows = max(shows, taken + 1)
         taken = max(shows, free if decoded is None else decoded)
-        decoded = max(taken + 1, earliest if decoded is None else decoded + cost)
+        decoded = max(taken + 1, earliest if decoded is None else decoded + costs[i - 1])
         first = decoded if i == 0 else first
     return first, decoded, taken
 
@@ -168,11 +174,24 @@ def pass_counts(network, lanes: int, trace, b: int = 0):
     return layout, events, bad, fire
 
 
+def input_planes(network, trace, b: int = 0):
+    """``planes[t]`` of :func:`core_schedule` for image ``b`` of ``trace``: the set bits of
+    each non-zero direct-coded pixel of step ``t``, in address order; ``None`` for spikes."""
+    from spikeforge.sw.golden import EncoderKind
+
+    if network.encoder.kind is not EncoderKind.DIRECT:
+        return None
+    frames = torch.as_tensor(trace.inputs[b])
+    bits = torch.arange(network.encoder.pixel_bits)
+    return [((f[f != 0][:, None] >> bits) & 1).sum(1).tolist()
+            for f in frames.reshape(frames.shape[0], -1)]
+
+
 def core_timing(network, lanes: int, trace) -> list[CoreTiming]:
     """Exact timing of every image of ``trace`` (``network.trace``) on a core of ``lanes``."""
     timings = []
     for b in range(trace.inputs.shape[0]):
         layout, events, bad, fire = pass_counts(network, lanes, trace, b)
         timings.append(core_schedule(layout.groups, [x.slots for x in layout.maps], events,
-                                     fire, bad))
+                                     fire, bad, planes=input_planes(network, trace, b)))
     return timings

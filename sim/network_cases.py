@@ -42,6 +42,8 @@ def random_network(seed: int) -> tuple[Network, int]:
     layers = [layer.with_(compare=rng.choice([">=", ">=", ">"]),
                           reset="zero" if layer.fire_mode.value == "threshold"
                           and rng.random() < 0.3 else "subtract") for layer in layers]
+    if rng.random() < 0.3:     # direct (analog) input, drawn last: the other draws stay
+        encoder = Encoder("direct", encoder.pixel_bits)
     return Network(layers, timesteps, encoder), lanes
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from spikeforge.hw.core_layout import core_layout
-from spikeforge.sim.core_model import CoreTiming, core_schedule, pass_counts
+from spikeforge.sim.core_model import CoreTiming, core_schedule, input_planes, pass_counts
 from spikeforge.sw.golden import Network, Trace
 
 __all__ = ["NetworkTiming", "network_timing", "worst_case_network_cycles", "encoder_slots",
@@ -49,7 +49,8 @@ def network_timing(network: Network, lanes: int, trace: Trace, pixels) -> list[N
     for b in range(trace.inputs.shape[0]):
         layout, events, bad, fire = pass_counts(network, lanes, trace, b)
         core = core_schedule(layout.groups, [x.slots for x in layout.maps], events, fire, bad,
-                             encoder=encoder_slots(pixels[b], trace.inputs[b]))
+                             encoder=encoder_slots(pixels[b], trace.inputs[b]),
+                             planes=input_planes(network, trace, b))
         timings.append(NetworkTiming(core.cycles + ACCELERATOR_TAIL,
                                      tuple(core.layer_cycles(i)
                                            for i in range(len(layout.maps))), core))
@@ -66,8 +67,10 @@ def worst_case_network_cycles(network: Network, lanes: int) -> int:
     events = [sources for _ in range(T)]
     fire = [[5 + max(x.groups, x.layer.fan_out) for x in layout.maps] for _ in range(T)]
     every = list(range(network.n_inputs))
+    planes = [[layout.value_bits] * network.n_inputs] * T if layout.value_bits else None
     return core_schedule(layout.groups, [x.slots for x in layout.maps], events, fire,
-                         encoder=(network.n_inputs, [every] * T)).cycles + ACCELERATOR_TAIL
+                         encoder=(network.n_inputs, [every] * T),
+                         planes=planes).cycles + ACCELERATOR_TAIL
 
 
 def encoder_slots(pixels, frames) -> tuple[int, list[list[int]]]:

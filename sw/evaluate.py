@@ -188,7 +188,7 @@ def evaluate_export(export_dir, pixels, labels, *, batch_size: int = BATCH_SIZE)
 
     The export is loaded and verified (:func:`spikeforge.sw.export.load_manifest`: an
     :class:`~spikeforge.sw.export.ExportError` if it is missing or damaged). Works for every
-    export, including those the hardware cannot run (direct encoder, convolutions, pooling).
+    export, including those the hardware cannot run (:func:`spikeforge.sw.export.hardware_support`).
     """
     manifest = load_manifest(export_dir)
     report = evaluate_network(manifest.network, pixels, labels, batch_size=batch_size)

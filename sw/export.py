@@ -57,7 +57,6 @@ from spikeforge.sw.golden import (
     ConvLayer,
     DenseLayer,
     Encoder,
-    EncoderKind,
     Network,
     Reset,
     SumPoolLayer,
@@ -878,13 +877,13 @@ def hardware_support(network: Network) -> list[str]:
     """Why ``network`` cannot run on the current hardware; empty when it can.
 
     The accelerator (:class:`spikeforge.hw.accelerator.NetworkAccelerator`) runs dense and
-    convolution layers of stride 1 with square power-of-two sum pooling between them and a
-    dense last layer (``spikeforge.hw.core_layout``), fed by the ``rate`` or ``radix`` encoder,
-    at most ``SPEC.max_layers`` layers
-    (``spikeforge.sw.interface``) of at most ``2**ADDR_BITS`` neurons (its spike address). Each
-    entry is one short clause (no newline: layer names are quoted with ``repr``), such as
-    ``"the network uses the direct (analog) encoder, which the hardware does not implement
-    (rate and radix only)"``.
+    convolution layers of power-of-two stride, with square power-of-two sum pooling between
+    them and a dense last layer (``spikeforge.hw.core_layout``), fed by any encoder (``rate``,
+    ``radix``, or ``direct`` without pooling before the first neuron layer), at most
+    ``SPEC.max_layers`` layers (``spikeforge.sw.interface``) of at most ``2**ADDR_BITS``
+    neurons (its spike address). Each entry is one short clause (no newline), such as
+    ``"layers[1] (pool1): the core array pools with square, non-overlapping, unpadded
+    power-of-two windows, ..."``.
     The golden model runs every valid network, whatever this says (``spikeforge eval``).
     """
     from spikeforge.hw.accelerator import ADDR_BITS
@@ -892,9 +891,6 @@ def hardware_support(network: Network) -> list[str]:
     from spikeforge.sw.interface import SPEC
 
     reasons = []
-    if network.encoder.kind is EncoderKind.DIRECT:
-        reasons.append("the network uses the direct (analog) encoder, which the hardware "
-                       "does not implement (rate and radix only)")
     try:
         core_layout(network, 1)
     except CoreLayoutError as error:

@@ -39,8 +39,8 @@ def write_rtl(export_dir, out_dir=None, *, name: str = "spikeforge_accel",
     lane count; ``taps`` adds the testbench observation ports. The export is verified on load:
     a damaged one raises :class:`~spikeforge.sw.export.ExportError` before anything is
     elaborated, and so does one the hardware cannot run
-    (:class:`~spikeforge.sw.export.UnsupportedNetworkError`: the direct encoder, convolution or
-    pooling layers); a bad ``name`` or lane count raises :class:`ValueError`. Files whose
+    (:class:`~spikeforge.sw.export.UnsupportedNetworkError`, naming the layer: a stride-2
+    convolution, say); a bad ``name`` or lane count raises :class:`ValueError`. Files whose
     content is unchanged are not rewritten.
     """
     out = Path(out_dir) if out_dir is not None else Path(export_dir).resolve().parent / "rtl"

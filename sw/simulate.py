@@ -136,8 +136,8 @@ def simulate_export(export_dir, *, pixels: torch.Tensor, labels: torch.Tensor, t
     raster of image 0, as the RTL produced it, is written there (PNG). ``clock_mhz`` only scales
     :attr:`SimSummary.inferences_per_second`. ``progress`` shows a build status and a progress
     bar on ``console`` (a new one by default). A mismatch is not an exception: it is counted in
-    the returned :class:`SimSummary`. An export the hardware cannot run (the direct encoder,
-    convolution or pooling layers) is refused with an
+    the returned :class:`SimSummary`. An export the hardware cannot run (a stride-2
+    convolution, say: :func:`spikeforge.sw.export.hardware_support`) is refused with an
     :class:`~spikeforge.sw.export.UnsupportedNetworkError` before anything is built.
 
     ``weights`` is where the weights live: ``"rom"`` (the bitstream's ROMs, the accelerator

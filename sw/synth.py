@@ -36,7 +36,7 @@ from spikeforge.hw.link import buffer_slots
 from spikeforge.sim.mock_accelerator import MockAccelerator
 from spikeforge.sim.toolchain import ensure_tools
 from spikeforge.sw.export import load_manifest, require_hardware_support
-from spikeforge.sw.golden import EncoderKind, Network
+from spikeforge.sw.golden import Network
 from spikeforge.sw.interface import pixel_bytes
 
 __all__ = [
@@ -409,17 +409,13 @@ def accelerator_factory(network: Network, lanes: int, *, mock: bool = False,
     :class:`~spikeforge.hw.accelerator.NetworkAccelerator`; ``spram_layers`` are the layers
     whose weights the memory plan put in SPRAM. With ``mock`` it is the
     :class:`~spikeforge.sim.mock_accelerator.MockAccelerator` sized like the network (link
-    bring-up without the real accelerator; ``lanes`` is then unused). Raises
-    :class:`SynthError` for a network the hardware does not implement (the direct encoder).
+    bring-up without the real accelerator; ``lanes`` is then unused).
     """
     if mock:
         return lambda: MockAccelerator(
             n_inputs=network.n_inputs, n_outputs=network.n_outputs,
             pixel_bits=network.encoder.pixel_bits, n_layers=len(network.layers),
             timesteps=network.timesteps)
-    if network.encoder.kind is EncoderKind.DIRECT:
-        raise SynthError("the network uses the direct (analog) encoder, which the hardware "
-                         "does not implement; export it with the 'rate' or 'radix' encoder")
     spram_layers = tuple(spram_layers)
     return lambda: NetworkAccelerator(network, lanes, spram_layers=spram_layers)
 

@@ -15,7 +15,7 @@ from spikeforge.hw.core import CoreArray
 from spikeforge.sim.core_cases import random_conv_network
 from spikeforge.sim.core_model import core_timing
 from spikeforge.sim.network_cases import random_network
-from spikeforge.sw.golden import DenseLayer, Encoder, Network
+from spikeforge.sw.golden import ConvLayer, DenseLayer, Encoder, Network
 from spikeforge.sw.interface import SPEC
 
 SEED = int(os.environ.get("SPIKEFORGE_SEED", "0"))
@@ -31,15 +31,17 @@ async def bus_read(ctx, dut, layer, name):
 
 
 def run_core(network: Network, frames: torch.Tensor, lanes: int, *, stall_every: int = 0):
-    """One inference of ``frames`` (``int[T, n_in]``, binary) on the core in pysim."""
+    """One inference of ``frames`` (``int[T, n_in]``: spikes, or direct-coded pixels) on the
+    core in pysim."""
     dut = CoreArray(network, lanes)
     maps = dut.layout.maps
     L, T = len(maps), network.timesteps
     _, h, w = maps[0].source_shape
-    beats = []
+    beats = []      # (c, y, x, eot, value): value is the direct-coded pixel (else 1)
     for t in range(T):
-        beats += [(j // (h * w), j // w % h, j % w, 0)
-                  for j in frames[t].nonzero().flatten().tolist()] + [(0, 0, 0, 1)]
+        beats += [(j // (h * w), j // w % h, j % w, 0, int(frames[t, j]))
+                  for j in frames[t].nonzero().flatten().tolist()] + [(0, 0, 0, 1, 0)]
+    direct = dut.layout.value_bits > 0
     got = {"spikes": {}, "membranes": {}, "cycles": None, "counters": {}}
 
     async def testbench(ctx):
@@ -52,8 +54,9 @@ def run_core(network: Network, frames: torch.Tensor, lanes: int, *, stall_every:
         for cycle in range(1, 200_000):
             ctx.set(dut.inputs.valid, sent < len(beats))
             if sent < len(beats):
-                c, y, x, eot = beats[sent]
-                ctx.set(dut.inputs.payload, {"c": c, "y": y, "x": x, "eot": eot})
+                c, y, x, eot, value = beats[sent]
+                ctx.set(dut.inputs.payload, {"c": c, "y": y, "x": x, "eot": eot,
+                                             **({"value": value} if direct else {})})
             if ctx.get(dut.fired.valid):
                 beat = ctx.get(dut.fired.payload)
                 if beat.eot:
@@ -163,3 +166,32 @@ def test_random_conv_networks(case):
     except AssertionError as error:
         raise AssertionError(f"{error} (replay: SPIKEFORGE_SEED={SEED} "
                              f"pytest tests/test_core.py -k 'conv and {case}')") from None
+
+
+@pytest.mark.parametrize("lanes", [1, 3, 8])
+def test_direct_input_adds_each_set_bit(lanes):
+    """Direct (analog) input: every pixel value 1 .. 15 (one to four set bits), saturating
+    hidden membranes, on the same network as the spike tests."""
+    net = small_network(3, v_bits=(8, 12))
+    net = Network(net.layers, net.timesteps, Encoder("direct", 4))
+    pixels = torch.arange(net.n_inputs)[None] % 16
+    check_against_golden(net, net.encode(pixels)[0], lanes)
+    low, high = -128, 127
+    membranes = net.trace(pixels).layers[0].membranes
+    assert ((membranes == low) | (membranes == high)).any(), "no saturation hit"
+
+
+@pytest.mark.parametrize("encoder", ["rate", "direct"])
+@pytest.mark.parametrize("padding", [0, 1])
+def test_stride_two_convolution(encoder, padding):
+    """A 3x3 stride-2 convolution on a 7x6 image (odd and even sizes: a partial last window is
+    dropped), three channels over two lanes, then a dense readout."""
+    gen = torch.Generator().manual_seed(padding)
+    conv = ConvLayer(weight=torch.randint(-7, 8, (3, 2, 3, 3), generator=gen), bias=[1, 0, -1],
+                     theta=[6, 9, 7], w_bits=4, v_bits=12, input_shape=(2, 7, 6), stride=2,
+                     padding=padding, name="conv")
+    fc = DenseLayer(weight=torch.randint(-7, 8, (4, conv.fan_out), generator=gen),
+                    bias=[0] * 4, theta=[5, 5, 5], fires=False, w_bits=4, v_bits=12, name="fc")
+    net = Network([conv, fc], 3, Encoder(encoder, 4))
+    pixels = torch.randint(0, 16, (1, net.n_inputs), generator=gen)
+    check_against_golden(net, net.encode(pixels)[0], 2)

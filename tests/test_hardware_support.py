@@ -40,44 +40,55 @@ def conv_network(pool_kernel: int = 3) -> Network:
     return Network([conv, pool, fc], 2, Encoder("rate", 4))
 
 
+def pooled_direct_network() -> Network:
+    """Direct-coded pixels summed by a pooling layer before the first neuron layer: the core
+    sends each pixel, where the contract counts the pooled value as one event."""
+    pool = SumPoolLayer(kernel=2, input_shape=(1, 4, 4), name="pool0")
+    fc = DenseLayer(weight=torch.ones(3, pool.fan_out, dtype=torch.int64), bias=[0] * 3,
+                    theta=[1, 1], fires=False, w_bits=3, v_bits=10, name="fc")
+    return Network([pool, fc], 2, Encoder("direct", 4))
+
+
 @pytest.fixture
 def exports(tmp_path):
     return {"dense": export_network(dense_network(), tmp_path / "dense", lanes=2),
-            "direct": export_network(dense_network("direct"), tmp_path / "direct", lanes=2),
+            "direct": export_network(pooled_direct_network(), tmp_path / "direct", lanes=2),
             "conv": export_network(conv_network(), tmp_path / "conv", lanes=2)}
 
 
 def test_hardware_support_names_every_reason():
     assert hardware_support(dense_network()) == []
     assert hardware_support(dense_network("radix")) == []
-    assert hardware_support(dense_network("direct")) == [
-        "the network uses the direct (analog) encoder, which the hardware does not implement "
-        "(rate and radix only)"]
+    assert hardware_support(dense_network("direct")) == []
+    assert hardware_support(pooled_direct_network()) == [
+        "layers[0] (pool0): pooling of direct-coded pixels is not implemented in the core "
+        "array (it sends each pixel, the contract counts a pooled value as one event)"]
     assert hardware_support(conv_network(pool_kernel=2)) == []
     assert hardware_support(conv_network()) == [
         "layers[1] (pool1): the core array pools with square, non-overlapping, unpadded "
         "power-of-two windows, not kernel (3, 3) stride (3, 3) padding (0, 0)"]
-    both = Network(conv_network().layers, 2, Encoder("direct", 4))
-    assert len(hardware_support(both)) == 2
+    assert hardware_support(Network(conv_network().layers, 2, Encoder("direct", 4))) == \
+        hardware_support(conv_network())
     with pytest.raises(UnsupportedNetworkError, match=r"^out/x cannot run on the current "
-                                                      r"hardware: the network uses the "
-                                                      r"direct .*spikeforge eval"):
-        require_hardware_support(dense_network("direct"), "out/x")
+                                                      r"hardware: layers\[0\] \(pool0\): "
+                                                      r"pooling of direct-coded .*spikeforge eval"):
+        require_hardware_support(pooled_direct_network(), "out/x")
     assert issubclass(UnsupportedNetworkError, ExportError)
     require_hardware_support(dense_network())  # no error
 
 
 def test_hardware_support_agrees_with_the_accelerator():
-    """What hardware_support accepts, the accelerator elaborates from; what it refuses for the
-    encoder, the accelerator refuses too (conv layers it cannot even describe)."""
+    """What hardware_support accepts, the accelerator elaborates from; what it refuses, the
+    accelerator refuses too, with the same reason."""
     from spikeforge.hw.accelerator import NetworkAccelerator
 
     NetworkAccelerator(dense_network(), 2)
     NetworkAccelerator(conv_network(pool_kernel=2), 2)
     with pytest.raises(ValueError, match="pools with square"):
         NetworkAccelerator(conv_network(), 2)
-    with pytest.raises(ValueError, match="direct"):
-        NetworkAccelerator(dense_network("direct"), 2)
+    NetworkAccelerator(dense_network("direct"), 2)
+    with pytest.raises(ValueError, match="pooling of direct-coded pixels"):
+        NetworkAccelerator(pooled_direct_network(), 2)
 
 
 def test_export_notes_an_unsupported_network_but_writes_it(exports, tmp_path, capsys):
@@ -128,7 +139,7 @@ def test_sim_rtl_synth_refuse_before_building(exports, tmp_path, monkeypatch, ca
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"spikeforge {command[0]}: error: {exports[kind]} cannot run on the "
                           "current hardware: ")
-    assert ("direct (analog) encoder" if kind == "direct" else "power-of-two windows") in err
+    assert ("pooling of direct-coded" if kind == "direct" else "power-of-two windows") in err
     assert not (tmp_path / "rtl").exists() and not (tmp_path / "synth").exists()
     assert not (tmp_path / "r.png").exists() and not (tmp_path / "mock").exists()
 

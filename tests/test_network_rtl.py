@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from spikeforge.hw.accelerator import NetworkAccelerator, Status
+from spikeforge.hw.accelerator import Status
 from spikeforge.sim.core_cases import random_conv_network
 from spikeforge.sim.network_cases import random_network, random_pixels
 from spikeforge.sim.network_check import compare, simulate
@@ -63,9 +63,10 @@ def test_random_network_matches_golden_model_and_cycle_model(seed, rtl_tally):
     check_random_network(seed, rtl_tally)
 
 
-@pytest.mark.parametrize("seed", [21, 22, 23, 24])
+@pytest.mark.parametrize("seed", [21, 22, 23, 24, 27])
 def test_random_conv_network_matches_golden_model_and_cycle_model(seed, rtl_tally):
-    """Convolutions and 2x2 sum pooling on the shared core (sim/core_cases.py)."""
+    """Convolutions and 2x2 sum pooling on the shared core (sim/core_cases.py): rate, radix
+    and direct input, T up to 16."""
     check_random_network(seed, rtl_tally, images=12, traced=6, cases=random_conv_network)
 
 
@@ -155,10 +156,14 @@ def test_global_registers_describe_the_design():
     assert values == [SPEC.id_magic, 2, 9, 3, 3, 2, 5, 2]
 
 
-def test_direct_encoding_is_refused_with_a_clear_message():
+def test_direct_input_equals_the_golden_model(rtl_tally):
+    """Direct (analog) input: each pixel's set bits add its shifted weights, every step."""
     network = Network(small_network().layers, 3, Encoder("direct", 4))
-    with pytest.raises(ValueError, match=r"direct .* not implemented in hardware"):
-        NetworkAccelerator(network, 2)
+    pixels = random_pixels(network, 8, 3)
+    result = compare(network, 2, pixels, simulate(network, 2, pixels, trace=4))
+    rtl_tally("network", sim=SIM, seed=3, cases=result.images, traced=result.traced,
+              mismatches=len(result.mismatches))
+    assert result.ok, result.summary()
 
 
 @pytest.mark.parametrize("sim, x", [("verilator", "fast"), ("verilator", "unique"),

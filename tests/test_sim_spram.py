@@ -18,7 +18,7 @@ from spikeforge.sim.runner import default_simulator, simulator_missing
 from spikeforge.sim.toolchain import ensure_tools
 from spikeforge.sw.data import load_dataset
 from spikeforge.sw.export import export_network, load_network
-from spikeforge.sw.golden import DenseLayer, Encoder, Network
+from spikeforge.sw.golden import DenseLayer, Encoder, Network, SumPoolLayer
 from spikeforge.sw.simulate import simulate_link
 
 LANES = 4
@@ -81,8 +81,11 @@ def test_sim_spram_refusals_are_one_line(tmp_path, capsys, monkeypatch):
     assert err.startswith("spikeforge sim: error: weights='spram' drives the board's UART with "
                           "cocotbext-uart, which is not installed") and err.count("\n") == 1
     monkeypatch.undo()
-    direct = Network(small_network().layers, 4, Encoder("direct", 4))
-    export_network(direct, tmp_path / "direct", lanes=LANES)
-    assert main(["sim", str(tmp_path / "direct"), "--weights", "spram"]) == 1
+    pool = SumPoolLayer(kernel=2, input_shape=(1, 8, 8), name="pool0")
+    hidden, out = small_network().layers
+    hidden = hidden.with_(weight=hidden.weight[:, :pool.fan_out])
+    pooled = Network([pool, hidden, out], 4, Encoder("direct", 4))   # what the core refuses
+    export_network(pooled, tmp_path / "pooled", lanes=LANES)
+    assert main(["sim", str(tmp_path / "pooled"), "--weights", "spram"]) == 1
     err = capsys.readouterr().err
-    assert "direct (analog) encoder" in err and err.count("\n") == 1
+    assert "pooling of direct-coded pixels" in err and err.count("\n") == 1

@@ -205,19 +205,33 @@ def test_synth_command_refuses_network_too_big(tmp_path):
                   ).returncode == 0
 
 
-def test_synth_command_refuses_direct_encoder(tmp_path):
-    folder = _export(tmp_path / "direct", [16, 4], encoder="direct")
+def _pooled_direct_export(folder):
+    """Direct-coded pixels pooled before the first neuron layer: what the core refuses."""
+    from spikeforge.sw.export import export_network
+    from spikeforge.sw.golden import DenseLayer, Encoder, Network, SumPoolLayer
+
+    pool = SumPoolLayer(kernel=2, input_shape=(1, 4, 4), name="pool0")
+    fc = DenseLayer(weight=torch.ones(4, pool.fan_out, dtype=torch.int64), bias=[0] * 4,
+                    theta=[8], fires=False, w_bits=4, v_bits=16, name="fc")
+    export_network(Network([pool, fc], 1, Encoder("direct", 4)), folder, lanes=2)
+    return folder
+
+
+def test_synth_command_refuses_what_the_core_cannot_run(tmp_path):
+    folder = _pooled_direct_export(tmp_path / "pooled")
     result = _synth(str(folder), "--board", "ulx3s", "--out", str(tmp_path / "build"))
     assert result.returncode == 1
-    assert "the network uses the direct (analog) encoder" in result.stderr
+    assert "pooling of direct-coded pixels is not implemented" in result.stderr
     assert not (tmp_path / "build").exists()
+    direct = _export(tmp_path / "direct", [16, 4], encoder="direct")   # direct input runs
+    assert _synth(str(direct), "--board", "ulx3s", "--check-only").returncode == 0
 
 
 def test_synthesize_checks_before_it_builds(tmp_path):
     """The library calls behind `spikeforge synth`: the plan of an export, and the refusals
     that come before anything is written."""
     from spikeforge.sw.export import UnsupportedNetworkError, load_network
-    from spikeforge.sw.synth import SynthError, accelerator_factory, check_export_fit, synthesize
+    from spikeforge.sw.synth import accelerator_factory, check_export_fit, synthesize
 
     folder = _export(tmp_path / "small", [16, 8, 4])
     plan = check_export_fit(folder, "icebreaker")
@@ -226,14 +240,14 @@ def test_synthesize_checks_before_it_builds(tmp_path):
     big = _export(tmp_path / "big", [784, 128, 10], w_bits=4, lanes=8)
     with pytest.raises(FitError, match=r"^big \(.* does not fit the iCE40UP5K-SG48"):
         synthesize(big, "icebreaker", tmp_path / "never")
-    direct = _export(tmp_path / "direct", [16, 4], encoder="direct")
+    pooled = _pooled_direct_export(tmp_path / "pooled")
     plans = []
     # refused before the memory plan (spikeforge.sw.export.hardware_support), nothing built
-    with pytest.raises(UnsupportedNetworkError, match="direct \\(analog\\) encoder"):
-        synthesize(direct, "ulx3s", tmp_path / "build", on_plan=plans.append)
+    with pytest.raises(UnsupportedNetworkError, match="pooling of direct-coded pixels"):
+        synthesize(pooled, "ulx3s", tmp_path / "build", on_plan=plans.append)
     assert plans == [] and not (tmp_path / "build").exists()
-    with pytest.raises(SynthError, match="direct \\(analog\\) encoder"):  # defence in depth
-        accelerator_factory(load_network(direct), 2)
+    with pytest.raises(ValueError, match="pooling of direct-coded pixels"):  # the core too
+        accelerator_factory(load_network(pooled), 2)()
     mock = accelerator_factory(dense([16, 4]), 2, mock=True)()
     assert isinstance(mock, MockAccelerator)
     Fragment.get(mock, None)  # elaborated, so Amaranth's UnusedElaboratable check stays quiet
