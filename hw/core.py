@@ -16,9 +16,10 @@ shared by all layers:
   spikes.
 
 While the FU closes pass ``(t, k)`` from one bank, the IU integrates the next pass into the
-other: layer 0 of step ``t + 1`` overlaps the last layer of step ``t``. A pass fed from the spike
-queue starts when the FU has closed the pass before it, so every pass sees its input complete
-and the cycle count is the exact recurrence of :mod:`spikeforge.sim.core_model`.
+other: layer 0 of step ``t + 1`` overlaps the last layer of step ``t``, and pass ``(t, k + 1)``
+integrates layer ``k``'s spikes from the spike queue while the FU is still making them. The
+cycle count is the exact recurrence of :mod:`spikeforge.sim.core_model`, which follows every
+beat.
 
 Memories, all ``P`` lanes wide: the weight store (every layer's rows, ROM or iCE40 SPRAM loaded
 over ``W_DATA``), biases and membranes (every layer's groups), two accumulator banks of the
@@ -290,13 +291,12 @@ class CoreArray(wiring.Component):
         m.d.sync += self.done.eq(0)
 
         # ---- input register: the next event of the pass (in_t, in_k) ------------------------
-        # Layer 0's events come from `inputs`; layer k's (k >= 1) from the spike queue, once the
-        # fire unit has closed pass (in_t, k - 1) (`fed`), so the pass's input is complete.
+        # Layer 0's events come from `inputs`; layer k's (k >= 1) from the spike queue, as the
+        # fire unit writes pass (in_t, k - 1)'s spikes into it.
         VALUE = lay.value_bits
         event = event_layout(self._addr_bits, YQ, XQ, VALUE)
         in_t = Signal(range(T + 1))
         in_k = Signal(range(max(2, L)))
-        fed = Signal()
         in_valid = Signal()
         in_beat = Signal(event)
         consume = Signal()
@@ -311,7 +311,7 @@ class CoreArray(wiring.Component):
             queue_beat.eot.eq(queue.r_data[sum(q_fields)]),
             *([queue_beat.value.eq(1)] if VALUE else []),
             self.inputs.ready.eq(can_take & ~from_queue),
-            queue.r_en.eq(can_take & from_queue & fed),
+            queue.r_en.eq(can_take & from_queue),
         ]
         take_input = self.inputs.valid & self.inputs.ready
         take_queue = queue.r_rdy & queue.r_en
@@ -325,8 +325,6 @@ class CoreArray(wiring.Component):
                     m.d.sync += [in_k.eq(0), in_t.eq(in_t + 1)]
                 with m.Else():
                     m.d.sync += in_k.eq(in_k + 1)
-                with m.If(from_queue):
-                    m.d.sync += fed.eq(0)
         with m.Elif(consume):
             m.d.sync += in_valid.eq(0)
 
@@ -534,9 +532,9 @@ class CoreArray(wiring.Component):
             ]
 
         to_queue = fu_k != L - 1
-        # the queue never fills: it holds one pass's spikes at most (the next pass fed from it
-        # starts only after this one closed, and this one only after that one's input was
-        # taken), and it is as deep as the widest hidden layer plus a marker
+        # the queue never fills: it holds one pass's spikes at most (pass (t, k + 1) drains it
+        # while pass (t, k) fills it, and fires, filling it again, only after it has taken
+        # (t, k)'s marker), and it is as deep as the widest hidden layer plus a marker
         m.d.comb += events.ready.eq(to_queue | self.outputs.ready)
         out_take = events.valid & events.ready
         r_advance = Signal()
@@ -651,8 +649,6 @@ class CoreArray(wiring.Component):
         with m.If(out_take):
             with m.If(event.eot):
                 m.d.sync += [fu_busy.eq(0), fu_k.eq(next_k)]
-                with m.If(to_queue):
-                    m.d.sync += fed.eq(1)
                 with m.If(fu_t == T - 1):
                     for k in range(L):
                         with m.If(fu_k == k):
@@ -700,7 +696,7 @@ class CoreArray(wiring.Component):
         with m.If(self.start):
             m.d.sync += [
                 state.eq(_State.CLEAR), clear_g.eq(0), iu_t.eq(0), iu_k.eq(0), iu_bank.eq(0),
-                in_t.eq(0), in_k.eq(0), fed.eq(0), in_valid.eq(0),
+                in_t.eq(0), in_k.eq(0), in_valid.eq(0),
                 eot_pending.eq(0), ev_valid.eq(0), w1_valid.eq(0), wb_valid.eq(0),
                 fu_busy.eq(0), fu_t.eq(0), fu_k.eq(0), st_l.valid.eq(0), st_c.valid.eq(0),
                 st_d.valid.eq(0), pending.eq(0),

@@ -1,58 +1,80 @@
 """The cycle model of :class:`spikeforge.hw.core.CoreArray`: exact cycles of one inference.
 
-The core runs passes ``p = (t, k)`` in order, timestep-major (``hw/core.py``). Pass ``p`` has
-``E_p`` valid and ``B_p`` dropped input spikes (layer ``k``'s input at step ``t``: for ``k = 0``
-the encoded frame, else layer ``k - 1``'s output spikes) and a fire pass of
-``F_p = 5 + sum_g max(1, k_{p,g})`` cycles over layer ``k``'s ``G_k`` groups (the layer
-engine's, :func:`spikeforge.sim.cycle_model.fire_pass_cycles`). With cycle 0 the cycle of
-``start``, ``G = max_k G_k``, and ``inputs`` always holding layer 0's next beat::
+The core runs passes ``p = (t, k)`` in order, timestep-major (``hw/core.py``). Pass ``p``
+integrates its input beats (layer ``k``'s input at step ``t``: for ``k = 0`` the encoded frame,
+else layer ``k - 1``'s output spikes of the same step, streamed through the spike queue as the
+fire unit makes them) and then fires layer ``k`` over its ``G_k`` groups. Each input beat
+``i`` costs ``c_i`` decode cycles (``KH * KW * Gc`` slots; times the set bits of a
+direct-coded pixel; one for a beat dropped in a partial pooling window); the fire pass takes
+``F_p = 5 + S_p`` cycles, ``S_p = sum_g max(1, k_{p,g})`` being its serializer cycles
+(:func:`spikeforge.sim.cycle_model.fire_pass_cycles`). With cycle 0 the cycle of ``start`` and
+``G = max_k G_k``::
 
-    a_0 = G + 2                                   first input beat decoded
-    a_p = h_{p-1} + 1                 (k = 0)     layer 0's next step: overlaps the FU
-    a_p = max(h_{p-1} + 1, e_{p-1} + QUEUE_DELAY + [E_p = 0])   (k > 0)  fed from the spike
-                                                  queue once pass p - 1 has closed; an empty
-                                                  step's marker, written in cycle e_{p-1}, is
-                                                  one cycle later through the queue
-    m_p = a_p + G_k * E_p + B_p                   the pass's marker decoded
-    h_p = max(m_p + 1, e_{p-1} + 1)               the bank goes to the fire unit
-    e_p = h_p + F_p                               the pass's output marker
-    cycles = e_{last}
+    beat i of pass p shows at the core's input register in cycle  s_i
+        k = 0, encoder:  x_t + slot_i + ENCODER_STAGES + FIFO_LATENCY
+        k > 0:           e_{p-1} - S_{p-1} + o_i + FIFO_LATENCY    (o_i: the serializer cycle
+                         of spike i of pass p - 1; its marker at o = S_{p-1}, cycle e_{p-1})
+    taken_i   = max(s_i, taken_{i-1} + 1, d_{i-1})     the register is free once the beat
+                                                       before it is decoded (d_{-1}: the
+                                                       previous pass's marker, m_{p-1})
+    d_i       = max(taken_i + 1, d_{i-1} + c_{i-1})    decoded; the first beat not before
+                                                       h_{p-1} + 1 (the IU's bank is free)
+    m_p       = d of the marker
+    h_p       = max(m_p + 1, e_{p-1} + 1)              the bank goes to the fire unit
+    e_p       = h_p + F_p                              the pass's output marker
+    cycles    = e_{last}
 
-Layer ``k``'s ``CYCLES`` register reads ``e`` of its pass at ``t = T - 1``.
+So pass ``(t, k + 1)`` integrates layer ``k``'s spikes while the fire unit is still making
+them, and layer 0 of step ``t + 1`` overlaps the last layer of step ``t``. A producer that
+always has the next beat (a testbench driving the core's ``inputs``) shows every layer-0 beat
+at once. Layer ``k``'s ``CYCLES`` register reads ``e`` of its pass at ``t = T - 1``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from spikeforge.sim.cycle_model import FIRST_BEAT_DELAY, fire_pass_cycles
+from spikeforge.sim.cycle_model import FIRE_PASS_FIXED, FIRST_BEAT_DELAY
 
-__all__ = ["QUEUE_DELAY", "PassTiming", "CoreTiming", "core_schedule", "pass_counts",
-           "input_planes", "core_timing"]
+__all__ = ["PassWork", "PassTiming", "CoreTiming", "core_schedule", "pass_work",
+           "core_timing", "ENCODER_FIRST_SLOT", "ENCODER_STAGES", "FIFO_LATENCY"]
 
 #: The encoder's first slot after ``start``, its pipeline stages from slot to FIFO write, and
-#: the FIFO's latency from write to its output (``hw/encoder.py``, :func:`_encoder_pass`).
+#: the latency of a buffered FIFO (the encoder's, the spike queue) from write to its output.
 ENCODER_FIRST_SLOT = 1
 ENCODER_STAGES = 2
 FIFO_LATENCY = 2
 
-#: Cycles from a pass's output marker to the first beat of the next pass decoded from the
-#: spike queue: the input register takes it in the cycle after the marker (the queue's
-#: output register already holds the first spike, written a cycle before the marker at the
-#: latest), the IU decodes it in the next.
-QUEUE_DELAY = 2
+
+@dataclass(frozen=True)
+class PassWork:
+    """What pass ``(t, k)`` does, independent of when.
+
+    ``costs[i]``: decode cycles of input beat ``i``, in arrival order; ``offsets[i]``: the
+    serializer cycle (from the pass's first) of output spike ``i``, in emission order, the order
+    in which the next layer receives them; ``span``: the serializer cycles ``S_p``; ``bad``:
+    input beats dropped in a partial pooling window (one cycle each, counted in ``costs``)."""
+
+    costs: list[int]
+    offsets: list[int]
+    span: int
+    bad: int = 0
+
+    @property
+    def fire(self) -> int:
+        return FIRE_PASS_FIXED + self.span
 
 
 @dataclass(frozen=True)
 class PassTiming:
     timestep: int
     layer: int
-    events: int
+    events: int         # input beats, dropped ones included
     bad: int
     fire: int
-    first_beat: int     # a_p
+    first_beat: int     # d of the first beat (the marker's, for an empty pass)
     marker: int         # m_p
     handoff: int        # h_p
     end: int            # e_p
@@ -60,7 +82,7 @@ class PassTiming:
 
 @dataclass(frozen=True)
 class CoreTiming:
-    passes: tuple[PassTiming, ...]
+    passes: tuple[PassTiming, ...] = field(default_factory=tuple)
 
     @property
     def cycles(self) -> int:
@@ -71,92 +93,75 @@ class CoreTiming:
         return [p for p in self.passes if p.layer == layer][-1].end
 
 
-def core_schedule(groups, slots, events, fire, bad=None, *, encoder=None,
-                  planes=None) -> CoreTiming:
-    """The recurrence of the module docstring over passes.
+def core_schedule(groups, work, *, encoder=None) -> CoreTiming:
+    """The recurrence of the module docstring over the passes ``work[t][k]`` (:class:`PassWork`).
 
-    ``groups[k]`` is layer ``k``'s neuron groups (``G_k``), ``slots[k]`` the cycles one input
-    event costs it (``KH * KW * Gc``; ``G_k`` for a dense layer); ``events[t][k]``,
-    ``bad[t][k]`` (dropped events: one cycle each) and ``fire[t][k]`` the counts of pass
-    ``(t, k)``. With ``encoder = (Z, spike_slots)`` layer 0's steps come from the
-    accelerator's streaming encoder instead of a producer that always has the next beat: ``Z``
-    is the image's non-zero pixels (list entries), ``spike_slots[t]`` the list positions of
-    step ``t``'s spikes, ascending (:func:`_encoder_pass`). With direct input ``planes[t]``
-    gives the set bits of each of step ``t``'s layer-0 events, in order: an event costs
-    ``slots[0]`` cycles per set bit (the core adds its weights once per bit).
+    ``groups[k]`` is layer ``k``'s neuron groups (the clear pass walks ``max(groups)``). With
+    ``encoder = (Z, spike_slots)`` layer 0's beats come from the accelerator's streaming
+    encoder: ``Z`` is the image's non-zero pixels (list entries), ``spike_slots[t]`` the list
+    positions of step ``t``'s beats, ascending; it issues step ``t`` from cycle
+    ``x_t = max(x_{t-1} + Z + 1, taken(marker of step t - 1) + 1)``, ``x_0 = ENCODER_FIRST_SLOT``
+    (one step ahead of the core). Without it every layer-0 beat shows at once.
     """
-    L, T = len(groups), len(events)
-    if bad is None:
-        bad = [[0] * L for _ in range(T)]
+    T, L = len(work), len(groups)
+    start = max(groups) + FIRST_BEAT_DELAY          # the first beat's decode, after the clear
     passes = []
-    took = []           # the cycle the core's input register took each step's layer-0 marker
-    x = None            # the cycle the encoder issues the step's first slot
-    handoff = end = marker = None
+    x = took = prev = None
+    marker, handoff, end, span = start - 1, start - 1, None, 0
     for t in range(T):
         for k in range(L):
-            e, b = int(events[t][k]), int(bad[t][k])
-            if handoff is None:
-                first = max(groups) + FIRST_BEAT_DELAY
-            elif k == 0:
-                first = handoff + 1
-            else:
-                first = max(handoff + 1, end + QUEUE_DELAY + (e + b == 0))
-            costs = [slots[0] * int(p) for p in planes[t]] if k == 0 and planes else None
+            w = work[t][k]
             if k == 0 and encoder is not None:
                 listed, spike_slots = encoder
-                x = ENCODER_FIRST_SLOT if x is None else max(x + listed + 1, took[t - 1] + 1)
-                free = max(groups) + FIRST_BEAT_DELAY - 1 if marker is None else marker
-                first, marker, take = _encoder_pass(
-                    x, listed, spike_slots[t], costs or [slots[0]] * len(spike_slots[t]),
-                    free, first)
-                took.append(take)
+                x = ENCODER_FIRST_SLOT if x is None else max(x + listed + 1, took + 1)
+                shows = [x + slot + ENCODER_STAGES + FIFO_LATENCY
+                         for slot in [*spike_slots[t], listed]]
+            elif k == 0:
+                shows = [0] * (len(w.costs) + 1)
             else:
-                marker = first + (sum(costs) if costs is not None else slots[k] * e) + b
-                if k == 0:
-                    # the marker entered the input register with the last event's decode (or
-                    # the cycle before, after a one-cycle event or none)
-                    last = costs[-1] if costs else slots[0]
-                    took.append(marker - (last if e and not b else 1))
+                shows = [end - span + o + FIFO_LATENCY for o in [*prev.offsets, span]]
+            first, marker, taken = _pass_input(shows, w.costs, marker, handoff + 1)
+            if k == 0:
+                took = taken
             handoff = marker + 1 if end is None else max(marker + 1, end + 1)
-            end = handoff + int(fire[t][k])
-            passes.append(PassTiming(t, k, e, b, int(fire[t][k]), first, marker, handoff, end))
+            end, span, prev = handoff + w.fire, w.span, w
+            passes.append(PassTiming(t, k, len(w.costs), w.bad, w.fire, first, marker,
+                                     handoff, end))
     return CoreTiming(tuple(passes))
 
 
-def _encoder_pass(x: int, listed: int, spike_slots, costs, free: int, earliest: int):
-    """``(first decode, marker decode, marker taken)`` of a layer-0 pass fed by the encoder.
+def _pass_input(shows, costs, free: int, earliest: int) -> tuple[int, int, int]:
+    """``(first decode, marker decode, marker taken)`` of one pass's input beats.
 
-    The encoder writes slot ``s`` into its FIFO in cycle ``w = x + s + 2`` (two pipeline
-    stages; the marker is slot ``listed``), which shows it ``FIFO_LATENCY`` cycles later, or
-    the cycle after the entry before it was taken. The input register takes a beat in the
-    cycle it shows, once the beat before it is decoded (``free``: the previous beat's
-    decode); the IU decodes it the cycle after, once the event before it has had its cycles
-    (``costs[i]`` for spike ``i``), and the pass's first beat not before ``earliest``.
+    Beat ``i`` (the last is the marker) shows at the input register in cycle ``shows[i]``, or
+    the cycle after the beat before it was taken (a FIFO gives one beat per cycle). The register
+    takes it once the beat before it is decoded (``free``: the previous pass's marker); the IU
+    decodes it the cycle after, once the beat before it has had its ``costs`` cycles, and the
+    pass's first beat not before ``earliest``.
     """
-    beats = [int(s) for s in spike_slots] + [listed]
     taken = decoded = first = None
-    for i, slot in enumerate(beats):
-        shows = x + slot + ENCODER_STAGES + FIFO_LATENCY
+    for i, shown in enumerate(shows):
         if taken is not None:
-            shows = max(shows, taken + 1)
-        taken = max(shows, free if decoded is None else decoded)
+            shown = max(shown, taken + 1)
+        taken = max(shown, free if decoded is None else decoded)
         decoded = max(taken + 1, earliest if decoded is None else decoded + costs[i - 1])
         first = decoded if i == 0 else first
     return first, decoded, taken
 
 
-def pass_counts(network, lanes: int, trace, b: int = 0):
-    """``(layout, events, bad, fire)`` of image ``b`` of ``trace``: per pass ``(t, i)`` of the
-    ``i``-th neuron layer, its input events inside the (pooled) input, those in a dropped
-    partial pooling window, and its fire-pass cycles over the core's groups."""
+def pass_work(network, lanes: int, trace, b: int = 0):
+    """``(layout, work)`` of image ``b`` of ``trace``: :class:`PassWork` of every pass
+    ``(t, i)`` of the ``i``-th neuron layer on a core of ``lanes``."""
     from spikeforge.hw.core_layout import core_layout
+    from spikeforge.sw.golden import EncoderKind
 
     layout = core_layout(network, lanes)
-    T, L = network.timesteps, len(layout.maps)
-    events = [[0] * L for _ in range(T)]
-    bad = [[0] * L for _ in range(T)]
-    fire = [[0] * L for _ in range(T)]
-    source = trace.inputs[b]
+    T, P = network.timesteps, lanes
+    direct = network.encoder.kind is EncoderKind.DIRECT
+    bits = torch.arange(network.encoder.pixel_bits)
+    work = [[None] * len(layout.maps) for _ in range(T)]
+    source = torch.as_tensor(trace.inputs[b])       # [T, ...] in golden (C-major) order
+    order = None    # emission order of the previous layer's neurons (golden flat indices)
     for i, x in enumerate(layout.maps):
         c, h, w = x.source_shape
         s = x.pool_shift
@@ -164,34 +169,36 @@ def pass_counts(network, lanes: int, trace, b: int = 0):
         cols = (torch.arange(w) >> s) < x.in_shape[2]
         inside = (rows[:, None] & cols[None, :]).expand(c, h, w).reshape(-1)
         out = trace.layers[x.index].spikes[b]
+        # the core's order of this layer's neurons: group by group, lanes ascending
+        flat = torch.arange(x.layer.fan_out)
+        native = x.native(flat + 1)
+        emit_order = native[native != 0] - 1
         for t in range(T):
-            hits = torch.as_tensor(source[t]).reshape(-1) != 0
-            events[t][i] = int((hits & inside).sum())
-            bad[t][i] = int((hits & ~inside).sum())
-            fire[t][i] = fire_pass_cycles(x.native(out[t] if x.layer.fires
-                                                   else torch.zeros_like(out[t])), lanes)
+            frame = source[t].reshape(-1)
+            beats = (frame != 0).nonzero().flatten() if order is None else \
+                order[frame[order] != 0]
+            costs = torch.where(inside[beats], x.slots, 1)
+            if direct and i == 0:
+                costs = costs * ((frame[beats][:, None] >> bits) & 1).sum(1)
+            fired = out[t].reshape(-1) != 0 if x.layer.fires else \
+                torch.zeros(x.layer.fan_out, dtype=torch.bool)
+            per_group = x.native(fired.to(torch.int64)).reshape(x.groups, P)
+            hold = per_group.sum(1).clamp(min=1)
+            group_start = torch.cumsum(hold, 0) - hold
+            lane_rank = torch.cumsum(per_group, 1) - per_group   # spikes before it in group
+            offsets = (group_start[:, None] + lane_rank)[per_group != 0]
+            work[t][i] = PassWork(costs.tolist(), offsets.tolist(), int(hold.sum()),
+                                  int((~inside[beats]).sum()))
+        order = emit_order
         source = out
-    return layout, events, bad, fire
-
-
-def input_planes(network, trace, b: int = 0):
-    """``planes[t]`` of :func:`core_schedule` for image ``b`` of ``trace``: the set bits of
-    each non-zero direct-coded pixel of step ``t``, in address order; ``None`` for spikes."""
-    from spikeforge.sw.golden import EncoderKind
-
-    if network.encoder.kind is not EncoderKind.DIRECT:
-        return None
-    frames = torch.as_tensor(trace.inputs[b])
-    bits = torch.arange(network.encoder.pixel_bits)
-    return [((f[f != 0][:, None] >> bits) & 1).sum(1).tolist()
-            for f in frames.reshape(frames.shape[0], -1)]
+    return layout, work
 
 
 def core_timing(network, lanes: int, trace) -> list[CoreTiming]:
-    """Exact timing of every image of ``trace`` (``network.trace``) on a core of ``lanes``."""
+    """Exact timing of every image of ``trace`` (``network.trace``) on a core of ``lanes``,
+    its layer-0 beats driven at once (not through the encoder)."""
     timings = []
     for b in range(trace.inputs.shape[0]):
-        layout, events, bad, fire = pass_counts(network, lanes, trace, b)
-        timings.append(core_schedule(layout.groups, [x.slots for x in layout.maps], events,
-                                     fire, bad, planes=input_planes(network, trace, b)))
+        layout, work = pass_work(network, lanes, trace, b)
+        timings.append(core_schedule(layout.groups, work))
     return timings

@@ -10,10 +10,10 @@ image's non-zero pixels, then the marker slot) from cycle ``x_s`` on, one per cy
 
 and each spike reaches the core's input register as it is made (slot ``i`` written into the
 FIFO at ``x_s + i + 2``, shown two cycles later); ``c_t`` is the cycle the core takes step
-``t``'s marker. :func:`spikeforge.sim.core_model.core_schedule` follows every beat of layer 0
-(:func:`encoder_slots` gives each spike's slot) and every pass of the core; the ``CYCLES``
-register reads ``e_last + ACCELERATOR_TAIL`` (the core's ``done`` cycle, in which the sequencer
-leaves RUN). Loading pixels and reading results are not counted: they go at the host's pace.
+``t``'s marker. :func:`spikeforge.sim.core_model.core_schedule` follows every beat of every
+pass (:func:`encoder_slots` gives each layer-0 spike's slot); the ``CYCLES`` register reads
+``e_last + ACCELERATOR_TAIL`` (the core's ``done`` cycle, in which the sequencer leaves RUN).
+Loading pixels and reading results are not counted: they go at the host's pace.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from spikeforge.hw.core_layout import core_layout
-from spikeforge.sim.core_model import CoreTiming, core_schedule, input_planes, pass_counts
+from spikeforge.sim.core_model import CoreTiming, PassWork, core_schedule, pass_work
 from spikeforge.sw.golden import Network, Trace
 
 __all__ = ["NetworkTiming", "network_timing", "worst_case_network_cycles", "encoder_slots",
@@ -47,10 +47,9 @@ def network_timing(network: Network, lanes: int, trace: Trace, pixels) -> list[N
     pixels = torch.as_tensor(pixels, dtype=torch.int64).reshape(-1, network.n_inputs)
     timings = []
     for b in range(trace.inputs.shape[0]):
-        layout, events, bad, fire = pass_counts(network, lanes, trace, b)
-        core = core_schedule(layout.groups, [x.slots for x in layout.maps], events, fire, bad,
-                             encoder=encoder_slots(pixels[b], trace.inputs[b]),
-                             planes=input_planes(network, trace, b))
+        layout, work = pass_work(network, lanes, trace, b)
+        core = core_schedule(layout.groups, work,
+                             encoder=encoder_slots(pixels[b], trace.inputs[b]))
         timings.append(NetworkTiming(core.cycles + ACCELERATOR_TAIL,
                                      tuple(core.layer_cycles(i)
                                            for i in range(len(layout.maps))), core))
@@ -58,19 +57,19 @@ def network_timing(network: Network, lanes: int, trace: Trace, pixels) -> list[N
 
 
 def worst_case_network_cycles(network: Network, lanes: int) -> int:
-    """An upper bound of one image's compute cycles: every pixel non-zero, every input and
-    neuron spiking at every step (the schedule grows with every event), for testbench
-    budgets."""
+    """An upper bound of one image's compute cycles: every pixel non-zero (with every bit set,
+    for direct input), every input and neuron spiking at every step (the schedule grows with
+    every event), for testbench budgets."""
     layout = core_layout(network, lanes)
-    T = network.timesteps
+    planes = max(1, layout.value_bits)
     sources = [network.n_inputs] + [x.layer.fan_out for x in layout.maps[:-1]]
-    events = [sources for _ in range(T)]
-    fire = [[5 + max(x.groups, x.layer.fan_out) for x in layout.maps] for _ in range(T)]
+    work = [PassWork([x.slots * (planes if i == 0 else 1)] * n, list(range(x.layer.fan_out)),
+                     max(x.groups, x.layer.fan_out))
+            for i, (x, n) in enumerate(zip(layout.maps, sources, strict=True))]
     every = list(range(network.n_inputs))
-    planes = [[layout.value_bits] * network.n_inputs] * T if layout.value_bits else None
-    return core_schedule(layout.groups, [x.slots for x in layout.maps], events, fire,
-                         encoder=(network.n_inputs, [every] * T),
-                         planes=planes).cycles + ACCELERATOR_TAIL
+    return core_schedule(layout.groups, [work] * network.timesteps,
+                         encoder=(network.n_inputs, [every] * network.timesteps)
+                         ).cycles + ACCELERATOR_TAIL
 
 
 def encoder_slots(pixels, frames) -> tuple[int, list[list[int]]]:
