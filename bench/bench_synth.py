@@ -42,7 +42,10 @@ import torch
 OUT = Path("out/bench")
 #: Lanes of the core array on each board (the UP5K has 5280 logic cells and 30 EBR in all;
 #: its EBR, at most 16 bits wide, hold the P-lane-wide membrane and accumulator words).
-LANES = {"icebreaker": 2, "ulx3s": 32}
+LANES = {"icebreaker": 4, "ulx3s": 32}
+#: The conv preset's layers have 8 and 16 output channels, and lanes run across output
+#: channels: more than 16 lanes would idle.
+CASE_LANES = {"conv": {"icebreaker": 8, "ulx3s": 16}, "conv-mnist": {"ulx3s": 16}}
 TIMESTEPS = 4
 #: MNIST timesteps per board (the issue's target case, 784-128-10 at T = 2).
 MNIST_TIMESTEPS = {"icebreaker": 2, "ulx3s": 2}
@@ -158,7 +161,7 @@ def run_case(name, board, out_root, *, lanes=None, mnist_timesteps=None):
         network, images = mnist_network((mnist_timesteps or MNIST_TIMESTEPS)[board])
     else:
         network, images = CASES[name]()
-    lanes = lanes or LANES[board]
+    lanes = lanes or CASE_LANES.get(name, {}).get(board) or LANES[board]
     spec = load_board_spec(board)
     plan = plan_memories(network, lanes, spec)
     cycles, synops = cycles_per_inference(network, lanes, images)
@@ -229,7 +232,9 @@ def main(argv):
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--lanes", type=int, default=None,
                         help="lanes on every board (default: "
-                             + ", ".join(f"{b} {p}" for b, p in LANES.items()) + ")")
+                             + ", ".join(f"{b} {p}" for b, p in LANES.items())
+                             + "; conv " + ", ".join(f"{b} {p}" for b, p in
+                                                    CASE_LANES["conv"].items()) + ")")
     parser.add_argument("--mnist-timesteps", type=int, default=None,
                         help="T of the MNIST-sized network on both boards (default: "
                              + ", ".join(f"{b} {t}" for b, t in MNIST_TIMESTEPS.items()) + ")")

@@ -20,7 +20,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from spikeforge.hw.core import event_layout
+from spikeforge.hw.integration import event_layout
 from spikeforge.sw.golden import Encoder, EncoderKind
 
 __all__ = ["SpikeEncoder"]

@@ -18,7 +18,7 @@ from spikeforge.hw.layer import ConfigSignature, field_word, select
 from spikeforge.hw.neuron import FireMode
 from spikeforge.sw.interface import SPEC, RegisterMap
 
-__all__ = ["ProgramBusSignature", "LayerProgram", "chunks_per_word"]
+__all__ = ["ProgramBusSignature", "FireRegistersSignature", "LayerProgram", "chunks_per_word"]
 
 
 def chunks_per_word(word_bits: int) -> int:
@@ -35,6 +35,24 @@ class ProgramBusSignature(wiring.Signature):
         # the layer engine's register port (one block) and which layer's block it reaches
         super().__init__({"layer": Out(range(max(2, layers))),
                           **ConfigSignature(offset_bits).members})
+
+
+class FireRegistersSignature(wiring.Signature):
+    """The fire unit's view of the program: it drives the ``layer`` and ``step`` it is closing
+    and gets that layer's values, registered (one cycle later)."""
+
+    def __init__(self, layers: int, timesteps: int, v_bits: int):
+        super().__init__({
+            "layer": In(range(max(2, layers))),
+            "step": In(range(max(2, timesteps))),
+            "theta": Out(signed(v_bits)),
+            "leak_shift": Out(range(v_bits + 1)),
+            "v_init": Out(signed(v_bits)),
+            "fire_mode": Out(FireMode),
+            "fires": Out(1),
+            "greater": Out(1),
+            "zero_reset": Out(1),
+        })
 
 
 class LayerProgram(wiring.Component):
@@ -59,11 +77,10 @@ class LayerProgram(wiring.Component):
         Register access. Writes while ``busy`` are ignored and set the layer's ``busy_write``.
     busy, clear : In(1)
         The core is running; ``clear`` (the start strobe) clears every status flag.
-    fire_layer, fire_step : In
-        The layer and timestep the fire unit is closing.
-    theta, leak_shift, v_init, fire_mode, fires, greater, zero_reset : Out
-        That layer's values, registered: they follow ``fire_layer`` and ``fire_step`` one cycle
-        later.
+    fire : Out(FireRegistersSignature)
+        The fire unit's view: it drives ``layer`` and ``step``; theta, leak_shift, v_init,
+        fire_mode, fires, greater and zero_reset are that layer's values, registered (they
+        follow ``layer`` and ``step`` one cycle later).
     synops, spikes, cycles : In, one 32-bit value per layer
         Counters, readable as ``SYNOPS``, ``SPIKES``, ``CYCLES``.
     bad_addr : In(len(layers))
@@ -91,15 +108,7 @@ class LayerProgram(wiring.Component):
             "bus": In(ProgramBusSignature(L, spec.offset_bits)),
             "busy": In(1),
             "clear": In(1),
-            "fire_layer": In(range(max(2, L))),
-            "fire_step": In(range(max(2, self._timesteps))),
-            "theta": Out(signed(v_bits)),
-            "leak_shift": Out(range(v_bits + 1)),
-            "v_init": Out(signed(v_bits)),
-            "fire_mode": Out(FireMode),
-            "fires": Out(1),
-            "greater": Out(1),
-            "zero_reset": Out(1),
+            "fire": Out(FireRegistersSignature(L, self._timesteps, v_bits)),
             **{f"synops{k}": In(unsigned(32)) for k in range(L)},
             **{f"spikes{k}": In(unsigned(32)) for k in range(L)},
             **{f"cycles{k}": In(unsigned(32)) for k in range(L)},
@@ -135,18 +144,18 @@ class LayerProgram(wiring.Component):
             })
 
         # ---- the fire unit's view: the values of layer `fire_layer` ----------------------------
-        k_sel = self.fire_layer
-        m.d.sync += self.theta.eq(select(
-            [select(r["theta"], self.fire_step) for r in regs], k_sel))
+        fire, k_sel = self.fire, self.fire.layer
+        m.d.sync += fire.theta.eq(select(
+            [select(r["theta"], fire.step) for r in regs], k_sel))
         # registered like theta: the layer changes only between passes, several cycles before
         # the next pass's first group reaches stage L
         m.d.sync += [
-            self.leak_shift.eq(select([r["leak_shift"] for r in regs], k_sel)),
-            self.v_init.eq(select([r["v_init"] for r in regs], k_sel)),
-            self.fire_mode.eq(select([r["radix"] for r in regs], k_sel)),
-            self.fires.eq(select([r["fires"] for r in regs], k_sel)),
-            self.greater.eq(select([r["greater"] for r in regs], k_sel)),
-            self.zero_reset.eq(select([r["zero_reset"] for r in regs], k_sel)),
+            fire.leak_shift.eq(select([r["leak_shift"] for r in regs], k_sel)),
+            fire.v_init.eq(select([r["v_init"] for r in regs], k_sel)),
+            fire.fire_mode.eq(select([r["radix"] for r in regs], k_sel)),
+            fire.fires.eq(select([r["fires"] for r in regs], k_sel)),
+            fire.greater.eq(select([r["greater"] for r in regs], k_sel)),
+            fire.zero_reset.eq(select([r["zero_reset"] for r in regs], k_sel)),
         ]
 
         # ---- sticky flags ----------------------------------------------------------------------

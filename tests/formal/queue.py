@@ -17,7 +17,7 @@ from functools import partial
 
 from amaranth.hdl import Signal
 
-from spikeforge.hw import core as layer  # the serializer queue lives in the core
+from spikeforge.hw import fire as layer  # the serializer queue lives in the fire unit
 from spikeforge.hw.layer import LayerEngine
 from tests.formal.harness import Harness, Internals, component_inputs
 from tests.formal.prove import Check
@@ -37,7 +37,7 @@ def small_engine(cls=LayerEngine, **kwargs):
 class QueueHarness(Harness):
     """``depth`` is the queue depth the assertions hold the engine to (a mutant: one less)."""
 
-    def __init__(self, *, depth=layer._S_QUEUE, reach=None):
+    def __init__(self, *, depth=layer.S_QUEUE, reach=None):
         super().__init__(reach=reach)
         self.depth = depth
 
@@ -49,7 +49,7 @@ class QueueHarness(Harness):
         self.pending = inner.driven("pending")
         self.in_flight = [inner.driven(f"{s}_valid") for s in ("l", "c", "d")]
         # How full the queue has been: for the reachability check.
-        self.q_seen = Signal(range(layer._S_QUEUE + 2))
+        self.q_seen = Signal(range(layer.S_QUEUE + 2))
         with m.If(self.q_count > self.q_seen):
             m.d.sync += self.q_seen.eq(self.q_count)
         return component_inputs(engine)
@@ -64,7 +64,7 @@ class QueueHarness(Harness):
         ]
 
     def reachable(self):
-        return {"full": self.q_count == layer._S_QUEUE}
+        return {"full": self.q_count == layer.S_QUEUE}
 
 
 def _build(**kwargs):
@@ -73,11 +73,11 @@ def _build(**kwargs):
 
 CHECKS = [
     Check(name="queue.serializer_queue", kind="proof", build=_build, depth=3, induction=True,
-          what=f"q_count <= {layer._S_QUEUE}, pending <= {layer._S_QUEUE}, pending = groups "
+          what=f"q_count <= {layer.S_QUEUE}, pending <= {layer.S_QUEUE}, pending = groups "
                "in L+C+F+queue"),
     Check(name="queue.reach_full", kind="reach", build=partial(_build, reach="full"), depth=24,
-          expect="fail", what=f"the queue fills to {layer._S_QUEUE} entries"),
+          expect="fail", what=f"the queue fills to {layer.S_QUEUE} entries"),
     Check(name="queue.mutant_one_entry_shorter", kind="mutant",
-          build=partial(_build, depth=layer._S_QUEUE - 1), depth=24, expect="fail",
-          what=f"a queue of {layer._S_QUEUE - 1} entries would overflow"),
+          build=partial(_build, depth=layer.S_QUEUE - 1), depth=24, expect="fail",
+          what=f"a queue of {layer.S_QUEUE - 1} entries would overflow"),
 ]
