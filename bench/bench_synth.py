@@ -146,7 +146,7 @@ def link_images_per_second(network) -> float:
                         n_outputs=network.n_outputs)
 
 
-def run_case(name, board, out_root, *, lanes=None, mnist_timesteps=None):
+def run_case(name, board, out_root, *, lanes=None, mnist_timesteps=None, clock_mhz=None):
     from spikeforge.hw.accelerator import NetworkAccelerator
     from spikeforge.hw.boards import load_board_spec
     from spikeforge.sw.synth import (
@@ -185,7 +185,7 @@ def run_case(name, board, out_root, *, lanes=None, mnist_timesteps=None):
     try:
         report = build_at_met_clock(
             board, lambda: NetworkAccelerator(network, lanes, spram_layers=plan.spram_layers),
-            out_root / f"{name}-{board}",
+            out_root / f"{name}-{board}", clock_mhz=clock_mhz,
             progress=lambda m: print(f"  [{name}/{board}] {m}", flush=True))
     except SynthError as error:
         row["status"] = f"build failed: {str(error).splitlines()[-1]}"
@@ -238,6 +238,9 @@ def main(argv):
     parser.add_argument("--mnist-timesteps", type=int, default=None,
                         help="T of the MNIST-sized network on both boards (default: "
                              + ", ".join(f"{b} {t}" for b, t in MNIST_TIMESTEPS.items()) + ")")
+    parser.add_argument("--clock", type=float, default=None,
+                        help="first build's clock in MHz (default: the board's; a build that "
+                             "misses it is rebuilt lower, as synth does)")
     args = parser.parse_args(argv)
     from spikeforge.sim.toolchain import have_yowasp
 
@@ -252,9 +255,10 @@ def main(argv):
             timesteps = ({b: args.mnist_timesteps for b in MNIST_TIMESTEPS}
                          if args.mnist_timesteps else None)
             rows.append(run_case(name, board, args.out / "synth", lanes=args.lanes,
-                                 mnist_timesteps=timesteps))
+                                 mnist_timesteps=timesteps, clock_mhz=args.clock))
             print(f"  {rows[-1]['status']}", flush=True)
-    (args.out / "synth.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
+            # after every case: an interrupted run keeps what it measured
+            (args.out / "synth.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
     table = markdown(rows)
     (args.out / "synth.md").write_text(table)
     print(table)
