@@ -133,15 +133,28 @@ class Cache:
         seconds = round(time.monotonic() - start, 1)
         self.trained_seconds += seconds
         m = ckpt.metrics
+        memory = _memory(ckpt)
         record = {"config": config.to_dict(), "acc": m["test_int"],
                   "float_snn": m.get("test_float_snn"), "val_int": m.get("val_int"),
                   "ann_pretrained": m.get("test_ann_pretrained"),
                   "synops": m["test_synops"], "synops_spiking": m["test_synops_spiking"],
-                  "best_epoch": _best_epoch(ckpt.history), "seconds": seconds}
+                  "best_epoch": _best_epoch(ckpt.history), "seconds": seconds,
+                  "memory": memory}
         ckpt_path.unlink(missing_ok=True)  # keep the cache small: the JSON holds the numbers
         self.console.print(f"{name}: integer {m['test_int']:.2%}, {m['test_synops']:.0f} synops "
                            f"({m['test_synops_spiking']:.0f} hidden), {seconds:.0f} s")
         return self._store(path, record)
+
+
+def _memory(ckpt) -> dict:
+    """Bits of the converted network (``arch.memory_report``): weights, biases, membranes."""
+    from spikeforge.sw.train import integer_network
+    from spikeforge.sw.train.arch import memory_report
+    rows = memory_report(integer_network(ckpt))
+    return {"weight_bits": sum(r["weight_bits"] for r in rows),
+            "bias_bits": sum(r["bias_bits"] for r in rows),
+            "membrane_bits": sum(r["membrane_bits"] for r in rows),
+            "v_bits": [r["v_bits"] for r in rows if r["kind"] != "sumpool"]}
 
 
 def _best_epoch(history) -> dict:
@@ -388,7 +401,8 @@ def synop(cache: Cache, args, console) -> dict:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, k, xlabel in ((axes[0], 0, "hidden-spike synops / image"),
                           (axes[1], 2, "all synops / image (golden trace)")):
-        ax.plot([p[k] for p in points], [p[1] for p in points], "o-")
+        line = sorted(points, key=lambda p: p[k])  # a curve: SynOps ascending
+        ax.plot([p[k] for p in line], [p[1] for p in line], "o-")
         for p in points:
             ax.annotate("no loss" if p[3] == "none" else f"S0={p[3]}", (p[k], p[1]), fontsize=8)
         ax.set(xlabel=xlabel, ylabel="integer SNN test accuracy (%)",

@@ -147,6 +147,33 @@ def test_conv_preset_fits_both_boards_even_at_the_widest_words():
         assert bits < BOARDS["ECP5-85F"]["ebr"]
 
 
+def test_conv_wide_preset_parses_with_the_documented_shapes_and_budget():
+    """``conv-wide`` is ``conv`` with 16 and 32 channels (docs/training.md, Presets). On 28x28
+    images its weights and membranes exceed the UP5K's EBR even at 4-bit weights and 8-bit
+    membranes, but fit its EBR + SPRAM and the 85F's EBR at the widest words."""
+    spec = arch_spec("conv-wide", classes=10)
+    assert spec == "c16k3p1-p2-c32k3p1-p2-f10"
+    assert TrainConfig(arch="conv-wide").spec == "c16k3p1-p2-c32k3p1-p2-f{classes}"
+    assert _shapes(spec) == [(16, 8, 8), (16, 4, 4), (32, 4, 4), (32, 2, 2), (10,)]
+    assert _shapes(spec, (1, 28, 28)) == [
+        (16, 28, 28), (16, 14, 14), (32, 14, 14), (32, 7, 7), (10,)]
+    stages = resolve_arch(spec, (1, 28, 28), 10)
+
+    def bits(w_bits, v_bits):
+        total = 0
+        for s in stages:
+            if s.kind == "conv":
+                total += s.size * s.in_shape[0] * s.kernel ** 2 * w_bits + s.size * v_bits
+            elif s.kind == "dense":
+                total += s.fan_in * s.size * w_bits + s.size * v_bits
+            total += s.fan_out * v_bits if s.is_neuron else 0
+        return total
+
+    assert bits(4, 8) > BOARDS["UP5K"]["ebr"]
+    assert bits(8, 32) < BOARDS["UP5K"]["ebr"] + BOARDS["UP5K"]["spram"]
+    assert bits(8, 32) < BOARDS["ECP5-85F"]["ebr"]
+
+
 # --- average pooling: sum pooling in the integer network, 1/k^2 folded into the next layer --------
 
 def test_average_pool_is_sum_pool_with_the_scale_in_the_next_layer(trained):

@@ -14,8 +14,10 @@ one is implicit (C-major, as ``torch.flatten``), exactly as in the golden model.
 
 Presets (:data:`PRESETS`) are names for common networks: ``mlp`` (today's fully connected
 network, hidden widths from ``TrainConfig.hidden``), ``conv`` (a small convolutional network
-sized for the UP5K and the ECP5 85F) and ``seed001`` (seed 001's three 3x3 convolutions each
-followed by 2x2 average pooling). :func:`parse_arch` checks the syntax; :func:`resolve_arch`
+sized for the UP5K and the ECP5 85F), ``conv-wide`` (``conv`` with twice the channels, 16 and
+32: the mnist5k accuracy target, docs/training.md "Conv results (measured)"; on the UP5K it
+needs the SPRAM) and ``seed001`` (seed 001's three 3x3 convolutions each followed by 2x2
+average pooling). :func:`parse_arch` checks the syntax; :func:`resolve_arch`
 checks that every layer fits the image of the dataset and returns the shapes.
 """
 
@@ -37,6 +39,7 @@ GRAMMAR = ("tokens joined by '-': cN[kK][sS][pP] (conv, N channels, kernel K=3, 
 PRESETS = {
     "mlp": None,
     "conv": "c8k3p1-p2-c16k3p1-p2-f{classes}",
+    "conv-wide": "c16k3p1-p2-c32k3p1-p2-f{classes}",
     "seed001": "c8k3p1-p2-c12k3p1-p2-c12k3p1-p2-f{classes}",
 }
 
