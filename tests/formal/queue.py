@@ -1,8 +1,8 @@
 """(c) The fire unit's serializer queue cannot overflow.
 
 Stage F of the layer engine's fire unit hands each group to the serializer S or, while S is
-busy, to a queue of ``_S_QUEUE`` entries; stage R issues a group only while fewer than
-``_S_QUEUE`` groups are on their way (``pending``), so the queue never needs a stall
+busy, to a queue of ``S_QUEUE`` entries; stage R issues a group only while fewer than
+``S_QUEUE`` groups are on their way (``pending``), so the queue never needs a stall
 (docs/microarchitecture.md). The harness builds a real, tiny :class:`LayerEngine` (weights and
 biases loadable, so they are free too) with every input free: the input stream, the output's
 ``ready`` (any backpressure), ``start`` at any time and register writes. It asserts that the
