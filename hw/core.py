@@ -38,8 +38,7 @@ from amaranth.lib.wiring import In, Out, connect
 from amaranth.utils import ceil_log2
 
 from spikeforge.hw.core_layout import CoreLayout, core_layout
-from spikeforge.hw.fire import FireUnit
-from spikeforge.hw.fire import membrane_beat_layout as core_membrane_layout
+from spikeforge.hw.fire import FireUnit, membrane_beat_layout
 from spikeforge.hw.integration import IntegrationUnit, event_layout
 from spikeforge.hw.layer import LoadSignature, WeightMemory, spike_layout
 from spikeforge.hw.neuron import refused_is_not_unused
@@ -48,8 +47,7 @@ from spikeforge.hw.spram import WeightStore
 from spikeforge.sw.golden import Network
 from spikeforge.sw.interface import SPEC, RegisterMap
 
-__all__ = ["CoreArray", "CoreLayout", "core_layout", "event_layout", "core_spike_layout",
-           "core_membrane_layout"]
+__all__ = ["CoreArray", "CoreLayout", "core_layout", "event_layout", "core_spike_layout"]
 
 
 def core_spike_layout(layout: CoreLayout) -> data.StructLayout:
@@ -98,7 +96,7 @@ class CoreArray(wiring.Component):
         The last layer's spikes, ascending within a step, and ``T`` markers.
     fired : Out, ``valid`` and ``payload`` (:func:`core_spike_layout`)
         Every spike and marker the fire unit emits, of every layer (a tap: no ``ready``).
-    membranes : Out, ``valid`` and ``payload`` (:func:`core_membrane_layout`)
+    membranes : Out, ``valid`` and ``payload`` (:func:`spikeforge.hw.fire.membrane_beat_layout`)
         One beat per group, layer and timestep: the membranes at the end of the step.
     start : In(1)
         Strobe: begin an inference (aborting one in flight); counters and flags clear.
@@ -157,7 +155,7 @@ class CoreArray(wiring.Component):
             "fired": Out(wiring.Signature({"valid": Out(1),
                                            "payload": Out(core_spike_layout(layout))})),
             "membranes": Out(wiring.Signature({"valid": Out(1),
-                                               "payload": Out(core_membrane_layout(layout))})),
+                                               "payload": Out(membrane_beat_layout(layout))})),
             "start": In(1),
             "busy": Out(1),
             "done": Out(1),

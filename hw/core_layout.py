@@ -20,7 +20,6 @@ exact. A dense layer's input event is its flat input index ``j = (c * H + y) * W
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -161,6 +160,7 @@ class CoreLayout:
                 else:
                     in_shape = shape if shape is not None else (layer.fan_in, 1, 1)
                 source, shift = in_shape, 0
+            input_max = network.encoder.pixel_max if direct and not maps else 1
             if isinstance(layer, ConvLayer):
                 sy, sx = layer.stride
                 if sy != sx or sy & (sy - 1):
@@ -172,12 +172,12 @@ class CoreLayout:
                                           "a dense layer is not implemented in the core array")
                 maps.append(LayerMap(k, layer, source, shift, in_shape, tuple(layer.kernel),
                                      tuple(layer.padding), tuple(layer.output_shape),
-                                     -(-layer.out_channels // P), P, sy.bit_length() - 1))
+                                     -(-layer.out_channels // P), P, sy.bit_length() - 1,
+                                     input_max))
             else:
                 maps.append(LayerMap(k, layer, source, shift, in_shape, (1, 1), (0, 0),
-                                     (layer.fan_out, 1, 1), -(-layer.fan_out // P), P))
-            if direct and len(maps) == 1:
-                maps[0] = dataclasses.replace(maps[0], input_max=network.encoder.pixel_max)
+                                     (layer.fan_out, 1, 1), -(-layer.fan_out // P), P,
+                                     input_max=input_max))
             shape = maps[-1].out_shape
         if not maps[-1].dense:
             raise CoreLayoutError(f"layers[{maps[-1].index}] ({maps[-1].layer.name}): the "

@@ -115,7 +115,7 @@ class SpikeEncoder(wiring.Component):
         # ---- the step FIFO and its release ----------------------------------------------------
         # one entry more than a step: a SyncFIFOBuffered of depth d refuses a write while d entries
         # are on their way to its output register
-        value_bits = pixel_bits if self._direct else 0
+        value_bits = self._bits[3]
         fifo = SyncFIFOBuffered(width=j_bits + 1 + value_bits, depth=n + 2)
         m.submodules.fifo = ResetInserter(self.run)(fifo)
         taken = Signal(range(T + 1))            # markers the consumer took

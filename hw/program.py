@@ -143,7 +143,7 @@ class LayerProgram(wiring.Component):
                 "load_overflow": Signal(name=f"l{k}_load_overflow"),
             })
 
-        # ---- the fire unit's view: the values of layer `fire_layer` ----------------------------
+        # ---- the fire unit's view: the values of layer `fire.layer` ----------------------------
         fire, k_sel = self.fire, self.fire.layer
         m.d.sync += fire.theta.eq(select(
             [select(r["theta"], fire.step) for r in regs], k_sel))

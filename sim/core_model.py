@@ -32,7 +32,7 @@ at once. Layer ``k``'s ``CYCLES`` register reads ``e`` of its pass at ``t = T - 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -82,7 +82,7 @@ class PassTiming:
 
 @dataclass(frozen=True)
 class CoreTiming:
-    passes: tuple[PassTiming, ...] = field(default_factory=tuple)
+    passes: tuple[PassTiming, ...]
 
     @property
     def cycles(self) -> int:
@@ -153,12 +153,10 @@ def pass_work(network, lanes: int, trace, b: int = 0):
     """``(layout, work)`` of image ``b`` of ``trace``: :class:`PassWork` of every pass
     ``(t, i)`` of the ``i``-th neuron layer on a core of ``lanes``."""
     from spikeforge.hw.core_layout import core_layout
-    from spikeforge.sw.golden import EncoderKind
 
     layout = core_layout(network, lanes)
     T, P = network.timesteps, lanes
-    direct = network.encoder.kind is EncoderKind.DIRECT
-    bits = torch.arange(network.encoder.pixel_bits)
+    bits = torch.arange(layout.value_bits)          # a direct-coded pixel's bit planes
     work = [[None] * len(layout.maps) for _ in range(T)]
     source = torch.as_tensor(trace.inputs[b])       # [T, ...] in golden (C-major) order
     order = None    # emission order of the previous layer's neurons (golden flat indices)
@@ -178,7 +176,7 @@ def pass_work(network, lanes: int, trace, b: int = 0):
             beats = (frame != 0).nonzero().flatten() if order is None else \
                 order[frame[order] != 0]
             costs = torch.where(inside[beats], x.slots, 1)
-            if direct and i == 0:
+            if layout.value_bits and i == 0:
                 costs = costs * ((frame[beats][:, None] >> bits) & 1).sum(1)
             fired = out[t].reshape(-1) != 0 if x.layer.fires else \
                 torch.zeros(x.layer.fan_out, dtype=torch.bool)

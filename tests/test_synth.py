@@ -208,12 +208,9 @@ def test_synth_command_refuses_network_too_big(tmp_path):
 def _pooled_direct_export(folder):
     """Direct-coded pixels pooled before the first neuron layer: what the core refuses."""
     from spikeforge.sw.export import export_network
-    from spikeforge.sw.golden import DenseLayer, Encoder, Network, SumPoolLayer
+    from tests.test_hardware_support import pooled_direct_network
 
-    pool = SumPoolLayer(kernel=2, input_shape=(1, 4, 4), name="pool0")
-    fc = DenseLayer(weight=torch.ones(4, pool.fan_out, dtype=torch.int64), bias=[0] * 4,
-                    theta=[8], fires=False, w_bits=4, v_bits=16, name="fc")
-    export_network(Network([pool, fc], 1, Encoder("direct", 4)), folder, lanes=2)
+    export_network(pooled_direct_network(), folder, lanes=2)
     return folder
 
 
