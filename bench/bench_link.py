@@ -7,8 +7,16 @@
 * The line at the spec's rate (``BAUD``, spikeforge.sw.interface) on each board: the UART
   divisor, the transmitter's rate error, the receiver's window (spikeforge.hw.uart.rx_tolerance)
   and the images per second one RUN exchange per image allows.
+* Throughput in the board simulation (``--throughput``): the board top (UART, bridge,
+  accelerator of 784-128-10 trained on mnist5k, T = 2) in Verilator at each board's clock,
+  lanes and UART divisor, the weights loaded over the link, then ``--images`` real test images
+  streamed by the real client exactly as ``spikeforge run`` sends them (STREAM: zero-run
+  tokens, each reply the previous image's results, so the board computes while the line
+  carries the next). Images per second of simulated time, beside the line's own ceiling for
+  STREAM and for RUN, and every result checked against the golden model.
 
     python -m bench link                      # 100,000 frames (about 2 minutes on Verilator)
+    python -m bench link --no-campaign --throughput --images 100
     python -m bench link --frames 5000 --sim icarus
     SPIKEFORGE_SEED=123 python -m bench link --frames 20000
 """
@@ -60,6 +68,62 @@ def ceiling_table() -> Table:
     return table
 
 
+#: Boards of the throughput run: lanes and clock (MHz) of their 784-128-10 builds
+#: (docs/synthesis.md: the ULX3S's 32-lane build meets timing at 79.2 MHz).
+THROUGHPUT_BOARDS = {"icebreaker": (4, 30.0), "ulx3s": (32, 79.2)}
+
+
+def throughput_table(n_images: int, boards=tuple(THROUGHPUT_BOARDS)) -> Table:
+    import tempfile
+
+    import torch
+
+    from bench.bench_synth import mnist_network
+    from spikeforge.hw.uart import uart_divisor
+    from spikeforge.sw.export import export_network
+    from spikeforge.sw.interface import BAUD, BITS_PER_BYTE, run_frame_bytes, stream_frame_bytes
+    from spikeforge.sw.simulate import simulate_link
+
+    network, images = mnist_network(2)
+    images = images[:n_images]
+    golden = network.run(torch.as_tensor(images, dtype=torch.int64))
+    pixel_bits, n_out = network.encoder.pixel_bits, network.n_outputs
+    frames = [stream_frame_bytes(image.tolist(), pixel_bits=pixel_bits, n_outputs=n_out)
+              for image in images]
+    request = sum(f[0] for f in frames) / len(frames)
+    reply = frames[0][1]
+    run_request, run_reply = run_frame_bytes(n_inputs=network.n_inputs, pixel_bits=pixel_bits,
+                                             n_outputs=n_out)
+    line = BAUD / BITS_PER_BYTE
+    table = Table(title=f"Images/s through the link in the board simulation: 784-128-10, "
+                        f"mnist5k, T = 2, {len(images)} test images, {BAUD:,} baud")
+    for column in ("board", "lanes", "clock MHz", "divisor", "STREAM B out / back",
+                   "line ceiling STREAM", "line ceiling RUN", "simulated img/s", "RTL = golden"):
+        table.add_column(column, justify="right")
+    with tempfile.TemporaryDirectory(prefix="spikeforge-throughput-") as tmp:
+        for board in boards:
+            lanes, clock_mhz = THROUGHPUT_BOARDS[board]
+            divisor = uart_divisor(clock_mhz * 1e6, BAUD)
+            folder = export_network(network, f"{tmp}/{board}", lanes=lanes)
+            print(f"{board}: {lanes} lanes at {clock_mhz} MHz, UART divisor {divisor}: building "
+                  f"and streaming {len(images)} images", flush=True)
+            report = simulate_link(folder, network, lanes, images, stream=True, divisor=divisor,
+                                   clock_ns=1e3 / clock_mhz,
+                                   progress=lambda done: print(f"  {done} images", flush=True))
+            results = report["results"]
+            agree = sum(r["prediction"] == int(p) and r["scores"] == o.tolist()
+                        for r, p, o in zip(results, golden.prediction, golden.output,
+                                           strict=True))
+            rate = len(results) / (report["stream_sim_ns"] * 1e-9)
+            # the line runs at the UART's own rate: clock / divisor, not exactly BAUD
+            uart_line = clock_mhz * 1e6 / divisor / BITS_PER_BYTE
+            table.add_row(board, str(lanes), f"{clock_mhz:g}", str(divisor),
+                          f"{request:.0f} / {reply}", f"{uart_line / (request + reply):,.0f}",
+                          f"{line / (run_request + run_reply):,.0f}", f"{rate:,.0f}",
+                          f"{agree} / {len(results)}")
+    return table
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=100_000, help="malformed frames")
@@ -67,10 +131,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="campaign seed (default $SPIKEFORGE_SEED, else a fresh one)")
     parser.add_argument("--sim", default=None, help="verilator or icarus ($SPIKEFORGE_SIM)")
     parser.add_argument("--no-campaign", action="store_true", help="only the line tables")
+    parser.add_argument("--throughput", action="store_true",
+                        help="images/s through the link in the board simulation")
+    parser.add_argument("--images", type=int, default=100, help="images of the throughput run")
+    parser.add_argument("--boards", nargs="+", default=list(THROUGHPUT_BOARDS),
+                        choices=list(THROUGHPUT_BOARDS), help="boards of the throughput run")
     args = parser.parse_args(argv)
     console = Console()
     console.print(line_table())
     console.print(ceiling_table())
+    if args.throughput:
+        console.print(throughput_table(args.images, tuple(args.boards)))
     if args.no_campaign:
         return
 

@@ -6,9 +6,14 @@ reads too, so that host and gateware can never disagree. :class:`LinkBridge` sit
 byte stream (the UART) and the accelerator's host interface (docs/host-interface.md): its ``bus``,
 ``pixels``, ``results`` and ``busy`` members connect one to one to ``NetworkAccelerator``'s.
 
-A request is only acted on once its CRC has been checked: the image of a RUN frame and the
-words of a WRITE_BLOCK frame are held in the bridge's own buffer until then, so a bad frame never
-reaches the accelerator.
+A request is only acted on once its CRC has been checked: the image of a RUN or STREAM frame
+and the words of a WRITE_BLOCK frame are held in the bridge's own buffer until then, so a bad
+frame never reaches the accelerator.
+
+A STREAM exchange overlaps the host's line with the accelerator: its reply carries the results
+of the image the previous STREAM left computing (if the accelerator is busy with one), and its
+own image, decoded from zero-run tokens, goes in just before the reply's CRC, so the accelerator
+computes while the host reads the reply and sends the next image.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from spikeforge.sw.interface import (
     CRC_INIT,
     CRC_POLY,
     MAX_WORDS,
+    STREAM_MAX_RUN,
     SYNC_REPLY,
     SYNC_REQUEST,
     WORD_BITS,
@@ -33,6 +39,7 @@ from spikeforge.sw.interface import (
     info_words,
     payload_rule,
     pixel_bytes,
+    stream_supported,
 )
 
 __all__ = ["ResultLayout", "RegisterBusSignature", "LinkBridge", "crc16_update",
@@ -99,7 +106,8 @@ class LinkBridge(wiring.Component):
     n_inputs, n_outputs, pixel_bits : int
         The accelerator's image size, result count (scores, without the prediction) and pixel
         width. A RUN payload carries ``n_inputs`` pixels of one byte (``pixel_bits <= 8``) or
-        two bytes (big-endian).
+        two bytes (big-endian); STREAM is answered only with ``pixel_bits <= 7``
+        (:func:`spikeforge.sw.interface.stream_supported`), otherwise it is an unknown command.
     timeout_cycles : int
         Inter-byte timeout: a frame whose next byte does not arrive within this many cycles is
         abandoned and answered with ``TIMEOUT``; after any other error the bridge waits for
@@ -141,6 +149,7 @@ class LinkBridge(wiring.Component):
         self._pixel_bits = pixel_bits
         self._pixel_bytes = pixel_bytes(pixel_bits)
         self._timeout_cycles = timeout_cycles
+        self._stream = stream_supported(pixel_bits)
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
@@ -156,12 +165,14 @@ class LinkBridge(wiring.Component):
     pixel_bits = property(lambda self: self._pixel_bits)
     pixel_bytes = property(lambda self: self._pixel_bytes)
     timeout_cycles = property(lambda self: self._timeout_cycles)
+    stream = property(lambda self: self._stream)
 
     def elaborate(self, platform):
         m = Module()
 
         n_in, n_out = self._n_inputs, self._n_outputs
         rules = _payload_rules(n_in, self._pixel_bits)
+        commands = [c for c in Command if c is not Command.STREAM or self._stream]
         pixel_max = (1 << self._pixel_bits) - 1
         # A WRITE_BLOCK's address and first word are read back into ``args`` as a WRITE's are.
         block, write = COMMANDS[Command.WRITE_BLOCK], COMMANDS[Command.WRITE]
@@ -193,7 +204,8 @@ class LinkBridge(wiring.Component):
         rx_crc = crc16_update(m, crc, byte)
         cmd = Signal(8)
         # The command decoded once, as it arrives: keeps the compares off the FSM's paths.
-        is_cmd = {command: Signal(name=f"is_{command.name.lower()}") for command in Command}
+        is_cmd = {command: Signal(name=f"is_{command.name.lower()}") for command in commands}
+        is_stream = is_cmd.get(Command.STREAM, C(0, 1))
         count_ok = Signal()
         length = Signal(16)
         remaining = Signal(16)  # payload bytes still to come after this one
@@ -205,6 +217,14 @@ class LinkBridge(wiring.Component):
         slot = Signal(range(depth + 1))  # of the buffer: written on receive, read to execute
         pixel = Signal(self._pixel_bits)
         bad_pixel = Signal()
+        sent = Signal(range(n_in))  # pixels sent to the accelerator
+        # A STREAM payload's tokens, decoded as they arrive: the pixels they stand for (counting
+        # stops once past ``n_in``: ``over``) and whether a literal is above ``pixel_max``.
+        decoded = Signal(range(n_in + STREAM_MAX_RUN + 1))
+        over = Signal()
+        bad_token = Signal()
+        zeros = Signal(7)  # zero pixels still to send for the token being sent
+        feed = Signal()  # the STREAM being answered has an image to feed
 
         rsp_len = Signal(16)
         words = Signal(16)  # words of the reply payload still to send
@@ -266,7 +286,8 @@ class LinkBridge(wiring.Component):
             with m.State("IDLE"):
                 with m.If(got):
                     m.d.sync += [crc.eq(CRC_INIT), cmd.eq(0), bad_pixel.eq(0), slot.eq(0),
-                                 odd.eq(0)]
+                                 odd.eq(0), decoded.eq(0), over.eq(0), bad_token.eq(0),
+                                 feed.eq(0)]
                     with m.If(byte == SYNC_REQUEST):
                         m.next = "CMD"
                     with m.Else():
@@ -316,6 +337,13 @@ class LinkBridge(wiring.Component):
                         m.d.sync += slot.eq(slot + 1)
                         with m.If(slot_value > pixel_max):  # only counts for a RUN
                             m.d.sync += bad_pixel.eq(1)
+                    if self._stream:  # only counts for a STREAM
+                        is_run = byte[7]
+                        total = decoded + Mux(is_run, byte[:7] + 1, 1)
+                        with m.If(~over):
+                            m.d.sync += [decoded.eq(total), over.eq(total > n_in)]
+                        with m.If(~is_run & (byte > pixel_max)):
+                            m.d.sync += bad_token.eq(1)
                     with m.If(remaining == 0):
                         m.next = "CRC_HI"
                 receive(None, take_payload)
@@ -327,14 +355,18 @@ class LinkBridge(wiring.Component):
             with m.State("CHECK"):  # the CRC register now covers the whole frame
                 with m.If(crc != 0):
                     fail(ErrorCode.CRC, "DISCARD")
-                with m.Elif(is_cmd[Command.RUN] & bad_pixel):
+                with m.Elif((is_cmd[Command.RUN] & bad_pixel) | (is_stream & bad_token)):
                     fail(ErrorCode.PIXEL, "REPLY_ERROR")
-                with m.Elif((is_cmd[Command.WRITE] | is_cmd[Command.WRITE_BLOCK]) & self.busy):
+                with m.Elif(is_stream & (length != 0) & (over | (decoded != n_in))):
+                    fail(ErrorCode.ARGUMENT, "REPLY_ERROR")
+                with m.Elif((is_cmd[Command.WRITE] | is_cmd[Command.WRITE_BLOCK]
+                             | is_cmd[Command.RUN]) & self.busy):
                     fail(ErrorCode.BUSY, "REPLY_ERROR")
                 with m.Elif(is_cmd[Command.READ] & ~count_ok):
                     fail(ErrorCode.ARGUMENT, "REPLY_ERROR")
                 with m.Else():
-                    m.d.sync += [code.eq(ErrorCode.OK), slot.eq(0), waddr.eq(read_addr)]
+                    m.d.sync += [code.eq(ErrorCode.OK), slot.eq(0), sent.eq(0),
+                                 waddr.eq(read_addr), feed.eq(is_stream & (length != 0))]
                     with m.If(is_cmd[Command.INFO]):
                         m.d.sync += [rsp_len.eq(4 * len(info)), words.eq(len(info))]
                         m.next = "REPLY"
@@ -351,6 +383,12 @@ class LinkBridge(wiring.Component):
                     with m.Elif(is_cmd[Command.WRITE_BLOCK]):  # words: writes still to do
                         m.d.sync += [rsp_len.eq(0), words.eq(length[2:])]
                         m.next = "BLOCK_ADDR"
+                    with m.Elif(is_stream):  # a busy accelerator holds the previous image
+                        with m.If(self.busy):
+                            m.d.sync += [rsp_len.eq((n_out + 1) * 4), words.eq(n_out + 1)]
+                        with m.Else():
+                            m.d.sync += [rsp_len.eq(0), words.eq(0)]
+                        m.next = "REPLY"
             with m.State("DISCARD"):
                 # Swallow the rest of a bad frame (and any garbage) until the line is quiet.
                 with m.If(timed_out & ~got):
@@ -360,15 +398,25 @@ class LinkBridge(wiring.Component):
             # The pixel stream is driven from flip-flops, not straight from the buffer's read port.
             with m.State("PIXEL_ADDR"):  # the read port reads ``slot`` (driven after the FSM)
                 m.next = "PIXEL_LATCH"
+            # A STREAM slot is a token: a pixel, or a run of zeros sent one a cycle.
             with m.State("PIXEL_LATCH"):
-                m.d.sync += pixel.eq(rp.data)
+                with m.If(is_stream & rp.data[7]):
+                    m.d.sync += [pixel.eq(0), zeros.eq(rp.data[:7])]
+                with m.Else():
+                    m.d.sync += [pixel.eq(rp.data), zeros.eq(0)]
                 m.next = "PIXEL_SEND"
             with m.State("PIXEL_SEND"):  # pixels.valid (driven after the FSM) is high
                 with m.If(self.pixels.ready):
-                    m.d.sync += slot.eq(slot + 1)
-                    with m.If(slot == n_in - 1):
-                        m.next = "REPLY"
+                    m.d.sync += sent.eq(sent + 1)
+                    with m.If(zeros != 0):
+                        m.d.sync += zeros.eq(zeros - 1)
+                    with m.Elif(sent == n_in - 1):
+                        with m.If(is_stream):  # the reply's payload is out: its CRC follows
+                            m.next = "T_CRC_HI"
+                        with m.Else():
+                            m.next = "REPLY"
                     with m.Else():
+                        m.d.sync += slot.eq(slot + 1)
                         m.next = "PIXEL_ADDR"
 
             # A WRITE_BLOCK payload is shifted back into ``args`` a slot at a time, as it
@@ -413,10 +461,12 @@ class LinkBridge(wiring.Component):
             with m.State("H_LEN_LO"):
                 with m.If(tx_free):
                     send("H_LEN_LO", rsp_len[:8])
-                    with m.If(words == 0):
-                        m.next = "T_CRC_HI"
-                    with m.Else():
+                    with m.If(words != 0):
                         m.next = "FETCH"
+                    with m.Elif(feed):
+                        m.next = "PIXEL_ADDR"
+                    with m.Else():
+                        m.next = "T_CRC_HI"
             with m.State("FETCH"):
                 with m.If(is_cmd[Command.INFO]):
                     info_word = C(info[-1], 32)  # ``words`` counts the words still to send
@@ -427,7 +477,7 @@ class LinkBridge(wiring.Component):
                 with m.Elif(is_cmd[Command.READ]):
                     m.d.sync += [bus_addr.eq(waddr), bus_r_en.eq(1), waddr.eq(waddr + 1)]
                     m.next = "READ_WAIT"
-                with m.Elif(is_cmd[Command.RUN]):  # results.ready (after the FSM) is high
+                with m.Elif(is_cmd[Command.RUN] | is_stream):  # results.ready (after the FSM)
                     with m.If(self.results.valid):
                         m.d.sync += word.eq(self.results.payload.value)
                         m.next = "WORD"
@@ -442,10 +492,12 @@ class LinkBridge(wiring.Component):
                     m.d.sync += [word.eq(word << 8), nbyte.eq(nbyte + 1)]
                     with m.If(nbyte == 3):
                         m.d.sync += words.eq(words - 1)
-                        with m.If(words == 1):
-                            m.next = "T_CRC_HI"
-                        with m.Else():
+                        with m.If(words != 1):
                             m.next = "FETCH"
+                        with m.Elif(feed):  # the results are out: the accelerator takes an image
+                            m.next = "PIXEL_ADDR"
+                        with m.Else():
+                            m.next = "T_CRC_HI"
             with m.State("T_CRC_HI"):
                 with m.If(tx_free):
                     send("T_CRC_HI", crc[8:], in_crc=False)
@@ -466,7 +518,7 @@ class LinkBridge(wiring.Component):
             # from the first clock edge on, and PIXEL_ADDR/BLOCK_ADDR set ``slot`` a cycle ahead.
             rp.addr.eq(slot), rp.en.eq(1),
             self.pixels.valid.eq(fsm.ongoing("PIXEL_SEND")), self.pixels.payload.eq(pixel),
-            self.results.ready.eq(fsm.ongoing("FETCH") & is_cmd[Command.RUN]),
+            self.results.ready.eq(fsm.ongoing("FETCH") & (is_cmd[Command.RUN] | is_stream)),
         ]
         next_byte = C(0, 8)
         for state, value in tx_sources:

@@ -30,10 +30,12 @@ from spikeforge.sw.interface import (
     ErrorCode,
     RegisterMap,
     crc16,
+    decode_stream_image,
     encode_reply,
     info_words,
     payload_rule,
     pixel_bytes,
+    stream_supported,
 )
 
 __all__ = ["MockBackend", "LinkModel", "PtyDevice"]
@@ -52,7 +54,10 @@ class MockBackend:
         self.n_layers, self.timesteps = n_layers, timesteps
         self.spec = spec
         self.status = 0
+        #: Forced busy (a test's), as the gateware harness's ``force_busy``.
         self.busy = False
+        #: The results of the image a ``STREAM`` left computing, until the next one takes them.
+        self.pending: list[int] | None = None
         #: Every register write, in order: ``(address, value)``.
         self.writes: list[tuple[int, int]] = []
         status = spec.global_reg("STATUS")
@@ -120,7 +125,8 @@ class LinkModel:
 
     def _length_ok(self, cmd, length):
         """Whether ``length`` payload bytes are what ``cmd`` takes; None for an unknown cmd."""
-        if cmd not in COMMANDS:
+        if cmd not in COMMANDS or (cmd == Command.STREAM
+                                   and not stream_supported(self.backend.pixel_bits)):
             return None
         rule = payload_rule(cmd, n_inputs=self.backend.n_inputs,
                             pixel_bits=self.backend.pixel_bits)
@@ -201,6 +207,7 @@ class LinkModel:
             return
         payload = bytes(self.body[_HEAD - 1:-2])
         cmd, b = self.cmd, self.backend
+        busy = b.busy or b.pending is not None
         if cmd == Command.RUN:
             spec = COMMANDS[cmd]
             count = spec.unit_count(len(payload), b.pixel_bits)
@@ -208,9 +215,22 @@ class LinkModel:
             if any(p >> b.pixel_bits for p in pixels):
                 self._error(ErrorCode.PIXEL, discard=False)
                 return
+            if busy:
+                self._error(ErrorCode.BUSY, discard=False)
+                return
             words = b.classify(pixels)
+        elif cmd == Command.STREAM:
+            if any(token < 0x80 and token >> b.pixel_bits for token in payload):
+                self._error(ErrorCode.PIXEL, discard=False)
+                return
+            pixels = decode_stream_image(payload)
+            if payload and len(pixels) != b.n_inputs:
+                self._error(ErrorCode.ARGUMENT, discard=False)
+                return
+            words = b.pending or []
+            b.pending = b.classify(pixels) if payload else None
         elif cmd in (Command.WRITE, Command.WRITE_BLOCK):
-            if b.busy:
+            if busy:
                 self._error(ErrorCode.BUSY, discard=False)
                 return
             spec = COMMANDS[cmd]

@@ -82,6 +82,8 @@ __all__ = [
     "ErrorCode",
     "RETRYABLE",
     "PIXEL",
+    "IMAGE",
+    "STREAM_MAX_PIXEL_BITS",
     "CommandSpec",
     "COMMANDS",
     "ERRORS",
@@ -95,8 +97,12 @@ __all__ = [
     "encode_request",
     "encode_reply",
     "encode_block",
+    "stream_supported",
+    "encode_stream_image",
+    "decode_stream_image",
     "check_words32",
     "run_frame_bytes",
+    "stream_frame_bytes",
     "link_images_per_second",
     # documentation
     "register_table",
@@ -598,6 +604,7 @@ class Command(enum.IntEnum):
     WRITE = 0x03
     RUN = 0x04
     WRITE_BLOCK = 0x05
+    STREAM = 0x06
 
 
 class ErrorCode(enum.IntEnum):
@@ -628,14 +635,22 @@ ERRORS = {
     ErrorCode.COMMAND: "unknown command byte",
     ErrorCode.TIMEOUT: "the line went quiet in the middle of a frame (truncated frame, host "
                        "reset)",
-    ErrorCode.PIXEL: "a `RUN` pixel above `2**pixel_bits - 1`; the image is not run",
-    ErrorCode.BUSY: "`WRITE` or `WRITE_BLOCK` while the accelerator is busy; nothing written",
-    ErrorCode.ARGUMENT: f"`READ` count 0 or above {MAX_WORDS}",
+    ErrorCode.PIXEL: "a `RUN` or `STREAM` pixel above `2**pixel_bits - 1`; the image is not run",
+    ErrorCode.BUSY: "`WRITE`, `WRITE_BLOCK` or `RUN` while the accelerator is busy (a "
+                    "`STREAM` image not yet flushed); nothing done",
+    ErrorCode.ARGUMENT: f"`READ` count 0 or above {MAX_WORDS}; a `STREAM` payload that does "
+                        f"not decode to `n_inputs` pixels",
     ErrorCode.SYNC: "bytes outside a frame: garbage, or a frame whose SYNC byte was corrupted",
 }
 
 #: Unit size of a ``RUN`` payload: one pixel, 1 or 2 bytes by :func:`pixel_bytes`.
 PIXEL = 0
+#: A unit count that is the device's ``n_inputs`` (an image).
+IMAGE = -1
+#: Widest pixel a ``STREAM`` token holds: a byte's low 7 bits (its top bit marks a zero run).
+STREAM_MAX_PIXEL_BITS = 7
+#: Longest zero run one ``STREAM`` token stands for.
+STREAM_MAX_RUN = 128
 
 _STRUCT = {1: "B", 2: "H", 4: "I"}
 
@@ -643,13 +658,13 @@ _STRUCT = {1: "B", 2: "H", 4: "I"}
 @dataclass(frozen=True)
 class CommandSpec:
     """A command's request payload: fixed ``fields`` (name, bytes), big-endian, then
-    ``count`` repeats of ``unit`` (name, bytes; :data:`PIXEL` for a pixel). ``count`` None:
-    exactly ``n_inputs`` (an image)."""
+    ``count`` repeats of ``unit`` (name, bytes; :data:`PIXEL` for a pixel), ``count`` a range
+    ``(low, high)`` whose bounds may be :data:`IMAGE` (the device's ``n_inputs``)."""
 
     command: Command
     fields: tuple[tuple[str, int], ...]
     unit: tuple[str, int] | None
-    count: tuple[int, int] | None
+    count: tuple[int, int]
     request: str
     reply: str
 
@@ -708,12 +723,18 @@ COMMANDS = {
         Command.WRITE, (("addr", 2), ("data", 4)), None, (0, 0), "`addr` u16, `data` u32",
         "none"),
     Command.RUN: CommandSpec(
-        Command.RUN, (), ("pixel", PIXEL), None,
+        Command.RUN, (), ("pixel", PIXEL), (IMAGE, IMAGE),
         "`n_inputs` pixels: 1 byte each if `pixel_bits <= 8`, else 2 bytes",
         "`n_outputs` scores (signed 32-bit) then the predicted class"),
     Command.WRITE_BLOCK: CommandSpec(
         Command.WRITE_BLOCK, (("addr", 2),), ("word", 4), (1, MAX_WORDS),
         f"`addr` u16, then `count` words u32 (1..{MAX_WORDS}): `len = 2 + 4 * count`", "none"),
+    Command.STREAM: CommandSpec(
+        Command.STREAM, (), ("token", 1), (0, IMAGE),
+        "the next image in zero-run tokens, `len` 0..`n_inputs` (0: no image, a flush); "
+        f"`pixel_bits <= {STREAM_MAX_PIXEL_BITS}` only",
+        "the previous `STREAM` image's scores and predicted class, as `RUN`'s; none when no "
+        "image was pending"),
 }
 
 
@@ -759,18 +780,62 @@ def payload_rule(command: Command, *, n_inputs: int | None = None,
     if spec.unit is None:
         return PayloadRule(spec.head_bytes, 0, 0, 0)
     unit = spec.unit[1]
-    if spec.count is None:
-        if n_inputs is None or pixel_bits is None:
-            raise ValueError(f"The {spec.command.name} payload length depends on n_inputs and "
-                             f"pixel_bits: give both")
-        count = (n_inputs, n_inputs)
-    else:
-        count = spec.count
+    if IMAGE in spec.count and n_inputs is None:
+        raise ValueError(f"The {spec.command.name} payload length depends on n_inputs: give it")
+    count = tuple(n_inputs if bound == IMAGE else bound for bound in spec.count)
     if unit == PIXEL:
         if pixel_bits is None:
             raise ValueError(f"The {spec.command.name} payload length depends on pixel_bits")
         unit = pixel_bytes(pixel_bits)
     return PayloadRule(spec.head_bytes, unit, *count)
+
+
+def stream_supported(pixel_bits: int) -> bool:
+    """Whether a device with ``pixel_bits``-bit pixels takes ``STREAM`` (a token holds a pixel
+    in 7 bits)."""
+    return pixel_bits <= STREAM_MAX_PIXEL_BITS
+
+
+def encode_stream_image(pixels: Sequence[int], pixel_bits: int) -> bytes:
+    """A ``STREAM`` payload: the image as tokens, one byte each. A byte below 0x80 is one pixel
+    of that value; ``0x80 | (n - 1)`` stands for ``n`` zero pixels (1..:data:`STREAM_MAX_RUN`).
+    Zero runs are cut greedily, so the payload is never longer than the image; a 4-bit MNIST
+    image takes about a quarter of its ``RUN`` payload."""
+    if not stream_supported(pixel_bits):
+        raise ValueError(f"STREAM takes pixels of at most {STREAM_MAX_PIXEL_BITS} bits, not "
+                         f"{pixel_bits}: send the image with RUN")
+    top = (1 << pixel_bits) - 1
+    out = bytearray()
+    zeros = 0
+    for i, value in enumerate(pixels):
+        value = operator.index(value)
+        if not 0 <= value <= top:
+            raise ValueError(f"Pixel {i} is {value}, outside 0..{top} ({pixel_bits}-bit pixels)")
+        if value == 0:
+            zeros += 1
+            if zeros == STREAM_MAX_RUN:
+                out.append(0x80 | (zeros - 1))
+                zeros = 0
+            continue
+        if zeros:
+            out.append(0x80 | (zeros - 1))
+            zeros = 0
+        out.append(value)
+    if zeros:
+        out.append(0x80 | (zeros - 1))
+    return bytes(out)
+
+
+def decode_stream_image(payload: bytes | Sequence[int]) -> list[int]:
+    """The pixels a ``STREAM`` payload stands for (:func:`encode_stream_image`'s inverse; the
+    device checks their count and range)."""
+    pixels: list[int] = []
+    for token in payload:
+        if token & 0x80:
+            pixels.extend([0] * ((token & 0x7F) + 1))
+        else:
+            pixels.append(token)
+    return pixels
 
 
 #: Longest WRITE_BLOCK payload: ``addr`` u16 and MAX_WORDS words.
@@ -846,6 +911,16 @@ def run_frame_bytes(*, n_inputs: int, pixel_bits: int, n_outputs: int) -> tuple[
     predicted class)."""
     crc = struct.calcsize(CRC_FORMAT)
     request = struct.calcsize(REQUEST_HEADER) + n_inputs * pixel_bytes(pixel_bits) + crc
+    return request, struct.calcsize(REPLY_HEADER) + 4 * (n_outputs + 1) + crc
+
+
+def stream_frame_bytes(pixels: Sequence[int], *, pixel_bits: int, n_outputs: int
+                       ) -> tuple[int, int]:
+    """Bytes on the line of the ``STREAM`` exchange that sends ``pixels``: ``(request, reply)``
+    (the tokens; the previous image's scores and predicted class)."""
+    crc = struct.calcsize(CRC_FORMAT)
+    request = (struct.calcsize(REQUEST_HEADER) + len(encode_stream_image(pixels, pixel_bits))
+               + crc)
     return request, struct.calcsize(REPLY_HEADER) + 4 * (n_outputs + 1) + crc
 
 

@@ -7,8 +7,8 @@ Three layers, each usable on its own:
   on timeout) and ``reset_input()``. :class:`SerialTransport` wraps a pyserial port;
   ``tests/tb_board.py`` has one that drives the cocotb UART models of the board simulation;
 * :class:`LinkClient`: register reads and writes (also a block of words to one register),
-  ``classify``, counters. The very same class drives the board over a serial port and the board
-  top in simulation.
+  ``classify`` and ``classify_stream``, counters. The very same class drives the board over a
+  serial port and the board top in simulation.
 
 Every address, constant, command, error code and frame rule comes from the spec,
 :mod:`spikeforge.sw.interface`; the names of the protocol (``Command``, ``ErrorCode``,
@@ -21,7 +21,7 @@ Pure Python: importing this module needs neither Amaranth nor pyserial.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,7 +46,9 @@ from spikeforge.sw.interface import (
     encode_block,
     encode_reply,
     encode_request,
+    encode_stream_image,
     pixel_bytes,
+    stream_supported,
 )
 
 __all__ = [
@@ -331,8 +333,8 @@ class LinkClient:
                 error.words_written = start
                 raise
 
-    def classify(self, pixels: Sequence[int]) -> tuple[list[int], int]:
-        """Run one image; returns (the scores of every output neuron, the predicted class)."""
+    def _image(self, pixels: Sequence[int]) -> list[int]:
+        """``pixels`` as ints, checked against the device's image size and pixel width."""
         info = self._info or self.info()
         pixels = [int(p) for p in pixels]
         if len(pixels) != info.n_inputs:
@@ -341,10 +343,55 @@ class LinkClient:
         bad = [p for p in pixels if not 0 <= p <= top]
         if bad:
             raise ValueError(f"Pixel {bad[0]} is outside 0..{top} ({info.pixel_bits}-bit pixels)")
-        fmt = COMMANDS[Command.RUN].payload_format(len(pixels), info.pixel_bits)
-        words = self.transact(Command.RUN, struct.pack(fmt, *pixels)).words()
-        values = [_signed32(w) for w in words]
+        return pixels
+
+    @staticmethod
+    def _results(reply: Reply) -> tuple[list[int], int]:
+        values = [_signed32(w) for w in reply.words()]
         return values[:-1], values[-1]
+
+    def classify(self, pixels: Sequence[int]) -> tuple[list[int], int]:
+        """Run one image; returns (the scores of every output neuron, the predicted class)."""
+        pixels = self._image(pixels)
+        fmt = COMMANDS[Command.RUN].payload_format(len(pixels), self._info.pixel_bits)
+        return self._results(self.transact(Command.RUN, struct.pack(fmt, *pixels)))
+
+    def classify_stream(self, images: Iterable[Sequence[int]]
+                        ) -> Iterator[tuple[list[int], int]]:
+        """Classify ``images`` in order, yielding ``(scores, prediction)`` for each, with one
+        ``STREAM`` exchange per image: a request carries the image in zero-run tokens, its reply
+        the previous image's results, so the device computes one image while the line carries
+        the next; an empty ``STREAM`` at the end flushes the last. Needs ``pixel_bits <= 7``.
+
+        An exchange is resent only when the device answered that the frame did not get through;
+        after a lost or corrupt reply the image may have gone in and the previous results are
+        gone, so that raises :class:`LinkError` at once, with ``images_done`` (the results
+        yielded so far). A STREAM image an earlier host left in the device is flushed first.
+        """
+        info = self._info or self.info()
+        if not stream_supported(info.pixel_bits):
+            raise ValueError(f"STREAM needs pixels of at most 7 bits; this device takes "
+                             f"{info.pixel_bits}: use classify")
+        self.transact(Command.STREAM)  # no image: takes (and drops) any left in the device
+        done, pending = 0, False
+        try:
+            for pixels in images:
+                payload = encode_stream_image(self._image(pixels), info.pixel_bits)
+                reply = self.transact(Command.STREAM, payload, idempotent=False)
+                if pending:
+                    if not reply.payload:
+                        raise LinkError("a STREAM reply without the pending image's results")
+                    yield self._results(reply)
+                    done += 1
+                elif reply.payload:
+                    raise LinkError("a STREAM reply with results where none were pending")
+                pending = True
+            if pending:
+                yield self._results(self.transact(Command.STREAM, idempotent=False))
+                done += 1
+        except LinkError as error:
+            error.images_done = done
+            raise
 
     def read_many(self, addresses: Sequence[int]) -> list[int]:
         """The registers at ``addresses``, in that order: one READ per run of consecutive

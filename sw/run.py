@@ -29,6 +29,7 @@ import torch
 
 from spikeforge.sw.data import load_dataset
 from spikeforge.sw.golden import Network
+from spikeforge.sw.interface import stream_supported
 from spikeforge.sw.link import LinkClient, LinkInfo, register_address
 
 __all__ = ["Board", "Classification", "load_images", "connect", "load_weights",
@@ -122,13 +123,20 @@ def load_weights(client: LinkClient, board: Board, network: Network | None, *,
 def classify_images(client: LinkClient, images: Sequence[Sequence[int]], *,
                     labels: Sequence[int] | None = None,
                     golden: Network | None = None) -> Iterator[Classification]:
-    """Classify ``images`` on the board one by one, yielding a :class:`Classification` as each
-    reply arrives; with ``golden`` each result is checked against the golden model.
+    """Classify ``images`` on the board in order, yielding a :class:`Classification` as each
+    result arrives; with ``golden`` each result is checked against the golden model.
 
-    Raises :class:`~spikeforge.sw.link.LinkError` (no or a bad reply) or :class:`ValueError`
-    (an image the board refuses)."""
-    for index, image in enumerate(images):
-        scores, prediction = client.classify(image)
+    Images stream (:meth:`~spikeforge.sw.link.LinkClient.classify_stream`: the board computes
+    one while the line carries the next) when the board's pixels fit STREAM tokens
+    (``pixel_bits <= 7``), else they go one ``RUN`` each. Raises
+    :class:`~spikeforge.sw.link.LinkError` (no or a bad reply) or :class:`ValueError` (an image
+    the board refuses)."""
+    info = client.info()
+    if stream_supported(info.pixel_bits):
+        results = client.classify_stream(images)
+    else:
+        results = (client.classify(image) for image in images)
+    for index, (image, (scores, prediction)) in enumerate(zip(images, results, strict=True)):
         agrees = None
         if golden is not None:
             expected = golden.run(torch.tensor([image], dtype=torch.int64))

@@ -254,13 +254,14 @@ class LinkBuild:
 
     build: object
     tap_ports: dict
+    divisor: int = LINK_DIVISOR
 
 
-def build_link(network: Network, lanes: int) -> LinkBuild:
+def build_link(network: Network, lanes: int, *, divisor: int = LINK_DIVISOR) -> LinkBuild:
     """Elaborate and build :class:`spikeforge.hw.boards.LinkTop` around the accelerator of
     ``network`` at ``lanes`` lanes with its weight store in SPRAM (``spram_layers`` = every
-    layer: the store is in SPRAM as a whole) and its taps on (Verilator, or
-    ``$SPIKEFORGE_SIM``; cached by the Verilog's hash)."""
+    layer: the store is in SPRAM as a whole) and its taps on, its UART at ``divisor`` clocks
+    a bit (Verilator, or ``$SPIKEFORGE_SIM``; cached by the Verilog's hash)."""
     from spikeforge.hw.accelerator import NetworkAccelerator
     from spikeforge.hw.boards import LinkTop
     from spikeforge.hw.rtl import port_metadata
@@ -268,17 +269,17 @@ def build_link(network: Network, lanes: int) -> LinkBuild:
 
     accelerator = NetworkAccelerator(network, lanes, taps=True,
                                      spram_layers=range(len(network.layers)))
-    byte_cycles = 10 * LINK_DIVISOR
-    top = LinkTop(accelerator, divisor=LINK_DIVISOR,
-                  timeout_cycles=LINK_TIMEOUT_BYTES * byte_cycles)
+    byte_cycles = 10 * divisor
+    top = LinkTop(accelerator, divisor=divisor, timeout_cycles=LINK_TIMEOUT_BYTES * byte_cycles)
     taps = {name: info for name, info in port_metadata(accelerator).items()
             if name.startswith(("input_spikes__", "layer"))}
-    return LinkBuild(build(top, "link_spram"), taps)
+    return LinkBuild(build(top, "link_spram"), taps, divisor)
 
 
 def simulate_link(export_dir, network: Network, lanes: int, pixels, *, trace: int = 0,
                   load_weights: bool = True, built: LinkBuild | None = None,
-                  progress: Callable[[int], None] | None = None) -> dict:
+                  progress: Callable[[int], None] | None = None, stream: bool = False,
+                  divisor: int = LINK_DIVISOR, clock_ns: float = LINK_CLOCK_NS) -> dict:
     """Classify ``pixels`` on the board top in simulation, the SPRAM weights loaded first.
 
     The design is :func:`build_link`'s (``built``, or built here); the host is the real client
@@ -291,23 +292,31 @@ def simulate_link(export_dir, network: Network, lanes: int, pixels, *, trace: in
     :func:`spikeforge.sim.network_check.simulate`'s format (for
     :func:`~spikeforge.sim.network_check.compare`) with ``spram_layers`` (the layers the
     board reports in SPRAM), ``loaded`` and ``weight_chunks``.
-    Every host call has a budget of simulated time; one that runs past it fails the run
+
+    ``stream`` classifies the images as ``spikeforge run`` does on a board whose pixels fit
+    STREAM tokens (:meth:`spikeforge.sw.link.LinkClient.classify_stream`): the results then
+    have no counters, and the report has ``stream_sim_ns``, the simulated time the stream took.
+    ``divisor`` (clocks a UART bit) and ``clock_ns`` set the line and the clock: by default
+    clock / 8 at 100 MHz; a board's own (``spikeforge.hw.boards.BoardTop``) give the time a
+    board takes. Every host call has a budget of simulated time; one that runs past it fails the run
     (:class:`spikeforge.sim.runner.TestFailure`).
     """
     from spikeforge.sim.network_model import worst_case_network_cycles
     from spikeforge.sim.runner import run_tests, watch_progress
 
-    built = built or build_link(network, lanes)
+    built = built or build_link(network, lanes, divisor=divisor)
+    if built.divisor != divisor:
+        raise ValueError(f"The built board top's UART divides by {built.divisor}, not {divisor}")
     pixels = torch.as_tensor(pixels, dtype=torch.int64)
-    byte_cycles = 10 * LINK_DIVISOR
+    byte_cycles = 10 * divisor
     timeout_cycles = LINK_TIMEOUT_BYTES * byte_cycles
     with tempfile.TemporaryDirectory(prefix="spikeforge-link-") as tmp:
         counter = Path(tmp) / "progress"
         params = {
             "images": pixels.tolist(), "trace": int(trace),
             "export_dir": str(Path(export_dir).resolve()), "lanes": lanes,
-            "load_weights": bool(load_weights), "divisor": LINK_DIVISOR,
-            "clock_ns": LINK_CLOCK_NS, "timeout_cycles": timeout_cycles,
+            "load_weights": bool(load_weights), "divisor": divisor,
+            "clock_ns": clock_ns, "timeout_cycles": timeout_cycles, "stream": bool(stream),
             "client_second_bytes": LINK_CLIENT_SECOND_BYTES,
             "op_budget_cycles": link_op_budget_cycles(
                 byte_cycles, math.ceil(worst_case_network_cycles(network, lanes)),

@@ -20,9 +20,12 @@ loaded), ``load_weights`` (false leaves SPRAM empty: what a board computes when 
 the load), ``lanes``, ``divisor``, ``clock_ns``, ``timeout_cycles`` (the built design's),
 ``client_second_bytes`` (one second of the client's timeouts in byte times),
 ``op_budget_cycles`` (the longest one link transaction may take, retries included),
-``tap_ports`` (the port metadata of the accelerator's taps) and ``progress`` (a file that gets
-the number of images done). Every host call waits at most ``op_budget_cycles`` of simulated time
-per transaction it makes, then fails with the state it was in; no wait is in wall-clock time.
+``tap_ports`` (the port metadata of the accelerator's taps), ``progress`` (a file that gets
+the number of images done) and ``stream`` (classify with ``classify_stream``, as
+``spikeforge run`` does: no counters per image, and ``stream_sim_ns``, the simulated time from
+the first image's exchange to the last result). Every host call waits at most
+``op_budget_cycles`` of simulated time per transaction it makes, then fails with the state it
+was in; no wait is in wall-clock time.
 
 The report (``params["report"]``) has :mod:`spikeforge.sim.tb_network`'s entries (``results``:
 ``scores``, ``prediction``, ``cycles``, ``layer_cycles``, ``synops``, ``spikes``, ``status``, and
@@ -188,7 +191,19 @@ async def run_link_job(dut):
     progress = job.get("progress")
     results = []
     start = time.perf_counter()
-    for index, pixels in enumerate(job["images"]):
+    if job.get("stream"):
+        def stream(client, images):
+            out = []
+            for scores, prediction in client.classify_stream(images):
+                out.append({"scores": scores, "prediction": prediction})
+                if progress:
+                    Path(progress).write_text(f"{len(out)}\n")
+            return out
+
+        stream_start = get_sim_time(unit="ns")
+        results = await tb.host(stream, job["images"], ops=len(job["images"]) + 2)
+        report.data["stream_sim_ns"] = get_sim_time(unit="ns") - stream_start
+    for index, pixels in enumerate([] if job.get("stream") else job["images"]):
         taps.clear()
         taps.on(index < n_trace)
         scores, prediction = await tb.host(lambda c, p=pixels: c.classify(p), ops=2)

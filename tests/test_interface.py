@@ -167,8 +167,12 @@ def test_payload_rules():
     assert interface.MAX_BLOCK_LEN == block.max_length == 2 + 4 * interface.MAX_WORDS
     run = payload_rule(Command.RUN, n_inputs=10, pixel_bits=12)
     assert run.fixed and run.min_length == 20
-    with pytest.raises(ValueError, match="depends on n_inputs and pixel_bits"):
+    with pytest.raises(ValueError, match="RUN payload length depends on n_inputs"):
         payload_rule(Command.RUN)
+    with pytest.raises(ValueError, match="RUN payload length depends on pixel_bits"):
+        payload_rule(Command.RUN, n_inputs=10)
+    stream = payload_rule(Command.STREAM, n_inputs=10)  # tokens of a byte: 0 (a flush) .. 10
+    assert [n for n in range(20) if stream.accepts(n)] == list(range(11))
     assert interface.decode_info(interface.info_words(pixel_bits=4, n_inputs=784,
                                                       n_outputs=10)) == {
         "version": interface.LINK_VERSION, "pixel_bits": 4, "n_inputs": 784, "n_outputs": 10,

@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spikeforge.sw.interface import SPEC, info_words
+from spikeforge.sw.interface import (
+    SPEC,
+    decode_stream_image,
+    encode_stream_image,
+    info_words,
+    payload_rule,
+)
 from spikeforge.sw.link import (
     ID_MAGIC,
     MAX_WORDS,
@@ -68,6 +74,34 @@ def test_block_frame_roundtrip(address, words):
     assert int.from_bytes(frame[4:6], "big") == address
     assert [int.from_bytes(frame[6 + 4 * i:10 + 4 * i], "big")
             for i in range(len(words))] == words
+
+
+def test_stream_tokens_by_hand():
+    # 0x80 | (n - 1) is a run of n zeros; a run is cut at 128; a lone zero is one token.
+    assert encode_stream_image([0, 0, 5, 0, 7, 7], 4) == bytes([0x81, 5, 0x80, 7, 7])
+    assert encode_stream_image([0] * 300, 4) == bytes([0xFF, 0xFF, 0x80 | 43])
+    assert encode_stream_image([127], 7) == bytes([127])
+    assert decode_stream_image(bytes([0x82, 1, 0xFF])) == [0, 0, 0, 1] + [0] * 128
+
+
+@given(pixel_bits=st.integers(1, 7), data=st.data())
+def test_stream_image_roundtrip(pixel_bits, data):
+    pixels = data.draw(st.lists(st.integers(0, (1 << pixel_bits) - 1) | st.just(0),
+                                min_size=1, max_size=600))
+    tokens = encode_stream_image(pixels, pixel_bits)
+    assert decode_stream_image(tokens) == pixels
+    # never longer than the image, so the device's length rule (0..n_inputs) takes it
+    assert payload_rule(Command.STREAM, n_inputs=len(pixels)).accepts(len(tokens))
+
+
+@pytest.mark.parametrize("pixels, pixel_bits, message", [
+    ([1, 16], 4, "Pixel 1 is 16, outside 0..15"),
+    ([-1], 4, "Pixel 0 is -1"),
+    ([1], 8, "STREAM takes pixels of at most 7 bits, not 8"),
+])
+def test_encode_stream_image_refuses(pixels, pixel_bits, message):
+    with pytest.raises(ValueError, match=message):
+        encode_stream_image(pixels, pixel_bits)
 
 
 def test_encode_block_refuses_bad_arguments():

@@ -13,7 +13,7 @@ from amaranth.sim import Simulator
 from spikeforge.hw.link import LinkBridge
 from spikeforge.hw.uart import UARTRx, UARTTx, uart_divisor
 from spikeforge.sim.mock_accelerator import MockRegisters, mock_classify
-from spikeforge.sw.interface import SYNC_REQUEST, info_words
+from spikeforge.sw.interface import SYNC_REQUEST, encode_stream_image, info_words
 from spikeforge.sw.link import (
     ID_MAGIC,
     MAX_WORDS,
@@ -111,6 +111,49 @@ def test_write_block_reaches_the_bus_in_order(pixel_bits):
     regs.v_init[0] = signed32(blocks[2][1][-1])
     scores, best = mock_classify(image, 2, regs)
     assert [signed32(v) for v in r[4].words()] == [*scores, best], f"seed {seed}"
+
+
+def stream(pixels, pixel_bits=4):
+    return encode_request(Command.STREAM, encode_stream_image(pixels, pixel_bits))
+
+
+FLUSH = encode_request(Command.STREAM)
+
+
+def test_stream_replies_with_the_previous_image():
+    """Each STREAM reply carries the image before it; the flush the last; meanwhile the
+    accelerator is busy, so RUN and WRITE are refused and change nothing."""
+    rng = random.Random(int(os.environ["SPIKEFORGE_SEED"]))
+    # zero runs longer than a token holds, a lone zero, all zeros, no zeros
+    images = [[rng.choice([0, 0, 0, rng.randrange(16)]) for _ in range(200)],
+              [0] * 200, [15] * 200, [0, 3] * 100, [0] * 129 + [7] * 71]
+    bench = BridgeBench(n_inputs=200, n_outputs=3, pixel_bits=4)
+    r = replies(bench, [*(stream(image) for image in images),
+                        run(images[0]), write(V_INIT0, -7), FLUSH, FLUSH])
+    assert [x.code for x in r] == [0] * 5 + [ErrorCode.BUSY] * 2 + [0, 0]
+    assert r[0].payload == b"" and r[-1].payload == b""
+    regs = MockRegisters()
+    for reply, image in zip([*r[1:5], r[7]], images, strict=True):
+        scores, best = mock_classify(image, 3, regs)
+        assert [signed32(v) for v in reply.words()] == [*scores, best]
+    assert bench.writes == []
+
+
+@pytest.mark.parametrize("fault", ["literal", "short", "long", "unsupported"])
+def test_bad_stream_image_is_refused(fault):
+    pixel_bits = 8 if fault == "unsupported" else 4
+    bench = BridgeBench(n_inputs=8, n_outputs=2, pixel_bits=pixel_bits)
+    image = [0, 1, 2, 0, 0, 0, 9, 3]
+    tokens = {"literal": bytes([0x82, 16, 0x84]), "short": bytes([0x86]),
+              "long": bytes([0x87, 1]), "unsupported": bytes([0x87, 1])}[fault]
+    code = {"literal": ErrorCode.PIXEL, "short": ErrorCode.ARGUMENT,
+            "long": ErrorCode.ARGUMENT, "unsupported": ErrorCode.COMMAND}[fault]
+    r = replies(bench, [encode_request(Command.STREAM, tokens), run(image),
+                        read(register_address("STATUS"))])
+    assert r[0].code == code and r[0].payload == b""
+    scores, best = mock_classify(image, 2, MockRegisters())
+    assert [signed32(v) for v in r[1].words()] == [*scores, best]  # nothing went in
+    assert r[2].words() == [0]
 
 
 BLOCK = [0x0102_0304 * k for k in range(1, 9)]

@@ -10,11 +10,12 @@ import pytest
 
 from spikeforge.sim.link_model import LinkModel, MockBackend, PtyDevice
 from spikeforge.sim.mock_accelerator import MockRegisters, mock_classify
-from spikeforge.sw.interface import SPEC, pack_w_info
+from spikeforge.sw.interface import SPEC, encode_stream_image, pack_w_info
 from spikeforge.sw.link import (
     MAX_WORDS,
     Command,
     LinkClient,
+    LinkError,
     SerialTransport,
     encode_block,
     encode_request,
@@ -23,7 +24,26 @@ from spikeforge.sw.link import (
 from tests.link_harness import BridgeBench
 
 
-def random_steps(rng, n_inputs, count):
+def random_image(rng, n_inputs, pixel_bits):
+    """Mostly zeros, as real images are, or any pixels."""
+    top = (1 << pixel_bits) - 1
+    if rng.random() < 0.5:
+        return [rng.randrange(top + 1) for _ in range(n_inputs)]
+    return [rng.choice([0, 0, 0, rng.randrange(top + 1)]) for _ in range(n_inputs)]
+
+
+def random_stream(rng, n_inputs, pixel_bits):
+    """A STREAM frame: an image, a flush, or tokens that decode to the wrong pixel count."""
+    kind = rng.choice(["image", "image", "image", "flush", "wrong"])
+    if kind == "flush":
+        return encode_request(Command.STREAM)
+    tokens = bytearray(encode_stream_image(random_image(rng, n_inputs, pixel_bits), pixel_bits))
+    if kind == "wrong":
+        tokens.pop(rng.randrange(len(tokens))) if len(tokens) > 1 else tokens.append(0x80)
+    return encode_request(Command.STREAM, bytes(tokens))
+
+
+def random_steps(rng, n_inputs, count, pixel_bits=8):
     a = register_address
     theta, leak, v_init = a("THETA", 0, 0), a("LEAK_SHIFT", 0), a("V_INIT", 0)
     goods = [
@@ -36,6 +56,9 @@ def random_steps(rng, n_inputs, count):
             ">HI", rng.choice([theta, leak, v_init, a("STATUS"), 0x9999]),
             rng.randrange(1 << 32))),
         lambda: encode_request(Command.RUN, bytes(rng.randrange(256) for _ in range(n_inputs))),
+        lambda: encode_request(Command.RUN, bytes(random_image(rng, n_inputs, pixel_bits))),
+        lambda: random_stream(rng, n_inputs, min(pixel_bits, 7)),
+        lambda: random_stream(rng, n_inputs, min(pixel_bits, 7)),
         lambda: encode_request(Command.WRITE_BLOCK, encode_block(
             rng.choice([theta, v_init, 0x9999]),
             [rng.randrange(1 << 32) for _ in range(rng.choice([1, 2, 7, MAX_WORDS]))])),
@@ -57,13 +80,15 @@ def random_steps(rng, n_inputs, count):
     return steps
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_model_matches_gateware(seed):
+@pytest.mark.parametrize("seed, pixel_bits", [(1, 8), (2, 8), (3, 4), (4, 4), (5, 7)])
+def test_model_matches_gateware(seed, pixel_bits):
+    """Random good and corrupted frames of every command (STREAM answered only with pixels of
+    up to 7 bits) give the same replies and bus writes on the gateware and the model."""
     rng = random.Random(seed)
-    bench = BridgeBench(n_inputs=8, n_outputs=3)
-    steps = random_steps(rng, 8, 25)
+    bench = BridgeBench(n_inputs=8, n_outputs=3, pixel_bits=pixel_bits)
+    steps = random_steps(rng, 8, 40, pixel_bits)
     hardware = bench.run(steps)
-    model = LinkModel(MockBackend(n_inputs=8, n_outputs=3))
+    model = LinkModel(MockBackend(n_inputs=8, n_outputs=3, pixel_bits=pixel_bits))
     for step in steps:
         model.feed(step)
         model.quiet()
@@ -91,6 +116,41 @@ def test_client_over_pty_serial():
             assert client.read_leak_shift(1) == 0
         finally:
             transport.close()
+
+
+def test_classify_stream_matches_the_model():
+    """classify_stream yields every image's results in order (the device answers each
+    exchange with the image before), flushes a STREAM image left by an earlier host first, and
+    refuses a device whose pixels are too wide for STREAM tokens."""
+    rng = random.Random(int(os.environ.get("SPIKEFORGE_SEED", "0")))
+    images = [random_image(rng, 16, 4) for _ in range(7)]
+    backend = MockBackend(n_inputs=16, n_outputs=4, pixel_bits=4)
+    model = LinkModel(backend)
+    model.feed(encode_request(Command.STREAM, encode_stream_image([15] * 16, 4)))  # left over
+    client = LinkClient(ModelTransport(model), timeout=0.01)
+    assert list(client.classify_stream(images)) == [mock_classify(image, 4, MockRegisters())
+                                                    for image in images]
+    assert backend.pending is None  # flushed: the device takes writes again
+    client.write_threshold(0, 0, 3)
+    wide = LinkClient(ModelTransport(LinkModel(MockBackend(n_inputs=16, pixel_bits=8))))
+    with pytest.raises(ValueError, match="STREAM needs pixels of at most 7 bits"):
+        list(wide.classify_stream(images))
+
+
+@pytest.mark.parametrize("lost", [2, 4])
+def test_classify_stream_never_resends_after_a_lost_reply(lost):
+    """A lost STREAM reply may have taken the image and its results are gone: the client
+    stops with the count of images done instead of resending (which would misalign results)."""
+    images = [[k % 16] * 16 for k in range(5)]
+    model = LinkModel(MockBackend(n_inputs=16, n_outputs=4, pixel_bits=4))
+    client = LinkClient(ModelTransport(model, drop={lost}), timeout=0.01)
+    client.info()  # reply 0; the first flush is reply 1, image k's exchange reply k + 2
+    done = []
+    with pytest.raises(LinkError) as caught:
+        for result in client.classify_stream(images):
+            done.append(result)
+    assert caught.value.images_done == len(done) == max(lost - 3, 0)
+    assert done == [mock_classify(image, 4, MockRegisters()) for image in images[:len(done)]]
 
 
 def test_run_command_over_pty(tmp_path, capsys):

@@ -68,6 +68,13 @@ def test_sim_with_spram_weights_equals_the_golden_model_and_fails_without_the_lo
     loaded = simulate_link(folder, network, LANES, pixels, trace=4)
     assert loaded["loaded"] == [0, 1] and compare(network, LANES, pixels, loaded).ok
 
+    # streamed as `spikeforge run` does (STREAM: each reply the image before): the same results
+    streamed = simulate_link(folder, network, LANES, pixels, stream=True)
+    golden = network.run(torch.as_tensor(pixels, dtype=torch.int64))
+    assert [r["prediction"] for r in streamed["results"]] == golden.prediction.tolist()
+    assert [r["scores"] for r in streamed["results"]] == golden.output.tolist()
+    assert streamed["stream_sim_ns"] > 0
+
 
 def test_sim_spram_refusals_are_one_line(tmp_path, capsys, monkeypatch):
     folder = export_network(small_network(), tmp_path / "export", lanes=LANES)
