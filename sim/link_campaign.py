@@ -13,7 +13,8 @@ the testbench (``sim/tb_link.py``) acts once per burst of bytes, not once per cl
 * a *reply capture* and a *write capture* keep the last reply bytes and the last register-bus
   writes, with running counts;
 * ``settled`` rises once nothing has moved (no byte, no reply byte, no bus access, no pixel or
-  result, the accelerator idle) for longer than the bridge's timeout, or when a burst has taken
+  result taken, the accelerator idle or holding a STREAM image's results for the next
+  exchange) for longer than the bridge's timeout, or when a burst has taken
   more than ``budget_cycles`` (``overtime``): every wait of the testbench is bounded.
 
 :func:`fault_step` makes the bursts: a good frame (``good``) or one of :data:`FAULTS`.
@@ -47,8 +48,10 @@ from spikeforge.sw.interface import (
     crc16,
     encode_block,
     encode_request,
+    encode_stream_image,
     payload_rule,
     pixel_bytes,
+    stream_supported,
 )
 
 __all__ = ["CampaignTop", "FAULTS", "Step", "FrameMaker", "fault_step", "campaign_steps",
@@ -67,8 +70,9 @@ __all__ = ["CampaignTop", "FAULTS", "Step", "FrameMaker", "fault_step", "campaig
 #: ``restart``   a frame cut short and, without a pause, a whole good frame (a host that
 #:               restarts in the middle of a frame)
 #: ``reset``     a frame cut short, then the bridge is reset (a board reset mid-frame)
-#: ``argument``  a ``READ`` of 0 or more than ``MAX_WORDS`` registers
-#: ``pixel``     a ``RUN`` with a pixel above ``2**pixel_bits - 1``
+#: ``argument``  a ``READ`` of 0 or more than ``MAX_WORDS`` registers, or a ``STREAM`` whose
+#:               tokens stand for a pixel too few or too many
+#: ``pixel``     a ``RUN`` or a ``STREAM`` with a pixel above ``2**pixel_bits - 1``
 #: ``busy``      a ``WRITE`` or ``WRITE_BLOCK`` while the accelerator is busy
 FAULTS = ("flip", "truncate", "length", "command", "garbage", "sync", "crc", "extra", "restart",
           "reset", "argument", "pixel", "busy")
@@ -242,7 +246,9 @@ class CampaignTop(wiring.Component):
         active = Signal()
         m.d.comb += active.eq(sending | rx_valid | (reset_wait != 0) | resetting
                               | bridge.tx.valid | bridge.bus.w_en | bridge.bus.r_en
-                              | bridge.pixels.valid | acc.results.valid | acc.busy
+                              | bridge.pixels.valid
+                              | (acc.results.valid & acc.results.ready)
+                              | (acc.busy & ~acc.results.valid)  # computing, not waiting
                               | (self.go != last_go))
         # Longer than any pause of a working bridge: the timeout before an error reply, the
         # few cycles between the words of a WRITE_BLOCK or a READ.
@@ -307,6 +313,23 @@ class FrameMaker:
         fmt = "B" if pixel_bytes(self.pixel_bits) == 1 else "H"
         return struct.pack(f">{self.n_inputs}{fmt}", *values)
 
+    def stream(self, bad: str | None = None) -> bytes:
+        """A STREAM of a mostly-zero image; ``bad``: ``"literal"`` (a pixel above the range) or
+        ``"count"`` (tokens for a pixel too few or too many)."""
+        rng, top = self.rng, (1 << self.pixel_bits) - 1
+        values = [rng.choice([0, 0, rng.randrange(top + 1)]) for _ in range(self.n_inputs)]
+        tokens = bytearray(encode_stream_image(values, self.pixel_bits))
+        if bad == "literal":
+            tokens[rng.randrange(len(tokens))] = rng.randrange(top + 1, 0x80)
+        elif bad == "count":
+            if rng.random() < 0.5:
+                tokens.append(rng.choice([0x80, 1]))
+            elif len(tokens) > 1:
+                tokens.pop(rng.randrange(len(tokens)))
+            else:
+                tokens = bytearray([0x80 | (self.n_inputs - 2)])
+        return encode_request(Command.STREAM, bytes(tokens))
+
     def read(self, address: int, count: int) -> bytes:
         return encode_request(Command.READ, struct.pack(">HB", address, count))
 
@@ -325,7 +348,14 @@ class FrameMaker:
 
     def good(self) -> bytes:
         rng = self.rng
-        kind = rng.choice(["info", "read", "read", "write", "write", "run", "run", "block"])
+        kinds = ["info", "read", "read", "write", "write", "run", "run", "block"]
+        if stream_supported(self.pixel_bits):
+            kinds += ["stream", "stream", "flush"]
+        kind = rng.choice(kinds)
+        if kind == "stream":
+            return self.stream()
+        if kind == "flush":
+            return encode_request(Command.STREAM)
         if kind == "info":
             return encode_request(Command.INFO)
         if kind == "read":
@@ -360,6 +390,12 @@ def fault_step(kind: str, maker: FrameMaker) -> Step:
         address, _ = rng.choice(maker.read_runs)
         return Step(kind, maker.read(address, rng.choice([0, MAX_WORDS + 1,
                                                            rng.randrange(MAX_WORDS + 1, 256)])))
+    streams = stream_supported(maker.pixel_bits)
+    if kind == "argument" and streams and rng.random() < 0.3:
+        return Step(kind, maker.stream(bad="count"))
+    # (with 7-bit pixels every literal token is in range)
+    if kind == "pixel" and streams and maker.pixel_bits < 7 and rng.random() < 0.5:
+        return Step(kind, maker.stream(bad="literal"))
     if kind == "pixel":
         return Step(kind, encode_request(Command.RUN, maker.pixels(bad=True)))
     if kind == "busy":

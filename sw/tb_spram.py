@@ -136,7 +136,7 @@ class _LinkTB:
         """Run ``function(client, *args)`` in a thread, as the host program does on a board,
         within ``ops`` link transactions' budget of simulated time."""
         self.doing = getattr(function, "__name__", "host call")
-        budget = ops * self.op_ns
+        budget = math.ceil(ops * self.op_ns)  # whole ns: any clock period
         try:
             return await with_timeout(bridge(function)(self.client, *args), budget, "ns")
         except TimeoutError as exc:  # cocotb's SimTimeoutError

@@ -54,11 +54,13 @@ def _need(sim: str) -> None:
 # ---- the generator and the model, in Python ------------------------------------------------------
 
 #: What the model must answer to each fault kind (a guard on the generator: each kind makes the
-#: fault it is named after). Garbage, flips and restarts get any error.
+#: fault it is named after). Garbage, flips and restarts get any error. A good frame with bytes
+#: after it is answered as the model answers it: BUSY for a RUN or a write while a STREAM image
+#: is pending.
 ANY_ERROR = {code.name for code in ErrorCode if code is not ErrorCode.OK}
 EXPECTED = {
     "truncate": {"TIMEOUT"}, "length": {"LENGTH"}, "command": {"COMMAND"}, "sync": {"SYNC"},
-    "crc": {"CRC"}, "extra": {"OK"}, "reset": {"ignored"}, "argument": {"ARGUMENT"},
+    "crc": {"CRC"}, "extra": {"OK", "BUSY"}, "reset": {"ignored"}, "argument": {"ARGUMENT"},
     "pixel": {"PIXEL"}, "busy": {"BUSY"},
 }
 
