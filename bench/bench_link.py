@@ -68,9 +68,9 @@ def ceiling_table() -> Table:
     return table
 
 
-#: Boards of the throughput run: lanes and clock (MHz) of their 784-128-10 builds
+#: Boards of the throughput run: lanes, clock (MHz) and weight store of their 784-128-10 builds
 #: (docs/synthesis.md: the ULX3S's 32-lane build meets timing at 79.2 MHz).
-THROUGHPUT_BOARDS = {"icebreaker": (4, 30.0), "ulx3s": (32, 79.2)}
+THROUGHPUT_BOARDS = {"icebreaker": (4, 30.0, "spram"), "ulx3s": (32, 79.2, "rom")}
 
 
 def throughput_table(n_images: int, boards=tuple(THROUGHPUT_BOARDS)) -> Table:
@@ -82,7 +82,7 @@ def throughput_table(n_images: int, boards=tuple(THROUGHPUT_BOARDS)) -> Table:
     from spikeforge.hw.uart import uart_divisor
     from spikeforge.sw.export import export_network
     from spikeforge.sw.interface import BAUD, BITS_PER_BYTE, run_frame_bytes, stream_frame_bytes
-    from spikeforge.sw.simulate import simulate_link
+    from spikeforge.sw.simulate import build_link, simulate_link
 
     network, images = mnist_network(2)
     # evenly spaced over the test set: it is in class order, and a 0 takes more tokens than a 1
@@ -105,12 +105,14 @@ def throughput_table(n_images: int, boards=tuple(THROUGHPUT_BOARDS)) -> Table:
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory(prefix="spikeforge-throughput-") as tmp:
         for board in boards:
-            lanes, clock_mhz = THROUGHPUT_BOARDS[board]
+            lanes, clock_mhz, store = THROUGHPUT_BOARDS[board]
             divisor = uart_divisor(clock_mhz * 1e6, BAUD)
             folder = export_network(network, f"{tmp}/{board}", lanes=lanes)
-            print(f"{board}: {lanes} lanes at {clock_mhz} MHz, UART divisor {divisor}: building "
-                  f"and streaming {len(images)} images", flush=True)
+            print(f"{board}: {lanes} lanes at {clock_mhz} MHz, weights in {store}, UART divisor "
+                  f"{divisor}: building, then streaming {len(images)} images", flush=True)
+            built = build_link(network, lanes, divisor=divisor, spram=store == "spram")
             report = simulate_link(folder, network, lanes, images, stream=True, divisor=divisor,
+                                   built=built,
                                    clock_ns=round(500 / clock_mhz, 3) * 2,  # even ps
                                    progress=lambda done: print(f"  {done} images", flush=True))
             results = report["results"]
@@ -120,6 +122,8 @@ def throughput_table(n_images: int, boards=tuple(THROUGHPUT_BOARDS)) -> Table:
             rate = len(results) / (report["stream_sim_ns"] * 1e-9)
             # the line runs at the UART's own rate: clock / divisor, not exactly BAUD
             uart_line = clock_mhz * 1e6 / divisor / BITS_PER_BYTE
+            print(f"{board}: {rate:,.0f} images/s simulated, {agree}/{len(results)} = golden",
+                  flush=True)
             table.add_row(board, str(lanes), f"{clock_mhz:g}", str(divisor),
                           f"{request:.0f} / {reply}", f"{uart_line / (request + reply):,.0f}",
                           f"{line / (run_request + run_reply):,.0f}", f"{rate:,.0f}",

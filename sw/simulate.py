@@ -257,18 +257,20 @@ class LinkBuild:
     divisor: int = LINK_DIVISOR
 
 
-def build_link(network: Network, lanes: int, *, divisor: int = LINK_DIVISOR) -> LinkBuild:
+def build_link(network: Network, lanes: int, *, divisor: int = LINK_DIVISOR,
+               spram: bool = True) -> LinkBuild:
     """Elaborate and build :class:`spikeforge.hw.boards.LinkTop` around the accelerator of
     ``network`` at ``lanes`` lanes with its weight store in SPRAM (``spram_layers`` = every
-    layer: the store is in SPRAM as a whole) and its taps on, its UART at ``divisor`` clocks
-    a bit (Verilator, or ``$SPIKEFORGE_SIM``; cached by the Verilog's hash)."""
+    layer: the store is in SPRAM as a whole; ``spram=False``: in ROM, as on the ULX3S) and its
+    taps on, its UART at ``divisor`` clocks a bit (Verilator, or ``$SPIKEFORGE_SIM``; cached by
+    the Verilog's hash)."""
     from spikeforge.hw.accelerator import NetworkAccelerator
     from spikeforge.hw.boards import LinkTop
     from spikeforge.hw.rtl import port_metadata
     from spikeforge.sim.runner import build
 
     accelerator = NetworkAccelerator(network, lanes, taps=True,
-                                     spram_layers=range(len(network.layers)))
+                                     spram_layers=range(len(network.layers)) if spram else ())
     byte_cycles = 10 * divisor
     top = LinkTop(accelerator, divisor=divisor, timeout_cycles=LINK_TIMEOUT_BYTES * byte_cycles)
     taps = {name: info for name, info in port_metadata(accelerator).items()

@@ -153,17 +153,23 @@ def test_classify_stream_never_resends_after_a_lost_reply(lost):
     assert done == [mock_classify(image, 4, MockRegisters()) for image in images[:len(done)]]
 
 
-def test_run_command_over_pty(tmp_path, capsys):
+@pytest.mark.parametrize("pixel_bits", [8, 4])  # one RUN per image; streamed (STREAM)
+def test_run_command_over_pty(tmp_path, capsys, monkeypatch, pixel_bits):
     import argparse
 
     from spikeforge.cli import run as run_command
 
+    if pixel_bits <= 7:  # STREAM's pixels fit a token: `spikeforge run` must not use RUN
+        def no_run(*args):
+            raise AssertionError("classify (RUN) called for pixels STREAM takes")
+        monkeypatch.setattr(LinkClient, "classify", no_run)
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(5, 16))
+    images = rng.integers(0, 1 << pixel_bits, size=(5, 16))
     labels = np.array([mock_classify(list(x), 4, MockRegisters())[1] for x in images])
     labels[0] = (labels[0] + 1) % 4  # one wrong label: accuracy 4/5
     np.savez(tmp_path / "set.npz", images=images, labels=labels)
-    with PtyDevice(LinkModel(MockBackend(n_inputs=16, n_outputs=4))) as device:
+    backend = MockBackend(n_inputs=16, n_outputs=4, pixel_bits=pixel_bits)
+    with PtyDevice(LinkModel(backend)) as device:
         parser = argparse.ArgumentParser()
         run_command.add_arguments(parser)
         args = parser.parse_args([str(tmp_path / "set.npz"), "--port", device.port,
