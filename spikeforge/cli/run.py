@@ -9,8 +9,10 @@
 
 Pixels are sent as they are: they must already be the network's integer pixels
 (``0 .. 2**pixel_bits - 1``; the board refuses others). With labels, accuracy is printed; with
-``--export DIR`` each board result is also checked against the golden model. The work is done
-by :mod:`spikeforge.sw.run`.
+``--export DIR`` each board result is also checked against the golden model. Images stream
+(the link's ``STREAM``: the board computes one while the line carries the next) when the
+board's pixels fit 7 bits, else they go one ``RUN`` each. The work is done by
+:mod:`spikeforge.sw.run`.
 """
 
 from __future__ import annotations
