@@ -366,7 +366,8 @@ class LinkClient:
         An exchange is resent only when the device answered that the frame did not get through;
         after a lost or corrupt reply the image may have gone in and the previous results are
         gone, so that raises :class:`LinkError` at once, with ``images_done`` (the results
-        yielded so far). A STREAM image an earlier host left in the device is flushed first.
+        yielded so far). A STREAM image an earlier host left in the device is flushed first;
+        one left by a caller that stops iterating early is flushed when the generator closes.
         """
         info = self._info or self.info()
         if not stream_supported(info.pixel_bits):
@@ -391,6 +392,10 @@ class LinkClient:
                 done += 1
         except LinkError as error:
             error.images_done = done
+            raise
+        except GeneratorExit:  # the caller stopped early: leave the device free for writes
+            if pending:
+                self.transact(Command.STREAM)
             raise
 
     def read_many(self, addresses: Sequence[int]) -> list[int]:

@@ -132,6 +132,11 @@ def test_classify_stream_matches_the_model():
                                                     for image in images]
     assert backend.pending is None  # flushed: the device takes writes again
     client.write_threshold(0, 0, 3)
+    stream = client.classify_stream(images)
+    next(stream)  # a caller that stops early: closing the generator flushes the device
+    assert backend.pending is not None
+    stream.close()
+    assert backend.pending is None
     wide = LinkClient(ModelTransport(LinkModel(MockBackend(n_inputs=16, pixel_bits=8))))
     with pytest.raises(ValueError, match="STREAM needs pixels of at most 7 bits"):
         list(wide.classify_stream(images))
