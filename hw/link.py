@@ -338,11 +338,11 @@ class LinkBridge(wiring.Component):
                         with m.If(slot_value > pixel_max):  # only counts for a RUN
                             m.d.sync += bad_pixel.eq(1)
                     if self._stream:  # only counts for a STREAM
-                        is_run = byte[7]
-                        total = decoded + Mux(is_run, byte[:7] + 1, 1)
+                        is_zero_run = byte[7]
+                        total = decoded + Mux(is_zero_run, byte[:7] + 1, 1)
                         with m.If(~over):
                             m.d.sync += [decoded.eq(total), over.eq(total > n_in)]
-                        with m.If(~is_run & (byte > pixel_max)):
+                        with m.If(~is_zero_run & (byte > pixel_max)):
                             m.d.sync += bad_token.eq(1)
                     with m.If(remaining == 0):
                         m.next = "CRC_HI"

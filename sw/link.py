@@ -35,6 +35,7 @@ from spikeforge.sw.interface import (
     REPLY_HEADER,
     RETRYABLE,
     SPEC,
+    STREAM_MAX_PIXEL_BITS,
     SYNC_REPLY,
     SYNC_REQUEST,
     Command,
@@ -367,17 +368,25 @@ class LinkClient:
         after a lost or corrupt reply the image may have gone in and the previous results are
         gone, so that raises :class:`LinkError` at once, with ``images_done`` (the results
         yielded so far). A STREAM image an earlier host left in the device is flushed first;
-        one left by a caller that stops iterating early is flushed when the generator closes.
+        one left by a caller that stops iterating early is flushed when the generator closes,
+        and a bad image (``ValueError``) is raised after the results of the image before it.
         """
         info = self._info or self.info()
         if not stream_supported(info.pixel_bits):
-            raise ValueError(f"STREAM needs pixels of at most 7 bits; this device takes "
-                             f"{info.pixel_bits}: use classify")
-        self.transact(Command.STREAM)  # no image: takes (and drops) any left in the device
+            raise ValueError(f"STREAM needs pixels of at most {STREAM_MAX_PIXEL_BITS} bits; this "
+                             f"device takes {info.pixel_bits}: use classify")
         done, pending = 0, False
         try:
+            self.transact(Command.STREAM)  # no image: takes (and drops) any left in the device
             for pixels in images:
-                payload = encode_stream_image(self._image(pixels), info.pixel_bits)
+                try:
+                    payload = encode_stream_image(self._image(pixels), info.pixel_bits)
+                except ValueError:  # a bad image: the one before it still gets its results
+                    if pending:
+                        pending = False
+                        yield self._results(self.transact(Command.STREAM, idempotent=False))
+                        done += 1
+                    raise
                 reply = self.transact(Command.STREAM, payload, idempotent=False)
                 if pending:
                     if not reply.payload:
@@ -388,6 +397,7 @@ class LinkClient:
                     raise LinkError("a STREAM reply with results where none were pending")
                 pending = True
             if pending:
+                pending = False
                 yield self._results(self.transact(Command.STREAM, idempotent=False))
                 done += 1
         except LinkError as error:

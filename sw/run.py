@@ -131,6 +131,7 @@ def classify_images(client: LinkClient, images: Sequence[Sequence[int]], *,
     (``pixel_bits <= 7``), else they go one ``RUN`` each. Raises
     :class:`~spikeforge.sw.link.LinkError` (no or a bad reply) or :class:`ValueError` (an image
     the board refuses)."""
+    images = list(images)  # read twice: by the client and for the results
     info = client.info()
     if stream_supported(info.pixel_bits):
         results = client.classify_stream(images)

@@ -275,7 +275,7 @@ def build_link(network: Network, lanes: int, *, divisor: int = LINK_DIVISOR,
     top = LinkTop(accelerator, divisor=divisor, timeout_cycles=LINK_TIMEOUT_BYTES * byte_cycles)
     taps = {name: info for name, info in port_metadata(accelerator).items()
             if name.startswith(("input_spikes__", "layer"))}
-    return LinkBuild(build(top, "link_spram"), taps, divisor)
+    return LinkBuild(build(top, "link_spram" if spram else "link_rom"), taps, divisor)
 
 
 def simulate_link(export_dir, network: Network, lanes: int, pixels, *, trace: int = 0,

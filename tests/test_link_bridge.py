@@ -139,15 +139,18 @@ def test_stream_replies_with_the_previous_image():
     assert bench.writes == []
 
 
-@pytest.mark.parametrize("fault", ["literal", "short", "long", "unsupported"])
+@pytest.mark.parametrize("fault", ["literal", "short", "long", "wraps", "unsupported"])
 def test_bad_stream_image_is_refused(fault):
     pixel_bits = 8 if fault == "unsupported" else 4
     bench = BridgeBench(n_inputs=8, n_outputs=2, pixel_bits=pixel_bits)
     image = [0, 1, 2, 0, 0, 0, 9, 3]
     tokens = {"literal": bytes([0x82, 16, 0x84]), "short": bytes([0x86]),
-              "long": bytes([0x87, 1]), "unsupported": bytes([0x87, 1])}[fault]
+              "long": bytes([0x87, 1]), "unsupported": bytes([0x87, 1]),
+              # 264 pixels: 8 modulo 256, so a pixel count that wrapped would pass
+              "wraps": bytes([0xFF, 0xFF, 0x87])}[fault]
     code = {"literal": ErrorCode.PIXEL, "short": ErrorCode.ARGUMENT,
-            "long": ErrorCode.ARGUMENT, "unsupported": ErrorCode.COMMAND}[fault]
+            "long": ErrorCode.ARGUMENT, "wraps": ErrorCode.ARGUMENT,
+            "unsupported": ErrorCode.COMMAND}[fault]
     r = replies(bench, [encode_request(Command.STREAM, tokens), run(image),
                         read(register_address("STATUS"))])
     assert r[0].code == code and r[0].payload == b""

@@ -137,6 +137,13 @@ def test_classify_stream_matches_the_model():
     assert backend.pending is not None
     stream.close()
     assert backend.pending is None
+    bad = iter([images[0], images[1], [99] * 16])  # the third is refused before it is sent
+    results = client.classify_stream(bad)
+    assert [next(results), next(results)] == [mock_classify(image, 4, MockRegisters())
+                                              for image in images[:2]]
+    with pytest.raises(ValueError, match=r"Pixel 99 is outside 0\.\.15"):
+        next(results)
+    assert backend.pending is None
     wide = LinkClient(ModelTransport(LinkModel(MockBackend(n_inputs=16, pixel_bits=8))))
     with pytest.raises(ValueError, match="STREAM needs pixels of at most 7 bits"):
         list(wide.classify_stream(images))
