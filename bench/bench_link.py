@@ -81,7 +81,12 @@ def throughput_table(n_images: int, boards=tuple(THROUGHPUT_BOARDS)) -> Table:
     from bench.bench_synth import mnist_network
     from spikeforge.hw.uart import uart_divisor
     from spikeforge.sw.export import export_network
-    from spikeforge.sw.interface import BAUD, BITS_PER_BYTE, run_frame_bytes, stream_frame_bytes
+    from spikeforge.sw.interface import (
+        BAUD,
+        link_images_per_second,
+        stream_frame_bytes,
+        stream_images_per_second,
+    )
     from spikeforge.sw.simulate import build_link, simulate_link
 
     network, images = mnist_network(2)
@@ -90,13 +95,13 @@ def throughput_table(n_images: int, boards=tuple(THROUGHPUT_BOARDS)) -> Table:
     images = images[::stride][:n_images]
     golden = network.run(torch.as_tensor(images, dtype=torch.int64))
     pixel_bits, n_out = network.encoder.pixel_bits, network.n_outputs
-    frames = [stream_frame_bytes(image.tolist(), pixel_bits=pixel_bits, n_outputs=n_out)
-              for image in images]
+    image_lists = images.tolist()
+    frames = [stream_frame_bytes(image, pixel_bits=pixel_bits, n_outputs=n_out)
+              for image in image_lists]
     request = sum(f[0] for f in frames) / len(frames)
     reply = frames[0][1]
-    run_request, run_reply = run_frame_bytes(n_inputs=network.n_inputs, pixel_bits=pixel_bits,
-                                             n_outputs=n_out)
-    line = BAUD / BITS_PER_BYTE
+    run_max = link_images_per_second(n_inputs=network.n_inputs, pixel_bits=pixel_bits,
+                                     n_outputs=n_out)
     table = Table(title=f"Images/s through the link in the board simulation: 784-128-10, "
                         f"mnist5k, T = 2, {len(images)} test images (every "
                         f"{stride}th), {BAUD:,} baud")
@@ -121,12 +126,13 @@ def throughput_table(n_images: int, boards=tuple(THROUGHPUT_BOARDS)) -> Table:
                                            strict=True))
             rate = len(results) / (report["stream_sim_ns"] * 1e-9)
             # the line runs at the UART's own rate: clock / divisor, not exactly BAUD
-            uart_line = clock_mhz * 1e6 / divisor / BITS_PER_BYTE
+            stream_max = stream_images_per_second(image_lists, pixel_bits=pixel_bits,
+                                                  n_outputs=n_out, baud=clock_mhz * 1e6 / divisor)
             print(f"{board}: {rate:,.0f} images/s simulated, {agree}/{len(results)} = golden",
                   flush=True)
             table.add_row(board, str(lanes), f"{clock_mhz:g}", str(divisor),
-                          f"{request:.0f} / {reply}", f"{uart_line / (request + reply):,.0f}",
-                          f"{line / (run_request + run_reply):,.0f}", f"{rate:,.0f}",
+                          f"{request:.0f} / {reply}", f"{stream_max:,.0f}",
+                          f"{run_max:,.0f}", f"{rate:,.0f}",
                           f"{agree} / {len(results)}")
     return table
 

@@ -140,22 +140,20 @@ def cycles_per_inference(network, lanes, images) -> tuple[float, float]:
 
 
 def link_images_per_second(network, images) -> float:
-    """The line's ceiling at the spec's baud rate: ``STREAM`` exchanges of ``images`` (their
-    mean token count) where the pixels fit a token, else one ``RUN`` per image."""
+    """The line's ceiling at the spec's baud rate: ``STREAM`` exchanges of ``images`` where the
+    pixels fit a token, else one ``RUN`` per image."""
     from spikeforge.sw.interface import (
-        BAUD,
-        BITS_PER_BYTE,
-        stream_frame_bytes,
+        link_images_per_second,
+        stream_images_per_second,
         stream_supported,
     )
-    from spikeforge.sw.interface import link_images_per_second as run_ceiling
 
     bits, n_out = network.encoder.pixel_bits, network.n_outputs
     if not stream_supported(bits):
-        return run_ceiling(n_inputs=network.n_inputs, pixel_bits=bits, n_outputs=n_out)
-    frames = [sum(stream_frame_bytes(image, pixel_bits=bits, n_outputs=n_out))
-              for image in torch.as_tensor(images).tolist()]
-    return BAUD / BITS_PER_BYTE / (sum(frames) / len(frames))
+        return link_images_per_second(n_inputs=network.n_inputs, pixel_bits=bits,
+                                      n_outputs=n_out)
+    return stream_images_per_second(torch.as_tensor(images).tolist(), pixel_bits=bits,
+                                    n_outputs=n_out)
 
 
 def run_case(name, board, out_root, *, lanes=None, mnist_timesteps=None, clock_mhz=None):

@@ -30,6 +30,7 @@ from spikeforge.sw.interface import (
     CRC_POLY,
     MAX_WORDS,
     STREAM_MAX_RUN,
+    STREAM_RUN_BIT,
     SYNC_REPLY,
     SYNC_REQUEST,
     WORD_BITS,
@@ -223,7 +224,7 @@ class LinkBridge(wiring.Component):
         decoded = Signal(range(n_in + STREAM_MAX_RUN + 1))
         over = Signal()
         bad_token = Signal()
-        zeros = Signal(7)  # zero pixels still to send for the token being sent
+        zeros = Signal(range(STREAM_MAX_RUN))  # zero pixels still to send for this token
         feed = Signal()  # the STREAM being answered has an image to feed
 
         rsp_len = Signal(16)
@@ -338,8 +339,8 @@ class LinkBridge(wiring.Component):
                         with m.If(slot_value > pixel_max):  # only counts for a RUN
                             m.d.sync += bad_pixel.eq(1)
                     if self._stream:  # only counts for a STREAM
-                        is_zero_run = byte[7]
-                        total = decoded + Mux(is_zero_run, byte[:7] + 1, 1)
+                        is_zero_run = byte[STREAM_RUN_BIT]
+                        total = decoded + Mux(is_zero_run, byte[:STREAM_RUN_BIT] + 1, 1)
                         with m.If(~over):
                             m.d.sync += [decoded.eq(total), over.eq(total > n_in)]
                         with m.If(~is_zero_run & (byte > pixel_max)):
@@ -400,8 +401,8 @@ class LinkBridge(wiring.Component):
                 m.next = "PIXEL_LATCH"
             # A STREAM slot is a token: a pixel, or a run of zeros sent one a cycle.
             with m.State("PIXEL_LATCH"):
-                with m.If(is_stream & rp.data[7]):
-                    m.d.sync += [pixel.eq(0), zeros.eq(rp.data[:7])]
+                with m.If(is_stream & rp.data[STREAM_RUN_BIT]):
+                    m.d.sync += [pixel.eq(0), zeros.eq(rp.data[:STREAM_RUN_BIT])]
                 with m.Else():
                     m.d.sync += [pixel.eq(rp.data), zeros.eq(0)]
                 m.next = "PIXEL_SEND"

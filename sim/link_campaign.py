@@ -42,6 +42,7 @@ from spikeforge.sw.interface import (
     COMMANDS,
     MAX_WORDS,
     SPEC,
+    STREAM_RUN_BIT,
     SYNC_REQUEST,
     Command,
     ErrorCode,
@@ -320,14 +321,16 @@ class FrameMaker:
         values = [rng.choice([0, 0, rng.randrange(top + 1)]) for _ in range(self.n_inputs)]
         tokens = bytearray(encode_stream_image(values, self.pixel_bits))
         if bad == "literal":
-            tokens[rng.randrange(len(tokens))] = rng.randrange(top + 1, 0x80)
+            tokens[rng.randrange(len(tokens))] = rng.randrange(top + 1,
+                                                                  1 << STREAM_RUN_BIT)
         elif bad == "count":
             if rng.random() < 0.5:
-                tokens.append(rng.choice([0x80, 1]))
+                tokens += encode_stream_image([rng.choice([0, 1])], self.pixel_bits)
             elif len(tokens) > 1:
                 tokens.pop(rng.randrange(len(tokens)))
             else:
-                tokens = bytearray([0x80 | (self.n_inputs - 2)])
+                tokens = bytearray(encode_stream_image([0] * (self.n_inputs - 1),
+                                                       self.pixel_bits))
         return encode_request(Command.STREAM, bytes(tokens))
 
     def read(self, address: int, count: int) -> bytes:

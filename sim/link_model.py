@@ -25,6 +25,7 @@ from spikeforge.sw.interface import (
     MAX_WORDS,
     REQUEST_HEADER,
     SPEC,
+    STREAM_RUN_BIT,
     SYNC_REQUEST,
     Command,
     ErrorCode,
@@ -220,7 +221,7 @@ class LinkModel:
                 return
             words = b.classify(pixels)
         elif cmd == Command.STREAM:
-            if any(token < 0x80 and token >> b.pixel_bits for token in payload):
+            if any(not token >> STREAM_RUN_BIT and token >> b.pixel_bits for token in payload):
                 self._error(ErrorCode.PIXEL, discard=False)
                 return
             pixels = decode_stream_image(payload)

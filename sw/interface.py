@@ -84,6 +84,8 @@ __all__ = [
     "PIXEL",
     "IMAGE",
     "STREAM_MAX_PIXEL_BITS",
+    "STREAM_MAX_RUN",
+    "STREAM_RUN_BIT",
     "CommandSpec",
     "COMMANDS",
     "ERRORS",
@@ -104,6 +106,7 @@ __all__ = [
     "run_frame_bytes",
     "stream_frame_bytes",
     "link_images_per_second",
+    "stream_images_per_second",
     # documentation
     "register_table",
     "field_table",
@@ -647,10 +650,14 @@ ERRORS = {
 PIXEL = 0
 #: A unit count that is the device's ``n_inputs`` (an image).
 IMAGE = -1
-#: Widest pixel a ``STREAM`` token holds: a byte's low 7 bits (its top bit marks a zero run).
-STREAM_MAX_PIXEL_BITS = 7
+#: The bit of a ``STREAM`` token that marks a zero run; the bits below it hold a pixel, or the
+#: run's length less one.
+STREAM_RUN_BIT = 7
+#: Widest pixel a ``STREAM`` token holds.
+STREAM_MAX_PIXEL_BITS = STREAM_RUN_BIT
 #: Longest zero run one ``STREAM`` token stands for.
-STREAM_MAX_RUN = 128
+STREAM_MAX_RUN = 1 << STREAM_RUN_BIT
+_RUN_FLAG = 1 << STREAM_RUN_BIT
 
 _STRUCT = {1: "B", 2: "H", 4: "I"}
 
@@ -814,15 +821,15 @@ def encode_stream_image(pixels: Sequence[int], pixel_bits: int) -> bytes:
         if value == 0:
             zeros += 1
             if zeros == STREAM_MAX_RUN:
-                out.append(0x80 | (zeros - 1))
+                out.append(_RUN_FLAG | (zeros - 1))
                 zeros = 0
             continue
         if zeros:
-            out.append(0x80 | (zeros - 1))
+            out.append(_RUN_FLAG | (zeros - 1))
             zeros = 0
         out.append(value)
     if zeros:
-        out.append(0x80 | (zeros - 1))
+        out.append(_RUN_FLAG | (zeros - 1))
     return bytes(out)
 
 
@@ -831,8 +838,8 @@ def decode_stream_image(payload: bytes | Sequence[int]) -> list[int]:
     device checks their count and range)."""
     pixels: list[int] = []
     for token in payload:
-        if token & 0x80:
-            pixels.extend([0] * ((token & 0x7F) + 1))
+        if token & _RUN_FLAG:
+            pixels.extend([0] * ((token & ~_RUN_FLAG) + 1))
         else:
             pixels.append(token)
     return pixels
@@ -931,6 +938,15 @@ def link_images_per_second(*, n_inputs: int, pixel_bits: int, n_outputs: int,
     request, reply = run_frame_bytes(n_inputs=n_inputs, pixel_bits=pixel_bits,
                                      n_outputs=n_outputs)
     return baud / BITS_PER_BYTE / (request + reply)
+
+
+def stream_images_per_second(images: Iterable[Sequence[int]], *, pixel_bits: int,
+                             n_outputs: int, baud: float = BAUD) -> float:
+    """The most images a second the line carries at ``baud`` with one ``STREAM`` exchange per
+    image, over ``images`` (their mean token count; no time for the host or the USB)."""
+    frames = [sum(stream_frame_bytes(image, pixel_bits=pixel_bits, n_outputs=n_outputs))
+              for image in images]
+    return baud / BITS_PER_BYTE / (sum(frames) / len(frames))
 
 
 def _hex(value: int, digits: int = 4) -> str:

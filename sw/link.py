@@ -384,7 +384,7 @@ class LinkClient:
                 except ValueError:  # a bad image: the one before it still gets its results
                     if pending:
                         pending = False
-                        yield self._results(self.transact(Command.STREAM, idempotent=False))
+                        yield self._flush_stream()
                         done += 1
                     raise
                 reply = self.transact(Command.STREAM, payload, idempotent=False)
@@ -398,7 +398,7 @@ class LinkClient:
                 pending = True
             if pending:
                 pending = False
-                yield self._results(self.transact(Command.STREAM, idempotent=False))
+                yield self._flush_stream()
                 done += 1
         except LinkError as error:
             error.images_done = done
@@ -407,6 +407,10 @@ class LinkClient:
             if pending:
                 self.transact(Command.STREAM)
             raise
+
+    def _flush_stream(self) -> tuple[list[int], int]:
+        """The pending STREAM image's results, taken with an empty STREAM (not resent)."""
+        return self._results(self.transact(Command.STREAM, idempotent=False))
 
     def read_many(self, addresses: Sequence[int]) -> list[int]:
         """The registers at ``addresses``, in that order: one READ per run of consecutive

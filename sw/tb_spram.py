@@ -203,18 +203,19 @@ async def run_link_job(dut):
         stream_start = get_sim_time(unit="ns")
         results = await tb.host(stream, job["images"], ops=len(job["images"]) + 2)
         report.data["stream_sim_ns"] = get_sim_time(unit="ns") - stream_start
-    for index, pixels in enumerate([] if job.get("stream") else job["images"]):
-        taps.clear()
-        taps.on(index < n_trace)
-        scores, prediction = await tb.host(lambda c, p=pixels: c.classify(p), ops=2)
-        taps.on(False)
-        entry = {"scores": scores, "prediction": prediction,
-                 **await tb.host(_counters, n_layers, ops=2 * n_layers + 4)}
-        if index < n_trace:
-            entry["input"], entry["layers"] = taps.take()
-        results.append(entry)
-        if progress:
-            Path(progress).write_text(f"{index + 1}\n")
+    else:
+        for index, pixels in enumerate(job["images"]):
+            taps.clear()
+            taps.on(index < n_trace)
+            scores, prediction = await tb.host(lambda c, p=pixels: c.classify(p), ops=2)
+            taps.on(False)
+            entry = {"scores": scores, "prediction": prediction,
+                     **await tb.host(_counters, n_layers, ops=2 * n_layers + 4)}
+            if index < n_trace:
+                entry["input"], entry["layers"] = taps.take()
+            results.append(entry)
+            if progress:
+                Path(progress).write_text(f"{index + 1}\n")
     report.data.update(results=results, registers={}, loaded=loaded,
                        spram_layers=list(board.spram_layers),
                        weight_chunks=sum(chunks[k] for k in loaded), load_sim_ns=load_ns,
