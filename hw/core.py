@@ -44,6 +44,7 @@ from spikeforge.hw.layer import LoadSignature, WeightMemory, spike_layout
 from spikeforge.hw.neuron import refused_is_not_unused
 from spikeforge.hw.program import LayerProgram, ProgramBusSignature
 from spikeforge.hw.spram import WeightStore
+from spikeforge.hw.weight_rom import WeightRom
 from spikeforge.sw.golden import Network
 from spikeforge.sw.interface import SPEC, RegisterMap
 
@@ -196,9 +197,10 @@ class CoreArray(wiring.Component):
             w_rd = SimpleNamespace(addr=weights.read_addr, en=weights.read_en,
                                    data=weights.read_data)
         else:
-            m.submodules.weights = weights = Memory(
-                shape=unsigned(P * WB), depth=n_weights, init=lay.weight_words_init())
-            w_rd = weights.read_port()
+            m.submodules.weights = weights = WeightRom(P, WB, n_weights, lay.weight_words_init(),
+                                                       writable=self._loadable)
+            w_rd = SimpleNamespace(addr=weights.read_addr, en=weights.read_en,
+                                   data=weights.read_data)
         m.submodules.biases = biases = Memory(
             shape=unsigned(P * VB), depth=lay.total_bias_words, init=lay.bias_words_init())
         m.submodules.vmem = vmem = Memory(shape=unsigned(P * VB), depth=lay.total_groups,
@@ -212,10 +214,11 @@ class CoreArray(wiring.Component):
             acc_wr.append(wr)
             acc_rd.append(bank.read_port(transparent_for=(wr,)))
         if self._loadable:
-            w_wr, b_wr = weights.write_port(), biases.write_port()
+            b_wr = biases.write_port()
             m.d.comb += [
-                w_wr.addr.eq(self.weight_load.addr), w_wr.data.eq(self.weight_load.data),
-                w_wr.en.eq(self.weight_load.en & (self.weight_load.addr < n_weights)),
+                weights.write_addr.eq(self.weight_load.addr),
+                weights.write_data.eq(self.weight_load.data),
+                weights.write_en.eq(self.weight_load.en & (self.weight_load.addr < n_weights)),
                 b_wr.addr.eq(self.bias_load.addr), b_wr.data.eq(self.bias_load.data),
                 b_wr.en.eq(self.bias_load.en & (self.bias_load.addr < lay.total_bias_words)),
             ]
@@ -289,7 +292,10 @@ class CoreArray(wiring.Component):
             m.d.sync += iu.events.valid.eq(0)
 
         # ---- the IU's ports: weights, its bank; a closed pass goes to the FU --------------------
-        m.d.comb += [w_rd.addr.eq(iu.weights.addr), w_rd.en.eq(iu.weights.en),
+        # A ROM reads in every cycle: the IU takes its data only in W1 of a slot, and a constant
+        # enable keeps the slot's valid flag off every block RAM's enable pin (on the ECP5 a
+        # fanout across the die); SPRAM reads only when asked.
+        m.d.comb += [w_rd.addr.eq(iu.weights.addr), w_rd.en.eq(iu.weights.en if in_ram else 1),
                      iu.weights.data.eq(w_rd.data), program.bad_addr.eq(iu.bad)]
         with m.If(iu.bad[0]):
             m.d.sync += self.bad_addr.eq(1)

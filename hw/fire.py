@@ -8,8 +8,9 @@ After a ``start`` the :class:`FireUnit` closes pass ``(step, layer)``: it walks 
   accumulator word ``g`` of its bank;
 - **L** leaks (``v_init`` at step 0, else ``v >> leak_shift``) and adds bias and current, and
   zeroes the accumulator word;
-- **C** sums exactly and saturates to the layer's ``v_bits``;
-- **F** fires and resets (the layer's ``theta[t]``, fire mode, compare, reset), puts the
+- **C** sums exactly and saturates to the layer's ``v_bits``, and compares the sum with the
+  layer's ``theta[t]`` beside the clamp;
+- **F** fires and resets (the compare's result, fire mode, reset), puts the
   spike mask into the serializer and the new membranes on ``membranes``, which write them back;
 - **S** (:class:`spikeforge.hw.serializer.SpikeSerializer`) emits the spikes, lowest channel
   first, then the marker.
@@ -30,7 +31,14 @@ from amaranth.utils import ceil_log2
 
 from spikeforge.hw.core_layout import CoreLayout
 from spikeforge.hw.layer import select
-from spikeforge.hw.neuron import NeuronFire, NeuronIntegrate, NeuronLeak, drive_bits
+from spikeforge.hw.neuron import (
+    NeuronFire,
+    NeuronIntegrate,
+    NeuronLeak,
+    bar_bits,
+    drive_bits,
+    threshold_bar,
+)
 from spikeforge.hw.program import FireRegistersSignature
 from spikeforge.hw.serializer import SpikeSerializer
 
@@ -186,6 +194,7 @@ class FireUnit(wiring.Component):
         current = data.View(c_lanes, self.acc_read.data)
         c_leaked, c_drive, d_sat = Signal(v_lanes), Signal(d_lanes), Signal(v_lanes)
         v_new = Signal(v_lanes)
+        d_reached = Signal(P)                   # stage C's threshold compare, registered
         fired = Signal(P)
         last_lanes = Signal(range(P + 1))
         # per-layer values of the fire unit, registered: the layer changes only between passes
@@ -195,6 +204,17 @@ class FireUnit(wiring.Component):
             v_low, v_high = Signal(signed(VB)), Signal(signed(VB))
             m.d.sync += [v_low.eq(select([-(1 << (x.v_bits - 1)) for x in layers], fu_k)),
                          v_high.eq(select([(1 << (x.v_bits - 1)) - 1 for x in layers], fu_k))]
+        else:
+            v_low, v_high = -(1 << (VB - 1)), (1 << (VB - 1)) - 1
+        # the least exact sum that fires, per pass. The layer and step change when a pass's
+        # marker leaves S (cycle e); the next pass's first group reaches stage C in cycle e + 4
+        # at the earliest (start e + 1, R e + 2, L e + 3), and the program's theta is valid from
+        # e + 2, so theta + greater (e + 3) and its clamp (e + 4) each get a register: in time,
+        # with no cycle to spare (a stale bar fails the random network regressions)
+        raised = Signal(signed(VB + 1))         # theta + greater
+        bar = Signal(signed(bar_bits(VB, CB)))
+        m.d.sync += [raised.eq(regs.theta + regs.greater),
+                     bar.eq(threshold_bar(raised, 0, v_low, v_high, VB, CB))]
         for lane in range(P):
             leak, fire = NeuronLeak(VB, CB), NeuronFire(VB)
             integrate = NeuronIntegrate(VB, CB, variable_range=lay.mixed_v_bits)
@@ -208,13 +228,15 @@ class FireUnit(wiring.Component):
                 leak.v_init.eq(regs.v_init), leak.leak_shift.eq(regs.leak_shift),
                 leak.bias.eq(bias_in[lane]), leak.current.eq(current[lane]),
                 integrate.base.eq(c_leaked[lane]), integrate.drive.eq(c_drive[lane]),
+                integrate.bar.eq(bar),
                 fire.v_sat.eq(d_sat[lane]), fire.theta.eq(regs.theta),
+                fire.reached.eq(d_reached[lane]),
                 fire.fire_mode.eq(regs.fire_mode), fire.fires.eq(regs.fires),
-                fire.greater.eq(regs.greater), fire.zero_reset.eq(regs.zero_reset),
+                fire.zero_reset.eq(regs.zero_reset),
                 v_new[lane].eq(fire.v_next),
             ]
             m.d.sync += [c_leaked[lane].eq(leak.base), c_drive[lane].eq(leak.drive),
-                         d_sat[lane].eq(integrate.v_sat)]
+                         d_sat[lane].eq(integrate.v_sat), d_reached[lane].eq(integrate.reached)]
             exists = ~st_d.last | (last_lanes > lane)
             m.d.comb += fired[lane].eq(fire.spike & exists)
 

@@ -113,18 +113,37 @@ class IntegrationUnit(wiring.Component):
         # ---- the pass being integrated: (iu_t, iu_k) into bank iu_bank -------------------------
         iu_t = Signal(range(T + 1))
         iu_k = Signal(range(max(2, L)))
+        iu_done = Signal()                      # iu_t == T: every pass integrated
         eot_pending = Signal()
-        gc_top, kx_top, ky_top, out_h, out_w, last_lanes = (select(v, iu_k) for v in (
-            [x.channel_groups - 1 for x in maps], [x.kernel[1] - 1 for x in maps],
-            [x.kernel[0] - 1 for x in maps], [x.out_shape[1] for x in maps],
-            [x.out_shape[2] for x in maps], [x.last_lanes for x in maps]))
-        row_step = select([x.out_shape[2] * x.channel_groups for x in maps], iu_k)
-        kx_step = select([2 * x.channel_groups - 1 for x in maps], iu_k)
+
+        layer_values = []                       # (register, layer 0's value)
+
+        def per_layer(values, name):
+            """Layer ``iu_k``'s value, registered: ``iu_k`` changes when a marker is decoded,
+            and the pass's first event is decoded two cycles later at the earliest (the marker
+            waits in ``eot_pending`` for the handoff), so no slot sees a stale value."""
+            value = Signal(select(values, iu_k).shape(), init=values[0], name=name)
+            m.d.sync += value.eq(select(values, iu_k))
+            layer_values.append((value, values[0]))
+            return value
+
+        slots = [x.kernel[0] * x.kernel[1] * x.channel_groups for x in maps]
+        gc_top, kx_top, ky_top, out_h, out_w, last_lanes = (per_layer(v, name) for v, name in (
+            ([x.channel_groups - 1 for x in maps], "gc_top"),
+            ([x.kernel[1] - 1 for x in maps], "kx_top"),
+            ([x.kernel[0] - 1 for x in maps], "ky_top"),
+            ([x.out_shape[1] for x in maps], "out_h"), ([x.out_shape[2] for x in maps], "out_w"),
+            ([x.last_lanes for x in maps], "last_lanes")))
+        row_step = per_layer([x.out_shape[2] * x.channel_groups for x in maps], "row_step")
+        kx_step = per_layer([2 * x.channel_groups - 1 for x in maps], "kx_step")
+        slots_top = per_layer([n - 1 for n in slots], "slots_top")
+        single_slot = per_layer([int(n == 1) for n in slots], "single_slot")
         # a stride 2**s layer: ev_oy, ev_ox are the numerators y + ph - ky, x + pw - kx of the
         # output position; the slot exists where both divide by the stride
         strided = any(x.stride_shift for x in maps)
-        stride_shift = select([x.stride_shift for x in maps], iu_k) if strided else 0
-        stride_mask = select([(1 << x.stride_shift) - 1 for x in maps], iu_k) if strided else 0
+        stride_shift = per_layer([x.stride_shift for x in maps], "stride_shift") if strided else 0
+        stride_mask = per_layer([(1 << x.stride_shift) - 1 for x in maps], "stride_mask") \
+            if strided else 0
 
         # ---- slot expansion: the event being issued --------------------------------------------
         span = max(max((x.out_shape[1] + x.padding[0] + 1) * (x.out_shape[2] + x.padding[1] + 1),
@@ -142,7 +161,11 @@ class IntegrationUnit(wiring.Component):
         ev_oy = Signal(signed(pos_bits))            # output row of the slot (times the stride)
         ev_ox = Signal(signed(pos_bits))
         ev_ox0 = Signal(signed(pos_bits))
-        ev_last = (ev_gc == gc_top) & (ev_kx == kx_top) & (ev_ky == ky_top)
+        # the slot being issued is the last (ky, kx, gc) of its pass over the kernel: a register
+        # kept beside a count of the slots left, not a compare of the three counters on the
+        # ready path
+        ev_left = Signal.like(slots_top)
+        ev_last = Signal()
         if strided:
             oy, ox = ev_oy >> stride_shift, ev_ox >> stride_shift    # floor: arithmetic
             on_grid = ((ev_oy & stride_mask) == 0) & ((ev_ox & stride_mask) == 0)
@@ -163,13 +186,13 @@ class IntegrationUnit(wiring.Component):
             ev_planes, ev_first = Const(0, 1), Const(1, 1)
         decode = self.events.valid & self.events.ready
         m.d.comb += [
-            self.events.ready.eq(self.run & (iu_t < T) & ~eot_pending
+            self.events.ready.eq(self.run & ~iu_done & ~eot_pending
                                  & (~ev_valid | (ev_last & (ev_planes == 0)))),
             self.integrated.eq(eot_pending & ~ev_valid),
             self.weights.addr.eq(ev_w), self.weights.en.eq(ev_valid),
         ]
         with m.If(ev_valid):
-            m.d.sync += ev_w.eq(ev_w + 1)
+            m.d.sync += [ev_w.eq(ev_w + 1), ev_left.eq(ev_left - 1), ev_last.eq(ev_left == 1)]
             with m.If(ev_gc != gc_top):
                 m.d.sync += [ev_gc.eq(ev_gc + 1), ev_acc.eq(ev_acc + 1)]
             with m.Elif(ev_kx != kx_top):
@@ -184,7 +207,8 @@ class IntegrationUnit(wiring.Component):
                 with m.Elif(ev_planes != 0):    # the same slots again, for the next set bit
                     m.d.sync += [ev_w.eq(ev_w0), ev_gc.eq(0), ev_kx.eq(0), ev_ky.eq(0),
                                  ev_oy.eq(ev_oy0), ev_ox.eq(ev_ox0), ev_acc.eq(ev_acc0),
-                                 ev_row_acc.eq(ev_acc0),
+                                 ev_row_acc.eq(ev_acc0), ev_left.eq(slots_top),
+                                 ev_last.eq(single_slot),
                                  ev_plane.eq(lowest_set_bit(ev_planes)[0]),
                                  ev_planes.eq(ev_planes & (ev_planes - 1)), ev_first.eq(0)]
             with m.Else():
@@ -226,7 +250,7 @@ class IntegrationUnit(wiring.Component):
             with m.If(beat.eot):
                 m.d.sync += eot_pending.eq(1)
                 with m.If(iu_k == L - 1):
-                    m.d.sync += [iu_k.eq(0), iu_t.eq(iu_t + 1)]
+                    m.d.sync += [iu_k.eq(0), iu_t.eq(iu_t + 1), iu_done.eq(iu_t == T - 1)]
                 with m.Else():
                     m.d.sync += iu_k.eq(iu_k + 1)
             with m.Elif(~start_legal):
@@ -235,7 +259,8 @@ class IntegrationUnit(wiring.Component):
                 m.d.sync += [ev_valid.eq(1), ev_w.eq(start_w), ev_gc.eq(0), ev_kx.eq(0),
                              ev_ky.eq(0), ev_oy.eq(start_oy), ev_ox.eq(start_ox),
                              ev_ox0.eq(start_ox), ev_acc.eq(start_acc),
-                             ev_row_acc.eq(start_acc)]
+                             ev_row_acc.eq(start_acc), ev_left.eq(slots_top),
+                             ev_last.eq(single_slot)]
                 if VALUE:
                     value = beat.value
                     m.d.sync += [ev_w0.eq(start_w), ev_oy0.eq(start_oy), ev_acc0.eq(start_acc),
@@ -270,7 +295,8 @@ class IntegrationUnit(wiring.Component):
                      self.acc_read.bank.eq(w1_bank), self.acc_write.data.eq(total.as_value())]
 
         with m.If(self.clear):
-            m.d.sync += [iu_t.eq(0), iu_k.eq(0), self.bank.eq(0), eot_pending.eq(0),
+            m.d.sync += [iu_t.eq(0), iu_k.eq(0), iu_done.eq(0), self.bank.eq(0),
+                         eot_pending.eq(0), *[value.eq(v0) for value, v0 in layer_values],
                          ev_valid.eq(0), w1_valid.eq(0), self.acc_write.en.eq(0),
                          *[s.eq(0) for s in self.synops]]
         return m

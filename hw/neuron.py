@@ -12,7 +12,9 @@ current. It implements steps 1-4 of ``docs/contract.md`` for one neuron::
 
 The lines are three components, one per pipeline stage of the layer engine's fire unit, which
 registers ``base``/``drive`` and ``v_sat`` between them: :class:`NeuronLeak` (the first two),
-:class:`NeuronIntegrate` (the clamp) and :class:`NeuronFire` (the last two).
+:class:`NeuronIntegrate` (the clamp, and beside it whether ``v_sat`` reaches ``theta``: the
+threshold compare, taken from the exact sum so that the fire stage holds no comparator) and
+:class:`NeuronFire` (the spike and the reset).
 :class:`NeuronDatapath` chains the three combinationally.
 """
 
@@ -20,12 +22,12 @@ from __future__ import annotations
 
 import functools
 
-from amaranth.hdl import Module, Mux, signed, unsigned
+from amaranth.hdl import Module, Mux, Value, signed, unsigned
 from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["FireMode", "NeuronLeak", "NeuronIntegrate", "NeuronFire", "NeuronDatapath",
-           "check_width", "signed_bits_for", "drive_bits"]
+           "check_width", "signed_bits_for", "drive_bits", "bar_bits", "threshold_bar"]
 
 
 class FireMode(enum.Enum, shape=unsigned(1)):
@@ -69,6 +71,26 @@ def signed_bits_for(low: int, high: int) -> int:
 def drive_bits(v_bits: int, current_bits: int) -> int:
     """Width of ``bias + current``: exact for every ``v_bits`` bias and ``current_bits`` current."""
     return max(v_bits, current_bits) + 1
+
+
+def bar_bits(v_bits: int, current_bits: int) -> int:
+    """Width of :func:`threshold_bar`: one bit more than the exact sum ``base + drive``."""
+    return drive_bits(v_bits, current_bits) + 2
+
+
+def threshold_bar(theta, greater, low, high, v_bits: int, current_bits: int) -> Value:
+    """The least exact sum ``total = base + drive`` whose saturation ``sat(total)`` to
+    ``low .. high`` reaches ``theta`` (``>=``, or ``>`` with ``greater``): ``theta + greater``
+    when it lies in ``low + 1 .. high``; every sum when ``theta + greater <= low`` (a sum
+    clamped up to ``low`` reaches it too); no sum when ``theta + greater > high`` (a sum clamped
+    down to ``high`` does not). So ``sat(total) >= theta + greater`` exactly when
+    ``total >= bar``, for every ``theta``, not only the contract's ``theta >= 1``. It depends on
+    the layer and timestep only, so the fire unit registers it once per pass and the lanes
+    compare the exact sum beside the clamp (``bar_bits`` wide)."""
+    sum_bits = bar_bits(v_bits, current_bits) - 1
+    lowest, above_all = -(1 << (sum_bits - 1)), 1 << (sum_bits - 1)
+    bar = theta + greater
+    return Mux(bar > high, above_all, Mux(bar <= low, lowest, bar))
 
 
 class NeuronLeak(wiring.Component):
@@ -126,9 +148,12 @@ class NeuronLeak(wiring.Component):
 
 
 class NeuronIntegrate(wiring.Component):
-    """Exact integration with one saturation (``docs/contract.md`` step 2).
+    """Exact integration with one saturation (``docs/contract.md`` step 2), and whether the
+    saturated membrane reaches the threshold (the compare of step 3).
 
-    Purely combinational.
+    Purely combinational. ``reached`` is ``v_sat >= theta`` (``v_sat > theta`` with
+    ``greater``), computed from the exact sum ``total = base + drive`` in parallel with the
+    clamp, as ``total >= bar`` with ``bar`` from :func:`threshold_bar`.
 
     Parameters
     ----------
@@ -151,6 +176,11 @@ class NeuronIntegrate(wiring.Component):
         ``sat(base + drive)``.
     saturated : Out(1)
         The exact sum lay outside the range and was clamped.
+    bar : In(signed(bar_bits(v_bits, current_bits)))
+        :func:`threshold_bar` of the timestep's threshold, compare and range.
+    reached : Out(1)
+        ``total >= bar``: ``v_sat`` reaches the threshold under the compare (what
+        :class:`NeuronFire` fires on in threshold mode).
     low, high : In(signed(v_bits))
         Only with ``variable_range``: the range (``low <= high``, both within ``v_bits``).
     """
@@ -167,6 +197,8 @@ class NeuronIntegrate(wiring.Component):
             "drive": In(signed(drive_bits(v_bits, current_bits))),
             "v_sat": Out(signed(v_bits)),
             "saturated": Out(1),
+            "bar": In(signed(bar_bits(v_bits, current_bits))),
+            "reached": Out(1),
             **bounds,
         })
 
@@ -186,6 +218,7 @@ class NeuronIntegrate(wiring.Component):
             low, high = -(1 << (self._v_bits - 1)), (1 << (self._v_bits - 1)) - 1
         # Amaranth widens every addition, so this sum is exact.
         total = self.base + self.drive
+        m.d.comb += self.reached.eq(total >= self.bar)
         with m.If(total > high):
             m.d.comb += [self.v_sat.eq(high), self.saturated.eq(1)]
         with m.Elif(total < low):
@@ -196,9 +229,10 @@ class NeuronIntegrate(wiring.Component):
 
 
 class NeuronFire(wiring.Component):
-    """Fire and soft reset of a saturated membrane (``docs/contract.md`` steps 3-4).
+    """Fire and soft reset of a saturated membrane (``docs/contract.md`` steps 3-4), given
+    whether it reached the threshold (:class:`NeuronIntegrate`'s ``reached``).
 
-    Purely combinational.
+    Purely combinational: a subtractor and multiplexers, no comparator.
 
     Parameters
     ----------
@@ -211,11 +245,11 @@ class NeuronFire(wiring.Component):
         Saturated membrane of this timestep.
     theta : In(signed(v_bits))
         Threshold of this timestep, ``>= 1`` by contract.
+    reached : In(1)
+        ``v_sat`` reached ``theta`` under the layer's compare (``>=`` or ``>``).
     fire_mode : In(FireMode)
     fires : In(1)
         0: integrate only (no spike, no reset).
-    greater : In(1)
-        Threshold mode: fire on ``v_sat > theta`` (0: ``v_sat >= theta``).
     zero_reset : In(1)
         Threshold mode: a spike sets the membrane to 0 (0: subtracts ``theta``). Radix mode
         ignores both (the contract refuses radix with the zero reset).
@@ -229,9 +263,9 @@ class NeuronFire(wiring.Component):
         super().__init__({
             "v_sat": In(signed(v_bits)),
             "theta": In(signed(v_bits)),
+            "reached": In(1),
             "fire_mode": In(FireMode),
             "fires": In(1),
-            "greater": In(1),
             "zero_reset": In(1),
             "spike": Out(1),
             "v_next": Out(signed(v_bits)),
@@ -244,12 +278,11 @@ class NeuronFire(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         v_sat = self.v_sat
-        reached = Mux(self.greater, v_sat > self.theta, v_sat >= self.theta)
         m.d.comb += self.v_next.eq(v_sat)
         with m.If(self.fires):
             with m.If(self.fire_mode == FireMode.RADIX):
                 m.d.comb += [self.spike.eq(v_sat[0]), self.v_next.eq(v_sat - v_sat[0])]
-            with m.Elif(reached):
+            with m.Elif(self.reached):
                 m.d.comb += [self.spike.eq(1),
                              self.v_next.eq(Mux(self.zero_reset, 0, v_sat - self.theta))]
         return m
@@ -337,10 +370,14 @@ class NeuronDatapath(wiring.Component):
             leak.v_init.eq(self.v_init), leak.leak_shift.eq(self.leak_shift),
             leak.bias.eq(self.bias), leak.current.eq(self.current),
             integrate.base.eq(leak.base), integrate.drive.eq(leak.drive),
+            integrate.bar.eq(threshold_bar(
+                self.theta, self.greater, -(1 << (self._v_bits - 1)),
+                (1 << (self._v_bits - 1)) - 1, self._v_bits, self._current_bits)),
             self.saturated.eq(integrate.saturated),
             fire.v_sat.eq(integrate.v_sat), fire.theta.eq(self.theta),
+            fire.reached.eq(integrate.reached),
             fire.fire_mode.eq(self.fire_mode), fire.fires.eq(self.fires),
-            fire.greater.eq(self.greater), fire.zero_reset.eq(self.zero_reset),
+            fire.zero_reset.eq(self.zero_reset),
             self.spike.eq(fire.spike), self.v_next.eq(fire.v_next),
         ]
         return m

@@ -92,6 +92,9 @@ class MemoryUse:
     kind: str = "EBR"  # "EBR", "SPRAM" or "logic"
     blocks: int = 0
     rom: bool = False
+    #: Memories of ``width / slices`` bits side by side (hw/weight_rom.py: one per lane), each
+    #: mapped onto block RAM on its own.
+    slices: int = 1
 
     @property
     def bits(self) -> int:
@@ -150,7 +153,7 @@ def _memories(network: Network, lanes: int, w_bits: int | None = None) -> list[M
     widest = layout.w_bits if w_bits is None else min(layout.w_bits, w_bits)
     current = max(current_bits(x.rows * x.pool_area, min(x.layer.w_bits, widest))
                   for x in layout.maps)
-    out = [MemoryUse("core.weights", P * widest, sum(layout.weight_words), rom=True),
+    out = [MemoryUse("core.weights", P * widest, sum(layout.weight_words), rom=True, slices=P),
            MemoryUse("core.bias", P * layout.v_bits, layout.total_bias_words, rom=True),
            MemoryUse("core.vmem", P * layout.v_bits, layout.total_groups)]
     out += [MemoryUse(f"core.acc{bank}", P * current, max(layout.groups)) for bank in range(2)]
@@ -180,11 +183,13 @@ def plan_memories(network: Network, lanes: int, spec, *, w_bits: int | None = No
     memories = _memories(network, lanes, w_bits)
     ebr = 0
     for x in memories:
-        if (x.bits < LOGIC_MEMORY_BITS or (x.rom and x.bits <= LOGIC_ROM_BITS)
+        slice_bits = x.bits // x.slices
+        if (slice_bits < LOGIC_MEMORY_BITS or (x.rom and slice_bits <= LOGIC_ROM_BITS)
                 or (family == "ecp5" and x.depth <= ECP5_LUTRAM_DEPTH)):
             x.kind, x.blocks = "logic", 0
         else:
-            x.kind, x.blocks = "EBR", block_count(family, x.width, x.depth)
+            x.kind, x.blocks = "EBR", x.slices * block_count(family, x.width // x.slices,
+                                                            x.depth)
             ebr += x.blocks
     spram = 0
     spram_available = spec.resources.get("spram", 0)

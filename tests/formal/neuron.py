@@ -86,18 +86,30 @@ class _RadixNoReset(NeuronFire):
         with m.If(self.fires):
             with m.If(self.fire_mode == FireMode.RADIX):
                 m.d.comb += self.spike.eq(self.v_sat[0])
-            with m.Elif(self.v_sat >= self.theta):
+            with m.Elif(self.reached):
                 m.d.comb += [self.spike.eq(1), self.v_next.eq(self.v_sat - self.theta)]
+        return m
+
+
+class _CompareUnclampedDatapath(NeuronDatapath):
+    """Mutant: the threshold compare on ``theta + greater`` itself, without the clamp's bounds
+    (:func:`threshold_bar`; wrong for ``V > theta`` at ``theta = 2**(v_bits-1) - 1``: the
+    clamped membrane cannot exceed it)."""
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        integrate = m.submodules.integrate
+        m.d.comb += integrate.bar.eq(self.theta + self.greater)
         return m
 
 
 # ---- the harness -----------------------------------------------------------------------------
 
 class NeuronHarness(Harness):
-    """``dut`` is ``"datapath"`` (the composed :class:`NeuronDatapath`) or ``"stages"`` (the
-    three stage components, each replaceable by a mutant through ``leak``, ``integrate``,
-    ``fire``). ``compare`` is the reference's comparison: ``">="`` is the contract's default;
-    ``">"`` is a broken reference that the proof must reject."""
+    """``dut`` is ``"datapath"`` (the composed :class:`NeuronDatapath`), a mutant subclass of
+    it, or ``"stages"`` (the three stage components, each replaceable by a mutant through
+    ``leak``, ``integrate``, ``fire``). ``compare`` is the reference's comparison: ``">="`` is
+    the contract's default; ``">"`` is a broken reference that the proof must reject."""
 
     def __init__(self, *, v_bits=6, current_bits=8, dut="stages", compare=">=", reach=None,
                  **stages):
@@ -109,6 +121,8 @@ class NeuronHarness(Harness):
         vb, cb = self.v_bits, self.current_bits
         if self.dut == "datapath":
             dut = NeuronDatapath(vb, cb)
+        elif isinstance(self.dut, type):        # a mutant of the composed datapath
+            dut = self.dut(vb, cb)
         else:
             dut = _Stages(vb, cb, **self.stages)
         m.submodules.dut = self.d = d = dut
@@ -204,6 +218,8 @@ CHECKS = [
            leak=_NarrowDriveLeak),
     _check("mutant_radix_no_reset", "mutant", "radix fire without V - s", "fail",
            fire=_RadixNoReset),
+    _check("mutant_compare_unclamped", "mutant", "threshold compare without the clamp's bounds",
+           "fail", dut=_CompareUnclampedDatapath),
     _check("mutant_reference_gt", "mutant", "reference compares V > theta", "fail",
            compare=">"),
 ]
