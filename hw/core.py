@@ -231,7 +231,7 @@ class CoreArray(wiring.Component):
         # ---- the layer program and the two units ----------------------------------------------
         m.submodules.program = program = LayerProgram(
             lay.layers, v_bits=VB, weight_words=lay.weight_words, word_bits=P * WB,
-            in_ram=in_ram, spec=self._spec)
+            in_ram=in_ram, descriptors=lay.descriptors(self._spec), spec=self._spec)
         connect(m, wiring.flipped(self.bus), program.bus)
         if in_ram:
             m.d.comb += [weights.write_addr.eq(program.store_addr),

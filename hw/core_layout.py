@@ -28,6 +28,7 @@ from amaranth.utils import ceil_log2
 from spikeforge.hw.layer import check_lanes, current_bits, pack_bias
 from spikeforge.hw.rom import pack_weights
 from spikeforge.sw.golden import ConvLayer, DenseLayer, EncoderKind, Network, SumPoolLayer
+from spikeforge.sw.interface import SPEC, RegisterMap
 
 __all__ = ["LayerMap", "CoreLayout", "core_layout", "CoreLayoutError"]
 
@@ -212,6 +213,28 @@ class CoreLayout:
     @property
     def total_bias_words(self) -> int:
         return sum(self.bias_words)
+
+    def descriptors(self, spec: RegisterMap = SPEC) -> list[dict[str, int]]:
+        """Per neuron layer, the words of its read-only descriptor registers (``SHAPE_IN``,
+        ``SHAPE_OUT``, ``KERNEL``, ``WEIGHT_BASE``, ``NEURON_BASE``): the gateware's
+        read-only values and what a host expects of the bitstream of an export."""
+        out = []
+        for x, weight_base, neuron_base in zip(self.maps, self.weight_base, self.neuron_base,
+                                               strict=True):
+            def shape(name, c, h, w):
+                return spec.layer_reg(name).pack(channels=c, height=h, width=w)
+            # the keys in the order of interface.DESCRIPTOR_REGISTERS
+            out.append({
+                "SHAPE_IN": shape("SHAPE_IN", *x.source_shape),
+                "SHAPE_OUT": shape("SHAPE_OUT", *x.out_shape),
+                "KERNEL": spec.layer_reg("KERNEL").pack(
+                    conv=int(not x.dense), pool_shift=x.pool_shift,
+                    stride_shift=x.stride_shift, height=x.kernel[0], width=x.kernel[1],
+                    pad_h=x.padding[0], pad_w=x.padding[1]),
+                "WEIGHT_BASE": weight_base,
+                "NEURON_BASE": neuron_base,
+            })
+        return out
 
     def weight_words_init(self) -> list[int]:
         """The weight store's contents: every layer's words, at ``w_bits`` (the widest)."""

@@ -70,6 +70,9 @@ class LayerProgram(wiring.Component):
         Bits of one weight word; the ``W_DATA`` chunks of a word are ``ceil(word_bits / 32)``.
     in_ram : bool
         The weight store is RAM the host loads (``W_ADDR``/``W_DATA``, ``W_INFO.in_ram``).
+    descriptors : sequence of dict
+        Per layer, the words of its read-only descriptor registers by name
+        (:meth:`spikeforge.hw.core_layout.CoreLayout.descriptors`).
 
     Members
     -------
@@ -93,8 +96,12 @@ class LayerProgram(wiring.Component):
     """
 
     def __init__(self, layers, *, v_bits: int, weight_words, word_bits: int, in_ram: bool,
-                 spec: RegisterMap = SPEC):
+                 descriptors, spec: RegisterMap = SPEC):
         self._layers = list(layers)
+        self._descriptors = [dict(d) for d in descriptors]
+        if len(self._descriptors) != len(self._layers):
+            raise ValueError(f"{len(self._descriptors)} descriptors for "
+                             f"{len(self._layers)} layers")
         self._v_bits = v_bits
         self._words = [int(w) for w in weight_words]
         self._word_bits = word_bits
@@ -197,6 +204,7 @@ class LayerProgram(wiring.Component):
                 at("STATUS"): field_word(status_reg, **status),
                 at("W_ADDR"): load_addr[k],
                 at("W_INFO"): Const(w_info, 32),
+                **{at(name): Const(word, 32) for name, word in self._descriptors[k].items()},
                 **{at("THETA", t): r["theta"][t] for t in range(T)},
             }
             # a Mux chain (continuous assigns, defined from reset on in every simulator), not

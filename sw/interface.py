@@ -64,6 +64,7 @@ __all__ = [
     "unpack_fields",
     "register_address",
     "pack_w_info",
+    "DESCRIPTOR_REGISTERS",
     "unpack_w_info",
     # link protocol
     "BAUD",
@@ -286,6 +287,12 @@ GLOBAL_REGISTERS = (
     Register("LANES", 0x0007, Access.R, Reset.ELABORATION, "P, lanes per layer engine"),
 )
 
+_SHAPE_FIELDS = (
+    Field("channels", 0, 16, "channels (a dense layer's neurons)"),
+    Field("height", 16, 8, "rows"),
+    Field("width", 24, 8, "columns"),
+)
+
 LAYER_REGISTERS = (
     Register("LEAK_SHIFT", 0x00, Access.RW, Reset.MANIFEST,
              "leak shift, 0..v_bits (larger values are stored as v_bits)"),
@@ -321,10 +328,36 @@ LAYER_REGISTERS = (
         Field("chunks_per_word", 4, 4, "`W_DATA` chunks per weight word"),
         Field("words", 8, 24, "weight words of the layer"),
     )),
+    # the layer's descriptor: its geometry on the core array, fixed at elaboration
+    # (hw/core_layout.py LayerMap), so a host can check that a bitstream runs the network of
+    # its export before it loads weights or streams images
+    Register("SHAPE_IN", 0x0A, Access.R, Reset.ELABORATION,
+             "the events the layer receives `(C, H, W)`, before its pooling (dense: `(fan_in, "
+             "1, 1)`)", fields=_SHAPE_FIELDS),
+    Register("SHAPE_OUT", 0x0B, Access.R, Reset.ELABORATION,
+             "its neurons `(C, H, W)` (dense: `(fan_out, 1, 1)`)", fields=_SHAPE_FIELDS),
+    Register("KERNEL", 0x0C, Access.R, Reset.ELABORATION, "how an input event expands", fields=(
+        Field("conv", 0, 1, "a convolution (0: dense)"),
+        Field("pool_shift", 1, 3, "log2 of the sum-pooling window folded in (0: none)"),
+        Field("stride_shift", 4, 3, "log2 of the convolution's stride"),
+        Field("height", 8, 4, "kernel rows"),
+        Field("width", 12, 4, "kernel columns"),
+        Field("pad_h", 16, 4, "rows of zero padding"),
+        Field("pad_w", 20, 4, "columns of zero padding"),
+    )),
+    Register("WEIGHT_BASE", 0x0D, Access.R, Reset.ELABORATION,
+             "its first word in the shared weight store"),
+    Register("NEURON_BASE", 0x0E, Access.R, Reset.ELABORATION,
+             "its first group in the shared membrane memory"),
     Register("THETA", 0x10, Access.RW, Reset.MANIFEST,
              "threshold of timestep t (signed v_bits)", count=MAX_TIMESTEPS, index="t",
              signed=True),
 )
+
+
+#: The per-layer registers of the layer's descriptor, in order
+#: (spikeforge.hw.core_layout.CoreLayout.descriptors gives their words).
+DESCRIPTOR_REGISTERS = ("SHAPE_IN", "SHAPE_OUT", "KERNEL", "WEIGHT_BASE", "NEURON_BASE")
 
 
 def _is_name(name: str) -> bool:

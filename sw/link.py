@@ -28,6 +28,7 @@ from typing import Protocol
 from spikeforge.sw.interface import (
     BAUD,
     COMMANDS,
+    DESCRIPTOR_REGISTERS,
     ID_MAGIC,
     LINK_VERSION,
     MAX_BLOCK_LEN,
@@ -446,6 +447,39 @@ class LinkClient:
             self.read_register(self.address("W_INFO", layer)))
         return WeightInfo(in_ram=bool(info["in_ram"]), chunks_per_word=info["chunks_per_word"],
                           words=info["words"])
+
+    def read_descriptor(self, layer: int) -> dict[str, int]:
+        """Layer ``layer``'s descriptor registers (``SHAPE_IN`` .. ``NEURON_BASE``), by name,
+        as words: its geometry on the core array, fixed when the bitstream was built."""
+        names = DESCRIPTOR_REGISTERS
+        return dict(zip(names, self.read_many([self.address(n, layer) for n in names]),
+                        strict=True))
+
+    def check_network(self, network) -> None:
+        """Check that the board runs ``network`` (a :class:`spikeforge.sw.golden.Network`, say
+        an export's): as many neuron layers, each with the descriptor the core array gives it
+        at the board's lane count. Raises :class:`LinkError` naming the first layer and
+        register that differ, with both sides' fields."""
+        from spikeforge.hw.core_layout import core_layout
+
+        n_layers, lanes = self.read_many([self.address("N_LAYERS"), self.address("LANES")])
+        expected = core_layout(network, lanes).descriptors(self.spec)
+        if n_layers != len(expected):
+            raise LinkError(f"the board runs {n_layers} neuron layers, the network has "
+                            f"{len(expected)}: it was built from another network")
+        for k, want in enumerate(expected):
+            got = self.read_descriptor(k)
+            for name in DESCRIPTOR_REGISTERS:
+                if got[name] != want[name]:
+                    register = self.spec.layer_reg(name)
+
+                    def show(word, register=register):
+                        if not register.fields:
+                            return str(word)
+                        return " ".join(f"{f}={v}" for f, v in register.unpack(word).items())
+                    raise LinkError(f"layer {k} {name} differs: the board has {show(got[name])}, "
+                                    f"the network needs {show(want[name])} (at {lanes} lanes): "
+                                    "the bitstream was built from another network")
 
     def load_weights(self, layer: int, chunks: Sequence[int], *,
                      progress: Callable[[int, int], None] | None = None) -> None:

@@ -106,10 +106,15 @@ def load_weights(client: LinkClient, board: Board, network: Network | None, *,
                  progress: Callable[[int, int, int], None] | None = None) -> list[int]:
     """Load the SPRAM layers' weights of ``board`` from ``network`` (the network the bitstream
     was built from); returns the layers loaded (none when ``board`` has no SPRAM layers).
+    Given a ``network``, first checks that the board runs it (every layer's descriptor
+    registers, :meth:`~spikeforge.sw.link.LinkClient.check_network`), whether or not it loads
+    anything.
 
     ``progress(layer, chunks_done, chunks_total)`` follows each frame. Raises
     :class:`ValueError` if the board needs weights and ``network`` is ``None``, and
     :class:`~spikeforge.sw.link.LinkError` if the board refuses them."""
+    if network is not None:
+        client.check_network(network)
     if not board.spram_layers:
         return []
     if network is None:

@@ -156,9 +156,12 @@ def _chunks(network, lanes: int, layers) -> dict[int, int]:
 
 
 def _load_ops(chunks: dict[int, int], n_layers: int) -> int:
-    """Link transactions of :func:`spikeforge.sw.run.load_weights` at most: LANES, every
-    layer's W_INFO, and per SPRAM layer W_ADDR + WRITE_BLOCK per frame and LAYER_STATUS."""
-    return 1 + n_layers + sum(2 + 2 * math.ceil(n / (MAX_WORDS // 2)) for n in chunks.values())
+    """Link transactions of :func:`spikeforge.sw.run.load_weights` at most: the network check
+    (N_LAYERS, LANES, every layer's descriptor), LANES, every layer's W_INFO, and per SPRAM
+    layer W_ADDR + WRITE_BLOCK per frame and LAYER_STATUS."""
+    check = 2 + n_layers
+    return check + 1 + n_layers + sum(2 + 2 * math.ceil(n / (MAX_WORDS // 2))
+                                      for n in chunks.values())
 
 
 def _counters(client, n_layers: int) -> dict:

@@ -15,7 +15,7 @@ from spikeforge.hw.core import CoreArray
 from spikeforge.sim.core_cases import random_conv_network
 from spikeforge.sim.core_model import core_timing
 from spikeforge.sim.network_cases import random_network
-from spikeforge.sw.golden import ConvLayer, DenseLayer, Encoder, Network
+from spikeforge.sw.golden import ConvLayer, DenseLayer, Encoder, Network, SumPoolLayer
 from spikeforge.sw.interface import SPEC
 
 SEED = int(os.environ.get("SPIKEFORGE_SEED", "0"))
@@ -195,3 +195,55 @@ def test_stride_two_convolution(encoder, padding):
     net = Network([conv, fc], 3, Encoder(encoder, 4))
     pixels = torch.randint(0, 16, (1, net.n_inputs), generator=gen)
     check_against_golden(net, net.encode(pixels)[0], 2)
+
+
+def test_descriptor_registers_read_each_layers_geometry():
+    """SHAPE_IN, SHAPE_OUT, KERNEL, WEIGHT_BASE and NEURON_BASE read back what each layer is,
+    the expectations written out by hand from the layers and docs/rom-layout.md's word counts:
+    a padded 3x3 convolution of 3 channels on 2 lanes (Gc = 2), a 2x2 sum pool folded into a
+    stride-2 3x3 convolution, a dense readout."""
+    gen = torch.Generator().manual_seed(3)
+    conv0 = ConvLayer(weight=torch.randint(-7, 8, (3, 2, 3, 3), generator=gen), bias=[0] * 3,
+                      theta=[6, 6], w_bits=4, v_bits=10, input_shape=(2, 8, 8), padding=1,
+                      name="conv0")
+    pool = SumPoolLayer(kernel=2, input_shape=(3, 8, 8), name="pool")
+    conv1 = ConvLayer(weight=torch.randint(-7, 8, (4, 3, 3, 3), generator=gen), bias=[0] * 4,
+                      theta=[6, 6], w_bits=4, v_bits=10, input_shape=(3, 4, 4), stride=2,
+                      name="conv1")
+    fc = DenseLayer(weight=torch.randint(-7, 8, (5, 4), generator=gen), bias=[0] * 5,
+                    theta=[3, 3], fires=False, w_bits=4, v_bits=10, name="fc")
+    dut = CoreArray(Network([conv0, pool, conv1, fc], 2, Encoder("rate", 4)), 2)
+
+    def shape(c, h, w):
+        return {"channels": c, "height": h, "width": w}
+
+    expected = [
+        {"SHAPE_IN": shape(2, 8, 8), "SHAPE_OUT": shape(3, 8, 8),
+         "KERNEL": dict(conv=1, pool_shift=0, stride_shift=0, height=3, width=3, pad_h=1,
+                        pad_w=1),
+         "WEIGHT_BASE": 0, "NEURON_BASE": 0},
+        # 2 * 9 rows x 2 groups of weight words; 8 * 8 positions x 2 groups of membranes
+        {"SHAPE_IN": shape(3, 8, 8), "SHAPE_OUT": shape(4, 1, 1),
+         "KERNEL": dict(conv=1, pool_shift=1, stride_shift=1, height=3, width=3, pad_h=0,
+                        pad_w=0),
+         "WEIGHT_BASE": 36, "NEURON_BASE": 128},
+        # + 3 * 9 rows x 2 groups; + 1 position x 2 groups
+        {"SHAPE_IN": shape(4, 1, 1), "SHAPE_OUT": shape(5, 1, 1),
+         "KERNEL": dict(conv=0, pool_shift=0, stride_shift=0, height=1, width=1, pad_h=0,
+                        pad_w=0),
+         "WEIGHT_BASE": 90, "NEURON_BASE": 130},
+    ]
+    read = []
+
+    async def bench(ctx):
+        for k in range(len(expected)):
+            words = {name: await bus_read(ctx, dut, k, name) for name in expected[k]}
+            read.append({name: (SPEC.layer_reg(name).unpack(word)
+                                if SPEC.layer_reg(name).fields else word)
+                         for name, word in words.items()})
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert read == expected

@@ -46,7 +46,7 @@ MASK = 0xFFFF_FFFF
 #: One register moved in the spec: (per_layer, name, new offset). None: the spec as it is.
 MOVES = {
     "as specified": None,
-    "layer register SPIKES moved": (True, "SPIKES", 0x0C),
+    "layer register SPIKES moved": (True, "SPIKES", 0x0F),
     "global register N_OUTPUTS moved": (False, "N_OUTPUTS", 0x0020),
 }
 
@@ -226,7 +226,14 @@ def expected_value(spec, network, lanes, spram_layers, where, *, loaded=False):
     groups = -(-layer.fan_out // lanes)
     words = layer.fan_in * groups
     in_ram = k in spram_layers
+    earlier = network.layers[:k]        # dense layers: their words and groups come first
+    shape = spec.layer_reg("SHAPE_IN")
     return {
+        "SHAPE_IN": shape.pack(channels=layer.fan_in, height=1, width=1),
+        "SHAPE_OUT": shape.pack(channels=layer.fan_out, height=1, width=1),
+        "KERNEL": spec.layer_reg("KERNEL").pack(conv=0, height=1, width=1),
+        "WEIGHT_BASE": sum(x.fan_in * -(-x.fan_out // lanes) for x in earlier),
+        "NEURON_BASE": sum(-(-x.fan_out // lanes) for x in earlier),
         "LEAK_SHIFT": layer.leak_shift, "V_INIT": layer.v_init & MASK, "SYNOPS": 0,
         "SPIKES": 0, "CYCLES": 0, "STATUS": 0, "W_DATA": 0,
         "FIRE": spec.layer_reg("FIRE").pack(radix=int(layer.fire_mode is FireMode.RADIX),

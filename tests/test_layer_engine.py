@@ -217,7 +217,7 @@ def test_register_decoder_follows_the_spec():
     """The engine decodes the spec it is given: ``Reg`` is the spec's per-layer block, and with
     W_INFO and THETA moved the engine answers at the new offsets and not at the old ones."""
     assert {r.name: r.value for r in Reg} == {r.name: r.offset for r in SPEC.layer_registers}
-    moved = (SPEC.with_register("W_INFO", per_layer=True, offset=0x0C)
+    moved = (SPEC.with_register("W_INFO", per_layer=True, offset=0x0F)
              .with_register("THETA", per_layer=True, offset=0x20, count=0xE0))
     got = {}
     for name, spec in (("spec", SPEC), ("moved", moved)):
@@ -226,7 +226,7 @@ def test_register_decoder_follows_the_spec():
 
         async def testbench(ctx, dut=dut, name=name):
             got[name] = [await read_register(ctx, dut, offset)
-                         for offset in (0x09, 0x0C, 0x10, 0x11, 0x20, 0x21)]
+                         for offset in (0x09, 0x0F, 0x10, 0x11, 0x20, 0x21)]
 
         sim = Simulator(dut)
         sim.add_clock(1e-8)

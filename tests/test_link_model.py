@@ -292,3 +292,54 @@ def test_load_network_weights_fills_spram_exactly_once(drop):
     assert not backend.overflow
     with pytest.raises(ValueError, match="takes 80 weight words of 2 chunks"):
         client.load_weights(0, [0] * 10)
+
+
+class DescriptorBackend(MockBackend):
+    """The mock backend answering N_LAYERS, LANES and the descriptor registers of ``network``
+    built at ``lanes`` lanes: a board of that network, as far as LinkClient.check_network reads."""
+
+    def __init__(self, network, lanes: int, **kwargs):
+        from spikeforge.hw.core_layout import core_layout
+
+        super().__init__(**kwargs)
+        self.words = {register_address("LANES"): lanes,
+                      register_address("N_LAYERS"): len(core_layout(network, lanes).maps)}
+        for k, descriptor in enumerate(core_layout(network, lanes).descriptors()):
+            for name, word in descriptor.items():
+                self.words[register_address(name, k)] = word
+
+    def read(self, address: int) -> int:
+        return self.words[address] if address in self.words else super().read(address)
+
+
+def test_check_network_names_the_layer_and_register_that_differ():
+    """The host refuses an export whose network is not the bitstream's, in one line naming the
+    layer, the register and both sides' fields; the board's own network passes."""
+    import torch
+
+    from spikeforge.sw.golden import ConvLayer, DenseLayer, Encoder, Network
+
+    def network(channels: int, padding: int = 1) -> Network:
+        conv = ConvLayer(weight=torch.ones(channels, 1, 3, 3, dtype=torch.int64),
+                         bias=[0] * channels, theta=[2, 2], w_bits=4, v_bits=10,
+                         input_shape=(1, 6, 6), padding=padding)
+        fc = DenseLayer(weight=torch.ones(3, conv.fan_out, dtype=torch.int64), bias=[0] * 3,
+                        theta=[2, 2], fires=False, w_bits=4, v_bits=10)
+        return Network([conv, fc], 2, Encoder("rate", 4))
+
+    def client_of(board: Network) -> LinkClient:
+        backend = DescriptorBackend(board, 2, n_inputs=36, n_outputs=3)
+        return LinkClient(ModelTransport(LinkModel(backend)), timeout=0.01)
+
+    client_of(network(4)).check_network(network(4))
+    with pytest.raises(LinkError) as error:
+        client_of(network(4)).check_network(network(5))
+    assert str(error.value).startswith("layer 0 SHAPE_OUT differs: the board has channels=4 "
+                                       "height=6 width=6, the network needs channels=5 ")
+    assert "\n" not in str(error.value)
+    with pytest.raises(LinkError, match=r"layer 0 SHAPE_OUT differs: .* height=4 width=4"):
+        client_of(network(4)).check_network(network(4, padding=0))
+    with pytest.raises(LinkError, match="the board runs 2 neuron layers, the network has 1"):
+        client_of(network(4)).check_network(Network([DenseLayer(
+            weight=torch.ones(3, 36, dtype=torch.int64), bias=[0] * 3, theta=[2, 2],
+            fires=False, w_bits=4, v_bits=10)], 2, Encoder("rate", 4)))
