@@ -156,7 +156,8 @@ def link_images_per_second(network, images) -> float:
                                     n_outputs=n_out)
 
 
-def run_case(name, board, out_root, *, lanes=None, mnist_timesteps=None, clock_mhz=None):
+def run_case(name, board, out_root, *, lanes=None, mnist_timesteps=None, clock_mhz=None,
+             seed=1):
     from spikeforge.hw.accelerator import NetworkAccelerator
     from spikeforge.hw.boards import load_board_spec
     from spikeforge.sw.synth import (
@@ -195,13 +196,14 @@ def run_case(name, board, out_root, *, lanes=None, mnist_timesteps=None, clock_m
     try:
         report = build_at_met_clock(
             board, lambda: NetworkAccelerator(network, lanes, spram_layers=plan.spram_layers),
-            out_root / f"{name}-{board}", clock_mhz=clock_mhz,
+            out_root / f"{name}-{board}", clock_mhz=clock_mhz, seed=seed,
             progress=lambda m: print(f"  [{name}/{board}] {m}", flush=True))
     except SynthError as error:
         row["status"] = f"build failed: {str(error).splitlines()[-1]}"
         return row
     row.update(report.as_dict())
     row["status"] = "timing met" if report.timing_met else "timing NOT met"
+    row["seed"] = seed
     row["inferences_per_s_at_fmax"] = report.fmax_mhz * 1e6 / cycles
     row["latency_ms_at_fmax"] = cycles / (report.fmax_mhz * 1e3)
     row["required_mhz_built"] = report.required_mhz
@@ -209,6 +211,10 @@ def run_case(name, board, out_root, *, lanes=None, mnist_timesteps=None, clock_m
     row["latency_us_at_required"] = cycles / report.required_mhz
     row["build_s"] = time.monotonic() - start
     return row
+
+
+def seed_note(row) -> str:
+    return f" (nextpnr seed {row['seed']})" if "seed" in row else ""
 
 
 def markdown(rows) -> str:
@@ -230,7 +236,7 @@ def markdown(rows) -> str:
                      f"{ebr} | {spram} | {fmax} | {r['cycles_per_inference']:.0f} | "
                      f"{g('latency_us_at_required', '{:.1f}')} | {per_s} | "
                      f"{r['utilization']:.3f} | {r['port_limit_cycles']:.0f} | "
-                     f"{r['link_images_per_s']:.1f} | {r['status']} |")
+                     f"{r['link_images_per_s']:.1f} | {r['status']}{seed_note(r)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -251,6 +257,8 @@ def main(argv):
     parser.add_argument("--clock", type=float, default=None,
                         help="first build's clock in MHz (default: the board's; a build that "
                              "misses it is rebuilt lower, as synth does)")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="nextpnr's placement seed (default 1, as spikeforge synth)")
     args = parser.parse_args(argv)
     from spikeforge.sim.toolchain import have_yowasp
 
@@ -265,7 +273,8 @@ def main(argv):
             timesteps = ({b: args.mnist_timesteps for b in MNIST_TIMESTEPS}
                          if args.mnist_timesteps else None)
             rows.append(run_case(name, board, args.out / "synth", lanes=args.lanes,
-                                 mnist_timesteps=timesteps, clock_mhz=args.clock))
+                                 mnist_timesteps=timesteps, clock_mhz=args.clock,
+                                 seed=args.seed))
             print(f"  {rows[-1]['status']}", flush=True)
             # after every case: an interrupted run keeps what it measured
             (args.out / "synth.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")

@@ -48,7 +48,24 @@ from spikeforge.hw.weight_rom import WeightRom
 from spikeforge.sw.golden import Network
 from spikeforge.sw.interface import SPEC, RegisterMap
 
-__all__ = ["CoreArray", "CoreLayout", "core_layout", "event_layout", "core_spike_layout"]
+__all__ = ["CoreArray", "CoreLayout", "core_layout", "event_layout", "core_spike_layout",
+           "state_ram_attrs", "ECP5_DISTRIBUTED_DEPTH"]
+
+
+#: Accumulator banks and membrane memories at most this deep go to distributed RAM on the
+#: ECP5 (yosys would take a block RAM from 65 words on; 256 words are 16 LUT RAMs deep).
+ECP5_DISTRIBUTED_DEPTH = 256
+
+
+def state_ram_attrs(platform, depth: int) -> dict[str, str]:
+    """Synthesis attributes of an accumulator bank or the membrane memory of ``depth`` words:
+    on the ECP5 distributed (LUT) RAM up to :data:`ECP5_DISTRIBUTED_DEPTH` words, because a
+    block RAM's 5.6 ns clock-to-output before the IU's write-back adder (or the leak's shifter)
+    held the 16-lane conv preset at 69 MHz (then 81); elsewhere (the iCE40 has no LUT RAM) the
+    synthesizer's choice."""
+    if getattr(platform, "family", None) == "ecp5" and depth <= ECP5_DISTRIBUTED_DEPTH:
+        return {"ram_style": "distributed"}
+    return {}
 
 
 def core_spike_layout(layout: CoreLayout) -> data.StructLayout:
@@ -204,11 +221,13 @@ class CoreArray(wiring.Component):
         m.submodules.biases = biases = Memory(
             shape=unsigned(P * VB), depth=lay.total_bias_words, init=lay.bias_words_init())
         m.submodules.vmem = vmem = Memory(shape=unsigned(P * VB), depth=lay.total_groups,
-                                          init=[])
+                                          init=[], attrs=state_ram_attrs(platform,
+                                                                         lay.total_groups))
         b_rd, v_rd, v_wr = biases.read_port(), vmem.read_port(), vmem.write_port()
         acc_rd, acc_wr = [], []
         for b in range(2):      # the accumulator banks: the IU fills one, the FU closes the other
-            bank = Memory(shape=unsigned(P * CB), depth=G_max, init=[])
+            bank = Memory(shape=unsigned(P * CB), depth=G_max, init=[],
+                          attrs=state_ram_attrs(platform, G_max))
             m.submodules[f"acc{b}"] = bank
             wr = bank.write_port()
             acc_wr.append(wr)
@@ -264,9 +283,19 @@ class CoreArray(wiring.Component):
         in_t = Signal(range(T + 1))
         in_k = Signal(range(max(2, L)))
         in_beat = Signal(event)
+        # A marker taken into the register moves (in_t, in_k) on in the next cycle, counted
+        # from the register (not from the FIFO's block-RAM output, a critical path on the
+        # ECP5); until then `cur_t`, `cur_k` are the moved-on values.
+        fresh = Signal()                        # in_beat was taken in the previous cycle
+        moving = fresh & in_beat.eot
+        last_k = in_k == L - 1
+        cur_k = Mux(moving, Mux(last_k, 0, in_k + 1), in_k)
+        cur_t = Mux(moving & last_k, in_t + 1, in_t)
+        with m.If(moving):
+            m.d.sync += [in_k.eq(cur_k), in_t.eq(cur_t)]
         consume = iu.events.valid & iu.events.ready
-        can_take = (state == _State.RUN) & (in_t < T) & (~iu.events.valid | consume)
-        from_queue = in_k != 0
+        can_take = (state == _State.RUN) & (cur_t < T) & (~iu.events.valid | consume)
+        from_queue = cur_k != 0
         queue_beat = Signal(event)
         m.d.comb += [
             queue_beat.c.eq(queue.r_data[:CQ]),
@@ -279,15 +308,11 @@ class CoreArray(wiring.Component):
             iu.events.payload.eq(in_beat),
         ]
         take = (self.inputs.valid & self.inputs.ready) | (queue.r_rdy & queue.r_en)
+        m.d.sync += fresh.eq(take)
         with m.If(take):
             m.d.sync += [iu.events.valid.eq(1),
                          in_beat.eq(Mux(from_queue, queue_beat.as_value(),
                                         self.inputs.payload.as_value()))]
-            with m.If(Mux(from_queue, queue_beat.eot, self.inputs.payload.eot)):
-                with m.If(in_k == L - 1):
-                    m.d.sync += [in_k.eq(0), in_t.eq(in_t + 1)]
-                with m.Else():
-                    m.d.sync += in_k.eq(in_k + 1)
         with m.Elif(consume):
             m.d.sync += iu.events.valid.eq(0)
 
@@ -311,7 +336,11 @@ class CoreArray(wiring.Component):
             iu_reads = iu.acc_read.en & (iu.acc_read.bank == b)
             m.d.comb += [
                 rd.addr.eq(Mux(iu_reads, iu.acc_read.addr, fu.acc_read.addr)),
-                rd.en.eq(iu_reads | (fu.acc_read.en & (fu_bank == b))),
+                # A read enable: without one yosys moves a distributed-RAM bank's read register
+                # in front of the (transparent) RAM, and the read joins the write-back adder.
+                # The FU's part is its bank while it is busy, not its per-cycle issue decision
+                # (its data is used only after an issued read, so a repeated one is harmless).
+                rd.en.eq(iu_reads | (fu.busy & (fu_bank == b))),
             ]
             with m.If(iu.acc_write.en & (iu.acc_write.bank == b)):
                 m.d.comb += [wr.addr.eq(iu.acc_write.addr), wr.data.eq(iu.acc_write.data),
@@ -322,10 +351,13 @@ class CoreArray(wiring.Component):
                 m.d.comb += [wr.addr.eq(clear_g), wr.data.eq(0), wr.en.eq(1)]
 
         # ---- the FU's ports: membranes and biases, its spikes to the queue or `outputs` -------
+        # The membrane and bias memories read in every cycle: the FU uses the data only in the
+        # cycle after its read (L), so a read enable would only spread its issue decision over
+        # every lane's read register (on the ECP5 the conv preset's critical path).
         m.d.comb += [
-            v_rd.addr.eq(fu.vmem_read.addr), v_rd.en.eq(fu.vmem_read.en),
+            v_rd.addr.eq(fu.vmem_read.addr), v_rd.en.eq(1),
             fu.vmem_read.data.eq(v_rd.data),
-            b_rd.addr.eq(fu.bias_read.addr), b_rd.en.eq(fu.bias_read.en),
+            b_rd.addr.eq(fu.bias_read.addr), b_rd.en.eq(1),
             fu.bias_read.data.eq(b_rd.data),
             v_wr.addr.eq(fu.membranes.word), v_wr.data.eq(fu.membranes.payload.v.as_value()),
             v_wr.en.eq(fu.membranes.valid),
@@ -377,6 +409,7 @@ class CoreArray(wiring.Component):
 
         with m.If(self.start):
             m.d.sync += [state.eq(_State.CLEAR), clear_g.eq(0), in_t.eq(0), in_k.eq(0),
+                         fresh.eq(0),
                          iu.events.valid.eq(0), self.cycles.eq(0), self.bad_addr.eq(0),
                          *[s.eq(0) for s in spikes + layer_cycles]]
         return m

@@ -131,9 +131,16 @@ class FireUnit(wiring.Component):
         m.d.comb += [regs.layer.eq(fu_k), regs.step.eq(fu_t)]
 
         # ---- R: the walk over the layer's groups, then the marker item -------------------------
-        groups = select(lay.groups, fu_k)
-        gc_top = select([x.channel_groups - 1 for x in maps], fu_k)
-        ox_top = select([x.out_shape[2] - 1 for x in maps], fu_k)
+        # the layer's sizes, registered: the layer changes in cycle e (a pass's marker leaves
+        # S), and R reads the next pass's first group in e + 2 at the earliest
+        groups = Signal(range(G_max + 1), init=lay.groups[0])
+        gc_top = Signal(range(max(2, *(x.channel_groups for x in maps))),
+                        init=maps[0].channel_groups - 1)
+        ox_top = Signal(range(max(2, *(x.out_shape[2] for x in maps))),
+                        init=maps[0].out_shape[2] - 1)
+        m.d.sync += [groups.eq(select(lay.groups, fu_k)),
+                     gc_top.eq(select([x.channel_groups - 1 for x in maps], fu_k)),
+                     ox_top.eq(select([x.out_shape[2] - 1 for x in maps], fu_k))]
         g = Signal(range(G_max + 2))            # next item to read; item G_k is the marker
         word = Signal(range(lay.total_groups + 1))      # neuron_base[k] + g
         bias = Signal(range(lay.total_bias_words + 1))  # bias_base[k] + gc

@@ -36,13 +36,16 @@ def event_layout(c_bits: int, y_bits: int, x_bits: int,
 
 
 def times(value, constant: int):
-    """``value * constant`` for a non-negative constant: a shift for a power of two, no
-    logic for 0 or 1 (a general constant still multiplies)."""
+    """``value * constant`` for a non-negative constant, as shifts and adds: a shift for a
+    power of two, no logic for 0 or 1, else one shifted copy per set bit summed as a balanced
+    tree (an ECP5 build once put ``c * 9`` in a DSP block, 3.9 ns on the IU's decode path)."""
     if constant == 0:
         return Const(0, 1)
-    if constant & (constant - 1) == 0:
-        return value << (constant.bit_length() - 1)
-    return value * constant
+    terms = [value << bit for bit in range(constant.bit_length()) if constant >> bit & 1]
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+                 for i in range(0, len(terms), 2)]
+    return terms[0]
 
 
 class IntegrationUnit(wiring.Component):
@@ -213,11 +216,17 @@ class IntegrationUnit(wiring.Component):
                                  ev_planes.eq(ev_planes & (ev_planes - 1)), ev_first.eq(0)]
             with m.Else():
                 m.d.sync += ev_valid.eq(0)
-            with m.If(slot_exists & ev_first):
-                for k in range(L):
-                    with m.If(iu_k == k):
-                        m.d.sync += self.synops[k].eq(
-                            self.synops[k] + Mux(ev_gc == gc_top, last_lanes, P))
+
+        # SynOps: a slot's count is added one cycle later (W1), so the slot's valid flag does
+        # not spread over the 32-bit counters (the counters are read only after the inference)
+        syn_count = Signal(range(P + 1))
+        syn_layer = Signal.like(iu_k)
+        m.d.sync += [syn_count.eq(Mux(ev_valid & slot_exists & ev_first,
+                                      Mux(ev_gc == gc_top, last_lanes, P), 0)),
+                     syn_layer.eq(iu_k)]
+        for k in range(L):
+            with m.If(syn_layer == k):
+                m.d.sync += self.synops[k].eq(self.synops[k] + syn_count)
 
         # ---- decode: the event's first slot ----------------------------------------------------
         # Pooling is an address shift (an event in a dropped partial window is dropped); then
@@ -295,7 +304,7 @@ class IntegrationUnit(wiring.Component):
                      self.acc_read.bank.eq(w1_bank), self.acc_write.data.eq(total.as_value())]
 
         with m.If(self.clear):
-            m.d.sync += [iu_t.eq(0), iu_k.eq(0), iu_done.eq(0), self.bank.eq(0),
+            m.d.sync += [iu_t.eq(0), iu_k.eq(0), iu_done.eq(0), self.bank.eq(0), syn_count.eq(0),
                          eot_pending.eq(0), *[value.eq(v0) for value, v0 in layer_values],
                          ev_valid.eq(0), w1_valid.eq(0), self.acc_write.en.eq(0),
                          *[s.eq(0) for s in self.synops]]

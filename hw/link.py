@@ -226,6 +226,10 @@ class LinkBridge(wiring.Component):
         bad_token = Signal()
         zeros = Signal(range(STREAM_MAX_RUN))  # zero pixels still to send for this token
         feed = Signal()  # the STREAM being answered has an image to feed
+        # decided in CRC_HI, once the payload is in, so that CHECK's chain of refusals starts
+        # from flip-flops (on the UP5K it was the board top's critical path)
+        stream_image = Signal()     # a STREAM with a payload (not a flush)
+        miscounted = Signal()       # its tokens do not decode to exactly ``n_in`` pixels
 
         rsp_len = Signal(16)
         words = Signal(16)  # words of the reply payload still to send
@@ -349,7 +353,9 @@ class LinkBridge(wiring.Component):
                         m.next = "CRC_HI"
                 receive(None, take_payload)
             with m.State("CRC_HI"):
-                m.d.sync += count_ok.eq((read_count != 0) & (read_count <= MAX_WORDS))
+                m.d.sync += [count_ok.eq((read_count != 0) & (read_count <= MAX_WORDS)),
+                             stream_image.eq(is_stream & (length != 0)),
+                             miscounted.eq(over | (decoded != n_in))]
                 receive("CRC_LO")
             with m.State("CRC_LO"):
                 receive("CHECK")
@@ -358,7 +364,7 @@ class LinkBridge(wiring.Component):
                     fail(ErrorCode.CRC, "DISCARD")
                 with m.Elif((is_cmd[Command.RUN] & bad_pixel) | (is_stream & bad_token)):
                     fail(ErrorCode.PIXEL, "REPLY_ERROR")
-                with m.Elif(is_stream & (length != 0) & (over | (decoded != n_in))):
+                with m.Elif(stream_image & miscounted):
                     fail(ErrorCode.ARGUMENT, "REPLY_ERROR")
                 with m.Elif((is_cmd[Command.WRITE] | is_cmd[Command.WRITE_BLOCK]
                              | is_cmd[Command.RUN]) & self.busy):
@@ -367,7 +373,7 @@ class LinkBridge(wiring.Component):
                     fail(ErrorCode.ARGUMENT, "REPLY_ERROR")
                 with m.Else():
                     m.d.sync += [code.eq(ErrorCode.OK), slot.eq(0), sent.eq(0),
-                                 waddr.eq(read_addr), feed.eq(is_stream & (length != 0))]
+                                 waddr.eq(read_addr), feed.eq(stream_image)]
                     with m.If(is_cmd[Command.INFO]):
                         m.d.sync += [rsp_len.eq(4 * len(info)), words.eq(len(info))]
                         m.next = "REPLY"

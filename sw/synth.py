@@ -30,6 +30,7 @@ from pathlib import Path
 
 from spikeforge.hw.accelerator import NetworkAccelerator, spike_buffer_depths, spike_entry_bits
 from spikeforge.hw.boards import BoardTop, clock_below, load_board_spec, make_platform
+from spikeforge.hw.core import ECP5_DISTRIBUTED_DEPTH
 from spikeforge.hw.core_layout import core_layout
 from spikeforge.hw.layer import check_lanes, current_bits
 from spikeforge.hw.link import buffer_slots
@@ -95,6 +96,9 @@ class MemoryUse:
     #: Memories of ``width / slices`` bits side by side (hw/weight_rom.py: one per lane), each
     #: mapped onto block RAM on its own.
     slices: int = 1
+    #: On the ECP5 this deep or less, distributed RAM whatever the synthesizer would choose
+    #: (hw/core.py state_ram_attrs).
+    distributed_depth: int = 0
 
     @property
     def bits(self) -> int:
@@ -155,8 +159,10 @@ def _memories(network: Network, lanes: int, w_bits: int | None = None) -> list[M
                   for x in layout.maps)
     out = [MemoryUse("core.weights", P * widest, sum(layout.weight_words), rom=True, slices=P),
            MemoryUse("core.bias", P * layout.v_bits, layout.total_bias_words, rom=True),
-           MemoryUse("core.vmem", P * layout.v_bits, layout.total_groups)]
-    out += [MemoryUse(f"core.acc{bank}", P * current, max(layout.groups)) for bank in range(2)]
+           MemoryUse("core.vmem", P * layout.v_bits, layout.total_groups,
+                     distributed_depth=ECP5_DISTRIBUTED_DEPTH)]
+    out += [MemoryUse(f"core.acc{bank}", P * current, max(layout.groups),
+                      distributed_depth=ECP5_DISTRIBUTED_DEPTH) for bank in range(2)]
     encoder_depth, queue_depth = spike_buffer_depths(network)
     queue_bits = layout.c_bits + layout.y_bits + layout.x_bits + 1
     out.append(MemoryUse("core.queue", queue_bits, queue_depth))
@@ -185,7 +191,8 @@ def plan_memories(network: Network, lanes: int, spec, *, w_bits: int | None = No
     for x in memories:
         slice_bits = x.bits // x.slices
         if (slice_bits < LOGIC_MEMORY_BITS or (x.rom and slice_bits <= LOGIC_ROM_BITS)
-                or (family == "ecp5" and x.depth <= ECP5_LUTRAM_DEPTH)):
+                or (family == "ecp5"
+                    and x.depth <= max(ECP5_LUTRAM_DEPTH, x.distributed_depth))):
             x.kind, x.blocks = "logic", 0
         else:
             x.kind, x.blocks = "EBR", x.slices * block_count(family, x.width // x.slices,
