@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from spikeforge.hw.layer import ConfigSignature, field_word, select
@@ -213,30 +212,27 @@ class LayerProgram(wiring.Component):
             for offset, value in values.items():
                 word = Mux(bus.addr == offset, value, word)
             m.d.comb += read[k].eq(word)
-        # The descriptors (constants) come from one small ROM of every layer's words, indexed
-        # by the layer and the register: one multiplexer level on the read path, not one per
-        # register and layer (about 250 logic cells less on the iCE40, where the conv preset
-        # needs them)
+        # The descriptors (constants) come from one table of every layer's words, indexed by
+        # the layer and the register: one multiplexer level on the read path, not one per
+        # register and layer (about 30 logic cells less on the iCE40). A constant table, not a
+        # Memory: yosys put a small ROM in LUT RAM and its ABC9 pass then crashed on the ECP5.
         names = list(self._descriptors[0]) if self._descriptors else []
         slots = 1 << max(1, (len(names) - 1).bit_length())
-        # every value of bus.layer has its words (zeros past the last layer): no read of a
-        # word the ROM lacks, which Verilog would answer with X
+        # every value of bus.layer has its words (zeros past the last layer)
         blocks = 1 << len(bus.layer)
         words = [d.get(name, 0) for d in self._descriptors
                  for name in names + [None] * (slots - len(names))]
-        rom = Memory(shape=unsigned(32), depth=blocks * slots,
-                     init=words + [0] * ((blocks - len(self._descriptors)) * slots))
-        m.submodules.descriptors = rom
-        rom_read = rom.read_port(domain="comb")
+        words += [0] * ((blocks - len(self._descriptors)) * slots)
         which = Const(0, max(1, (slots - 1).bit_length()))
         is_descriptor = Const(0, 1)
         for i, name in enumerate(names):
             hit = bus.addr == at(name)
             which = Mux(hit, i, which)
             is_descriptor = is_descriptor | hit
-        m.d.comb += rom_read.addr.eq(Cat(which, bus.layer))
+        descriptor_word = select([Const(w, 32) for w in words], Cat(which, bus.layer))
         with m.If(bus.r_en):
-            m.d.sync += bus.r_data.eq(Mux(is_descriptor, rom_read.data, select(read, bus.layer)))
+            m.d.sync += bus.r_data.eq(Mux(is_descriptor, descriptor_word,
+                                          select(read, bus.layer)))
 
         # ---- register writes -------------------------------------------------------------------
         for k, r in enumerate(regs):
