@@ -215,7 +215,9 @@ class LayerProgram(wiring.Component):
         # The descriptors (constants) come from one table of every layer's words, indexed by
         # the layer and the register: one multiplexer level on the read path, not one per
         # register and layer (about 30 logic cells less on the iCE40). A constant table, not a
-        # Memory: yosys put a small ROM in LUT RAM and its ABC9 pass then crashed on the ECP5.
+        # Memory: with this read path the demo's ULX3S build passes yosys's ABC9 pass, which
+        # failed an assertion both with a small ROM Memory and with a constant per register
+        # (docs/synthesis.md).
         names = list(self._descriptors[0]) if self._descriptors else []
         slots = 1 << max(1, (len(names) - 1).bit_length())
         # every value of bus.layer has its words (zeros past the last layer)
