@@ -324,28 +324,29 @@ class CoreArray(wiring.Component):
                      iu.weights.data.eq(w_rd.data), program.bad_addr.eq(iu.bad)]
         with m.If(iu.bad[0]):
             m.d.sync += self.bad_addr.eq(1)
-        fu_bank = Signal()
         handoff = iu.integrated & ~fu.busy
-        m.d.comb += [iu.handoff.eq(handoff), fu.start.eq(handoff)]
-        with m.If(handoff):
-            m.d.sync += fu_bank.eq(iu.bank)
+        m.d.comb += [iu.handoff.eq(handoff), fu.start.eq(handoff), fu.bank.eq(iu.bank)]
         m.d.comb += [iu.acc_write.current.eq(Mux(iu.acc_write.bank, acc_rd[1].data,
                                                  acc_rd[0].data)),
-                     fu.acc_read.data.eq(Mux(fu_bank, acc_rd[1].data, acc_rd[0].data))]
+                     fu.acc_read.data.eq(Mux(fu.acc_read.banks[1], acc_rd[1].data,
+                                             acc_rd[0].data))]
+        # Each bank's ports are chosen by one-hot flip-flops of the two units (the IU's slot in
+        # W1 and WB, the FU's pass and its stage L), no bank compare: on the ECP5 the compares
+        # and their fanout into the banks' LUT RAM were a 32-lane build's critical path.
         for b, (rd, wr) in enumerate(zip(acc_rd, acc_wr, strict=True)):
-            iu_reads = iu.acc_read.en & (iu.acc_read.bank == b)
+            iu_reads = iu.acc_read.banks[b]
             m.d.comb += [
                 rd.addr.eq(Mux(iu_reads, iu.acc_read.addr, fu.acc_read.addr)),
                 # A read enable: without one yosys moves a distributed-RAM bank's read register
                 # in front of the (transparent) RAM, and the read joins the write-back adder.
                 # The FU's part is its bank while it is busy, not its per-cycle issue decision
                 # (its data is used only after an issued read, so a repeated one is harmless).
-                rd.en.eq(iu_reads | (fu.busy & (fu_bank == b))),
+                rd.en.eq(iu_reads | fu.acc_read.banks[b]),
             ]
-            with m.If(iu.acc_write.en & (iu.acc_write.bank == b)):
+            with m.If(iu.acc_write.banks[b]):
                 m.d.comb += [wr.addr.eq(iu.acc_write.addr), wr.data.eq(iu.acc_write.data),
                              wr.en.eq(1)]
-            with m.Elif(fu.acc_clear.en & (fu_bank == b)):
+            with m.Elif(fu.acc_clear.banks[b]):
                 m.d.comb += [wr.addr.eq(fu.acc_clear.addr), wr.data.eq(0), wr.en.eq(1)]
             with m.Elif(state == _State.CLEAR):
                 m.d.comb += [wr.addr.eq(clear_g), wr.data.eq(0), wr.en.eq(1)]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -37,7 +37,8 @@ from spikeforge.hw.neuron import (
     NeuronLeak,
     bar_bits,
     drive_bits,
-    threshold_bar,
+    threshold_bar_select,
+    threshold_bounds,
 )
 from spikeforge.hw.program import FireRegistersSignature
 from spikeforge.hw.serializer import SpikeSerializer
@@ -71,6 +72,8 @@ class FireUnit(wiring.Component):
     -------
     start : In(1)
         Strobe (only while not ``busy``): close the next pass.
+    bank : In(1)
+        The accumulator bank of the pass, taken with ``start``.
     clear : In(1)
         Strobe: a new inference (pass (0, 0) next, the serializer empty).
     busy : Out(1)
@@ -80,9 +83,11 @@ class FireUnit(wiring.Component):
     registers : In(FireRegistersSignature)
         The layer program's values of ``layer`` and ``step``.
     vmem_read, bias_read, acc_read : Out(addr, en; In data)
-        Stage R's reads; ``acc_read`` reads the pass's accumulator bank (the core's choice).
-    acc_clear : Out(addr, en)
-        Stage L zeroes the word it took.
+        Stage R's reads; ``acc_read`` reads the pass's accumulator bank, and its ``banks``
+        (``Out(2)``) is that bank one-hot while ``busy``, from flip-flops.
+    acc_clear : Out(addr, banks)
+        Stage L zeroes the word it took: ``banks`` is the bank one-hot in that cycle (a
+        flip-flop), else 0.
     membranes : Out, ``valid`` and ``payload`` (:func:`membrane_beat_layout`)
         One beat per group: its new membranes; ``word`` is where they belong in ``vmem``.
     events : Out(stream.Signature(...))
@@ -100,6 +105,7 @@ class FireUnit(wiring.Component):
                                            depth=S_QUEUE)
         super().__init__({
             "start": In(1),
+            "bank": In(1),
             "clear": In(1),
             "busy": Out(1),
             "layer": Out(range(max(2, L))),
@@ -107,9 +113,11 @@ class FireUnit(wiring.Component):
             "registers": In(FireRegistersSignature(L, T, layout.v_bits)),
             "vmem_read": Out(_read_port(layout.total_groups, P * layout.v_bits)),
             "bias_read": Out(_read_port(layout.total_bias_words, P * layout.v_bits)),
-            "acc_read": Out(_read_port(max(layout.groups), P * layout.current_bits)),
+            "acc_read": Out(wiring.Signature({
+                **_read_port(max(layout.groups), P * layout.current_bits).members,
+                "banks": Out(2)})),
             "acc_clear": Out(wiring.Signature({"addr": Out(range(max(2, max(layout.groups)))),
-                                               "en": Out(1)})),
+                                               "banks": Out(2)})),
             "membranes": Out(wiring.Signature({
                 "valid": Out(1), "word": Out(range(layout.total_groups + 1)),
                 "payload": Out(membrane_beat_layout(layout))})),
@@ -163,8 +171,9 @@ class FireUnit(wiring.Component):
         st_l, st_c, st_d = stage("l"), stage("c"), stage("d")
         pending = Signal(range(S_QUEUE + 1))    # groups issued by R, not yet in stage S
         m.submodules.serializer = serializer = self._serializer
+        owns = Signal(2)                        # the pass's bank, one-hot, while busy
         with m.If(self.start):
-            m.d.sync += [self.busy.eq(1), g.eq(0),
+            m.d.sync += [self.busy.eq(1), owns.eq(Mux(self.bank, 0b10, 0b01)), g.eq(0),
                          word.eq(select(lay.neuron_base, fu_k)),
                          bias.eq(select(lay.bias_base, fu_k)), gc.eq(0), cbase.eq(0),
                          at_y.eq(0), at_x.eq(0)]
@@ -174,7 +183,7 @@ class FireUnit(wiring.Component):
         m.d.comb += [
             self.vmem_read.addr.eq(word), self.vmem_read.en.eq(read),
             self.bias_read.addr.eq(bias), self.bias_read.en.eq(read),
-            self.acc_read.addr.eq(g), self.acc_read.en.eq(read),
+            self.acc_read.addr.eq(g), self.acc_read.en.eq(read), self.acc_read.banks.eq(owns),
         ]
         m.d.sync += st_l.valid.eq(advance)
         with m.If(advance):
@@ -192,8 +201,9 @@ class FireUnit(wiring.Component):
                 with m.Else():
                     m.d.sync += [at_x.eq(0), at_y.eq(at_y + 1)]
         m.d.sync += copy(st_c, st_l) + copy(st_d, st_c)
-        m.d.comb += [self.acc_clear.addr.eq(st_l.g),
-                     self.acc_clear.en.eq(st_l.valid & ~st_l.eot)]
+        # stage L clears the word R read: registered beside st_l, one-hot by bank
+        m.d.sync += self.acc_clear.banks.eq(Mux(read, owns, 0))
+        m.d.comb += self.acc_clear.addr.eq(st_l.g)
 
         # ---- L, C, F: leak and drive, exact sum and saturation, fire and reset -----------------
         v_old = data.View(v_lanes, self.vmem_read.data)
@@ -216,12 +226,17 @@ class FireUnit(wiring.Component):
         # the least exact sum that fires, per pass. The layer and step change when a pass's
         # marker leaves S (cycle e); the next pass's first group reaches stage C in cycle e + 4
         # at the earliest (start e + 1, R e + 2, L e + 3), and the program's theta is valid from
-        # e + 2, so theta + greater (e + 3) and its clamp (e + 4) each get a register: in time,
-        # with no cycle to spare (a stale bar fails the random network regressions)
+        # e + 2, so theta + greater and the two compares with the layer's range (e + 3) and
+        # their selection (e + 4) each get a register: in time, with no cycle to spare (a stale
+        # bar fails the random network regressions). The compares take theta itself, not the
+        # sum: one carry chain a cycle (on the ECP5 a 32-lane build's critical path)
         raised = Signal(signed(VB + 1))         # theta + greater
+        above, below = Signal(), Signal()
         bar = Signal(signed(bar_bits(VB, CB)))
         m.d.sync += [raised.eq(regs.theta + regs.greater),
-                     bar.eq(threshold_bar(raised, 0, v_low, v_high, VB, CB))]
+                     Cat(above, below).eq(Cat(*threshold_bounds(regs.theta, regs.greater,
+                                                                v_low, v_high))),
+                     bar.eq(threshold_bar_select(raised, above, below, VB, CB))]
         for lane in range(P):
             leak, fire = NeuronLeak(VB, CB), NeuronFire(VB)
             integrate = NeuronIntegrate(VB, CB, variable_range=lay.mixed_v_bits)
@@ -260,7 +275,7 @@ class FireUnit(wiring.Component):
         ]
         m.d.sync += pending.eq(pending + advance - serializer.taken)
         with m.If(self.events.valid & self.events.ready & self.events.payload.eot):
-            m.d.sync += [self.busy.eq(0), fu_k.eq(Mux(fu_k == L - 1, 0, fu_k + 1))]
+            m.d.sync += [self.busy.eq(0), owns.eq(0), fu_k.eq(Mux(fu_k == L - 1, 0, fu_k + 1))]
             with m.If(fu_k == L - 1):
                 m.d.sync += fu_t.eq(Mux(fu_t == T - 1, 0, fu_t + 1))
 
@@ -278,6 +293,7 @@ class FireUnit(wiring.Component):
             ]
 
         with m.If(self.clear):
-            m.d.sync += [self.busy.eq(0), fu_t.eq(0), fu_k.eq(0), st_l.valid.eq(0),
+            m.d.sync += [self.busy.eq(0), owns.eq(0), self.acc_clear.banks.eq(0),
+                         fu_t.eq(0), fu_k.eq(0), st_l.valid.eq(0),
                          st_c.valid.eq(0), st_d.valid.eq(0), pending.eq(0)]
         return m

@@ -27,7 +27,8 @@ from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["FireMode", "NeuronLeak", "NeuronIntegrate", "NeuronFire", "NeuronDatapath",
-           "check_width", "signed_bits_for", "drive_bits", "bar_bits", "threshold_bar"]
+           "check_width", "signed_bits_for", "drive_bits", "bar_bits", "threshold_bar",
+           "threshold_bounds", "threshold_bar_select"]
 
 
 class FireMode(enum.Enum, shape=unsigned(1)):
@@ -86,11 +87,29 @@ def threshold_bar(theta, greater, low, high, v_bits: int, current_bits: int) -> 
     down to ``high`` does not). So ``sat(total) >= theta + greater`` exactly when
     ``total >= bar``, for every ``theta``, not only the contract's ``theta >= 1``. It depends on
     the layer and timestep only, so the fire unit registers it once per pass and the lanes
-    compare the exact sum beside the clamp (``bar_bits`` wide)."""
+    compare the exact sum beside the clamp (``bar_bits`` wide).
+
+    It is :func:`threshold_bar_select` of ``theta + greater`` and :func:`threshold_bounds`,
+    which a pipeline may register apart (the formal proofs check this composition)."""
+    above, below = threshold_bounds(theta, greater, low, high)
+    return threshold_bar_select(theta + greater, above, below, v_bits, current_bits)
+
+
+def threshold_bounds(theta, greater, low, high) -> tuple[Value, Value]:
+    """``(theta + greater > high, theta + greater <= low)``, each one compare of ``theta``
+    itself (no adder before it): ``theta >= high`` or ``theta > high``, ``theta < low`` or
+    ``theta <= low``, by ``greater``."""
+    above = Mux(greater, theta >= high, theta > high)
+    below = Mux(greater, theta < low, theta <= low)
+    return above, below
+
+
+def threshold_bar_select(raised, above, below, v_bits: int, current_bits: int) -> Value:
+    """:func:`threshold_bar` from ``raised = theta + greater`` and its two bounds flags: a
+    selection, no arithmetic."""
     sum_bits = bar_bits(v_bits, current_bits) - 1
     lowest, above_all = -(1 << (sum_bits - 1)), 1 << (sum_bits - 1)
-    bar = theta + greater
-    return Mux(bar > high, above_all, Mux(bar <= low, lowest, bar))
+    return Mux(above, above_all, Mux(below, lowest, raised))
 
 
 class NeuronLeak(wiring.Component):
