@@ -121,6 +121,7 @@ class BoardSpec:
     ebr_bits: int
     spram_bits: int
     max_port_bits: int  # widest block-RAM read port
+    nextpnr_opts: str = ""  # the board's placer and router options, after the seed
 
     @property
     def required_mhz(self) -> float:
@@ -145,6 +146,7 @@ def load_board_spec(board: str, *, clock_hz: float | None = None) -> BoardSpec:
         ebr_bits=int(raw["memory"]["ebr_bits"]),
         spram_bits=int(raw["memory"].get("spram_bits", 0)),
         max_port_bits=int(raw["memory"]["max_port_bits"]),
+        nextpnr_opts=str(raw.get("nextpnr_opts", "")),
     )
 
 

@@ -371,7 +371,7 @@ def build_bitstream(top, board: str, out_dir, *, name: str = "top", spec=None,
     start = time.monotonic()
     plan = platform.build(top, name=name, build_dir=str(out), do_build=False,
                           nextpnr_opts=f"--report {name}.report.json --seed {seed} "
-                                       "--timing-allow-fail",
+                                       f"--timing-allow-fail {spec.nextpnr_opts}".rstrip(),
                           synth_opts="-abc9" if spec.family == "ice40" else "")
     plan.extract(str(out))
     commands = json.loads((out / f"build_{name}.json").read_text())["commands"]

@@ -266,6 +266,10 @@ def test_smoke_build(board, tmp_path):
     assert report.fmax_mhz > 0.8 * report.required_mhz  # the mock may miss by a little
     summary = json.loads((tmp_path / "top.summary.json").read_text())
     assert summary["board"] == board
+    # the board's placer options (constraints/<board>.toml) reach nextpnr's command line
+    options = load_board_spec(board).nextpnr_opts
+    assert bool(options) == (board == "ulx3s")     # only the ECP5 build tunes its placer
+    assert f"--timing-allow-fail {options}".strip() in (tmp_path / "build_top.sh").read_text()
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
