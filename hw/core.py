@@ -343,16 +343,13 @@ class CoreArray(wiring.Component):
                 # (its data is used only after an issued read, so a repeated one is harmless).
                 rd.en.eq(iu_reads | fu.acc_read.banks[b]),
             ]
-            # The write port as three expressions, not an If/Elif chain of the same function:
-            # with the chain yosys 0.70's ABC9 (YoWASP) failed an assertion on the demo's ULX3S
-            # build (`GetSize(conn.first) == GetSize(conn.second)`, reintegrating the LUT RAMs)
-            iu_writes, fu_clears = iu.acc_write.banks[b], fu.acc_clear.banks[b]
-            m.d.comb += [
-                wr.en.eq(iu_writes | fu_clears | (state == _State.CLEAR)),
-                wr.addr.eq(Mux(iu_writes, iu.acc_write.addr,
-                               Mux(fu_clears, fu.acc_clear.addr, clear_g))),
-                wr.data.eq(Mux(iu_writes, iu.acc_write.data, 0)),
-            ]
+            with m.If(iu.acc_write.banks[b]):
+                m.d.comb += [wr.addr.eq(iu.acc_write.addr), wr.data.eq(iu.acc_write.data),
+                             wr.en.eq(1)]
+            with m.Elif(fu.acc_clear.banks[b]):
+                m.d.comb += [wr.addr.eq(fu.acc_clear.addr), wr.data.eq(0), wr.en.eq(1)]
+            with m.Elif(state == _State.CLEAR):
+                m.d.comb += [wr.addr.eq(clear_g), wr.data.eq(0), wr.en.eq(1)]
 
         # ---- the FU's ports: membranes and biases, its spikes to the queue or `outputs` -------
         # The membrane and bias memories read in every cycle: the FU uses the data only in the

@@ -262,6 +262,9 @@ class SynthReport:
     required_mhz: float
     bitstream: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    #: "abc9" (yosys's default), or "abc" where ABC9 hit its reintegration assertion
+    #: (:data:`ABC9_REINTEGRATION_BUG`) and the LUTs were mapped again without it
+    lut_mapper: str = "abc9"
 
     @property
     def timing_met(self) -> bool:
@@ -285,6 +288,9 @@ class SynthReport:
         verdict = "met" if self.timing_met else "NOT MET"
         lines.append(f"  Fmax {self.fmax_mhz:.2f} MHz, required {self.required_mhz:.2f} MHz: "
                      f"timing {verdict}")
+        if self.lut_mapper != "abc9":
+            lines.append(f"  LUTs mapped with yosys's {self.lut_mapper}: its ABC9 failed an "
+                         "assertion (a yosys bug)")
         if self.bitstream:
             lines.append(f"  bitstream {self.bitstream}")
         return "\n".join(lines)
@@ -351,6 +357,27 @@ def _step_name(argv0: str) -> str:
     return argv0
 
 
+#: What yosys's ABC9 prints when its reintegration fails (seen with YoWASP yosys 0.65 and 0.70
+#: on ULX3S board tops, which ones depending on the netlist and the version).
+ABC9_REINTEGRATION_BUG = "Assert `GetSize(conn.first) == GetSize(conn.second)' failed"
+
+
+def _ecp5_script_without_abc9(script: str) -> str:
+    """The yosys script ``script`` with ``synth_ecp5``'s LUT mapping done by ABC instead of
+    ABC9: the same passes before and after ``map_luts``, ``abc -dress -lut 4:7`` in between
+    (yosys's ECP5 flow before ABC9)."""
+    lines = []
+    for line in script.splitlines():
+        if line.strip().startswith("synth_ecp5"):
+            synth = line.strip()
+            lines += [f"{synth} -run begin:map_luts",
+                      "techmap -map +/lattice/latches_map.v", "abc -dress -lut 4:7", "clean",
+                      f"{synth} -run map_cells:"]
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def build_bitstream(top, board: str, out_dir, *, name: str = "top", spec=None,
                     progress: Callable[[str], None] | None = None, seed: int = 1) -> SynthReport:
     """Elaborate ``top`` for ``board`` and run yosys, nextpnr and the packer (yowasp tools).
@@ -375,6 +402,7 @@ def build_bitstream(top, board: str, out_dir, *, name: str = "top", spec=None,
                           synth_opts="-abc9" if spec.family == "ice40" else "")
     plan.extract(str(out))
     commands = json.loads((out / f"build_{name}.json").read_text())["commands"]
+    lut_mapper = "abc9"
     seconds = {"elaborate": time.monotonic() - start}
     env = os.environ.copy()
     tools = {"yosys": env["YOSYS"], "nextpnr-ice40": env["NEXTPNR_ICE40"],
@@ -390,6 +418,16 @@ def build_bitstream(top, board: str, out_dir, *, name: str = "top", spec=None,
         start = time.monotonic()
         result = subprocess.run([tool, *argv[1:]], cwd=out, env=env, capture_output=True,
                                 text=True)
+        rpt = out / f"{name}.rpt"
+        if (step == "yosys" and result.returncode != 0 and spec.family == "ecp5"
+                and rpt.exists() and ABC9_REINTEGRATION_BUG in rpt.read_text(errors="replace")):
+            say("yosys: ABC9 failed its reintegration assertion (a yosys bug); mapping the "
+                "LUTs again with ABC")
+            (out / f"{name}_abc.ys").write_text(
+                _ecp5_script_without_abc9((out / f"{name}.ys").read_text()))
+            result = subprocess.run([tool, "-q", "-l", f"{name}.rpt", f"{name}_abc.ys"],
+                                    cwd=out, env=env, capture_output=True, text=True)
+            lut_mapper = "abc"
         seconds[step] = time.monotonic() - start
         if result.returncode != 0:
             log = {"yosys": f"{name}.rpt", "nextpnr": f"{name}.tim"}.get(step)
@@ -406,6 +444,7 @@ def build_bitstream(top, board: str, out_dir, *, name: str = "top", spec=None,
     report = parse_reports(spec, report_json, out / f"{name}.rpt")
     report.bitstream = out / (f"{name}.bin" if spec.family == "ice40" else f"{name}.bit")
     report.seconds = seconds
+    report.lut_mapper = lut_mapper
     (out / f"{name}.summary.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
     return report
 
