@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         console = Console(stderr=True)
         with console.status(f"building for {args.board}") as status:
             def progress(message: str) -> None:
-                if message.endswith(" s") or message.startswith("timing missed"):
+                if message.endswith((" s", "with ABC")) or message.startswith("timing missed"):
                     console.log(message)
                 else:
                     status.update(f"{args.board}: {message[:100]}")
