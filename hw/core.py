@@ -326,7 +326,7 @@ class CoreArray(wiring.Component):
             m.d.sync += self.bad_addr.eq(1)
         handoff = iu.integrated & ~fu.busy
         m.d.comb += [iu.handoff.eq(handoff), fu.start.eq(handoff), fu.bank.eq(iu.bank)]
-        m.d.comb += [iu.acc_write.current.eq(Mux(iu.acc_write.bank, acc_rd[1].data,
+        m.d.comb += [iu.acc_write.current.eq(Mux(iu.acc_write.banks[1], acc_rd[1].data,
                                                  acc_rd[0].data)),
                      fu.acc_read.data.eq(Mux(fu.acc_read.banks[1], acc_rd[1].data,
                                              acc_rd[0].data))]

@@ -69,11 +69,12 @@ class IntegrationUnit(wiring.Component):
         The accumulator bank being filled.
     weights : Out(addr, en; In data)
         The weight store's read port (data one cycle after the address).
-    acc_read : Out(addr, en, bank, banks)
-        Stage W1's read of the slot's accumulator word; ``banks`` is ``en`` as a one-hot of
-        ``bank``, from a flip-flop of its own (each bank's port decodes no enable).
-    acc_write : Out(addr, data, en, bank, banks; In current)
-        Stage WB's write of ``current + weights``; ``current`` is the word ``acc_read`` read.
+    acc_read : Out(addr, banks)
+        Stage W1's read of the slot's accumulator word; ``banks`` is the slot's bank one-hot
+        (0 when no slot reads), from a flip-flop (each bank's port decodes no enable).
+    acc_write : Out(addr, data, banks; In current)
+        Stage WB's write of ``current + weights`` into the bank ``banks`` selects; ``current``
+        is the word ``acc_read`` read.
     bad : Out(L)
         Strobe: layer ``k``'s event was outside its input and dropped.
     synops : Out(ArrayLayout(unsigned(32), L))
@@ -95,10 +96,8 @@ class IntegrationUnit(wiring.Component):
             "bank": Out(1),
             "weights": Out(wiring.Signature({"addr": Out(word), "en": Out(1),
                                              "data": In(P * layout.w_bits)})),
-            "acc_read": Out(wiring.Signature({"addr": Out(acc), "en": Out(1),
-                                              "bank": Out(1), "banks": Out(2)})),
-            "acc_write": Out(wiring.Signature({"addr": Out(acc), "en": Out(1), "bank": Out(1),
-                                               "banks": Out(2),
+            "acc_read": Out(wiring.Signature({"addr": Out(acc), "banks": Out(2)})),
+            "acc_write": Out(wiring.Signature({"addr": Out(acc), "banks": Out(2),
                                                "data": Out(P * layout.current_bits),
                                                "current": In(P * layout.current_bits)})),
             "bad": Out(L),
@@ -283,15 +282,14 @@ class IntegrationUnit(wiring.Component):
         # ---- W1 and WB: register the weights, read the word, write the sum ---------------------
         w_lanes = data.ArrayLayout(signed(WB), P)
         c_lanes = data.ArrayLayout(signed(lay.current_bits), P)
-        w1_valid, w1_bank = Signal(), Signal()
+        w1_valid = Signal()
         w1_banks = Signal(2)                    # w1_valid, one-hot by bank
         w1_acc = Signal(range(max(2, G_max)))
         weight_reg = Signal(data.ArrayLayout(signed(WB + max(0, VALUE - 1)), P))
         issued = ev_valid & slot_exists
-        m.d.sync += [w1_valid.eq(issued), w1_bank.eq(self.bank),
+        m.d.sync += [w1_valid.eq(issued),
                      w1_banks.eq(Mux(issued, Mux(self.bank, 0b10, 0b01), 0)),
                      w1_acc.eq(ev_acc),
-                     self.acc_write.en.eq(w1_valid), self.acc_write.bank.eq(w1_bank),
                      self.acc_write.banks.eq(w1_banks), self.acc_write.addr.eq(w1_acc)]
         raw_weights = data.View(w_lanes, self.weights.data)
         if VALUE:
@@ -305,14 +303,13 @@ class IntegrationUnit(wiring.Component):
         total = Signal(c_lanes)
         for lane in range(P):
             m.d.comb += total[lane].eq(current[lane] + weight_reg[lane])
-        m.d.comb += [self.acc_read.addr.eq(w1_acc), self.acc_read.en.eq(w1_valid),
-                     self.acc_read.bank.eq(w1_bank), self.acc_read.banks.eq(w1_banks),
+        m.d.comb += [self.acc_read.addr.eq(w1_acc), self.acc_read.banks.eq(w1_banks),
                      self.acc_write.data.eq(total.as_value())]
 
         with m.If(self.clear):
             m.d.sync += [iu_t.eq(0), iu_k.eq(0), iu_done.eq(0), self.bank.eq(0), syn_count.eq(0),
                          eot_pending.eq(0), *[value.eq(v0) for value, v0 in layer_values],
                          ev_valid.eq(0), w1_valid.eq(0), w1_banks.eq(0),
-                         self.acc_write.en.eq(0), self.acc_write.banks.eq(0),
+                         self.acc_write.banks.eq(0),
                          *[s.eq(0) for s in self.synops]]
         return m

@@ -424,8 +424,8 @@ def build_bitstream(top, board: str, out_dir, *, name: str = "top", spec=None,
             say("yosys: ABC9 failed its reintegration assertion (a yosys bug); mapping the "
                 "LUTs again with ABC")
             (out / f"{name}_abc.ys").write_text(
-                _ecp5_script_without_abc9((out / f"{name}.ys").read_text()))
-            result = subprocess.run([tool, "-q", "-l", f"{name}.rpt", f"{name}_abc.ys"],
+                _ecp5_script_without_abc9((out / argv[-1]).read_text()))
+            result = subprocess.run([tool, *argv[1:-1], f"{name}_abc.ys"],   # same log
                                     cwd=out, env=env, capture_output=True, text=True)
             lut_mapper = "abc"
         seconds[step] = time.monotonic() - start
